@@ -1,0 +1,75 @@
+"""Committing a newly received message: envelope row, one row per recipient, and the bytes.
+
+Runs inside a write transaction opened by the caller (the spool's writer thread batches the
+commits of concurrent SMTP sessions into one transaction and one fsync). Writes state
+``incoming``; reads nothing.
+"""
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from spool.states import QueueState, RcptState
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """What intake hands to the spool.
+
+    ``data`` is the complete message as it will be relayed (our Received: header first, then the
+    bytes exactly as received). ``rcpt_tos`` keeps envelope order; ``mail_from`` '' is <>.
+    """
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    client_addr: str = ""
+    client_helo: str = ""
+    smtputf8: bool = False
+    body_8bit: bool = False
+    is_dsn: bool = False
+    state: QueueState = QueueState.INCOMING
+    queue_id: str = field(default_factory=lambda: new_queue_id())
+
+
+_B32 = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
+
+
+def new_queue_id(now_us: int | None = None) -> str:
+    """A 14-character queue ID: 10 characters of microsecond time (so IDs sort by arrival),
+    then 4 random ones. Upper-case letters without vowels, like Postfix's long queue IDs."""
+    t = now_us if now_us is not None else time.time_ns() // 1000
+    head = []
+    for _ in range(10):
+        t, r = divmod(t, len(_B32))
+        head.append(_B32[r])
+    tail = "".join(secrets.choice(_B32) for _ in range(4))
+    return "".join(reversed(head)) + tail
+
+
+def insert_message(conn: sqlite3.Connection, msg: NewMessage, now: float | None = None) -> str:
+    """Insert ``msg`` in state ``msg.state`` (incoming unless said otherwise); return its queue ID.
+
+    Raises sqlite3.IntegrityError if the queue ID exists, ValueError if there is no recipient.
+    """
+    if not msg.rcpt_tos:
+        raise ValueError("a message needs at least one recipient")
+    now = time.time() if now is None else now
+    conn.execute(
+        "INSERT INTO messages (queue_id, state, mail_from, client_addr, client_helo, size, smtputf8,"
+        " body_8bit, is_dsn, arrived_at, next_attempt_at, updated_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (msg.queue_id, msg.state.value, msg.mail_from, msg.client_addr, msg.client_helo,
+         len(msg.data), int(msg.smtputf8), int(msg.body_8bit), int(msg.is_dsn), now, now, now),
+    )
+    conn.executemany(
+        "INSERT INTO recipients (queue_id, idx, address, state, updated_at) VALUES (?,?,?,?,?)",
+        [(msg.queue_id, i, r, RcptState.PENDING.value, now) for i, r in enumerate(msg.rcpt_tos)],
+    )
+    conn.execute("INSERT INTO bodies (queue_id, data) VALUES (?, ?)", (msg.queue_id, msg.data))
+    return msg.queue_id
+
+
+__all__ = ["NewMessage", "new_queue_id", "insert_message"]

@@ -1,0 +1,69 @@
+"""Queue states of a message and of each of its recipients, with the table of allowed moves.
+
+Modelled on Postfix's queues (incoming, active, deferred, hold, corrupt) plus two terminal
+states kept for the record (delivered, bounced) so that `mailgate queue show` can still explain
+what happened to a message until it is purged.
+
+Message states::
+
+    incoming --> active --> delivered            (every recipient done)
+                   |  \\--> bounced              (every recipient failed permanently / expired)
+                   |   \\-> deferred --> active  (some recipient failed temporarily)
+                   \\----> incoming             (crash recovery: active at start-up)
+    incoming|deferred|active <--> hold          (operator or continuity event)
+    any non-terminal --> corrupt                (unreadable; moved aside, never deleted)
+"""
+from __future__ import annotations
+
+import enum
+
+
+class QueueState(str, enum.Enum):
+    INCOMING = "incoming"
+    ACTIVE = "active"
+    DEFERRED = "deferred"
+    HOLD = "hold"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    CORRUPT = "corrupt"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (QueueState.DELIVERED, QueueState.BOUNCED)
+
+
+class RcptState(str, enum.Enum):
+    """Per-recipient outcome. A 5xx for one recipient never touches the others."""
+
+    PENDING = "pending"      # not yet attempted, or to be retried
+    DELIVERED = "delivered"  # the next hop answered 250 for it
+    BOUNCED = "bounced"      # permanent failure (5xx, null MX, NXDOMAIN, expired); DSN sent
+
+
+Q = QueueState
+#: Allowed message-state transitions: {from: {to, ...}}.
+TRANSITIONS: dict[QueueState, frozenset[QueueState]] = {
+    Q.INCOMING: frozenset({Q.ACTIVE, Q.HOLD, Q.CORRUPT}),
+    Q.ACTIVE: frozenset({Q.DELIVERED, Q.BOUNCED, Q.DEFERRED, Q.INCOMING, Q.HOLD, Q.CORRUPT}),
+    Q.DEFERRED: frozenset({Q.ACTIVE, Q.HOLD, Q.INCOMING, Q.CORRUPT}),
+    Q.HOLD: frozenset({Q.INCOMING, Q.CORRUPT}),
+    Q.DELIVERED: frozenset(),
+    Q.BOUNCED: frozenset(),
+    Q.CORRUPT: frozenset({Q.HOLD}),
+}
+
+
+class InvalidTransition(Exception):
+    """Raised when a move is not in TRANSITIONS, or the message was not in the expected state
+    (another worker or an operator moved it first)."""
+
+    def __init__(self, queue_id: str, src: QueueState | None, dst: QueueState, actual: str | None = None):
+        self.queue_id, self.src, self.dst, self.actual = queue_id, src, dst, actual
+        where = f"state {actual}" if actual else "no such message"
+        super().__init__(f"{queue_id}: cannot move {src.value if src else '?'} -> {dst.value} ({where})")
+
+
+def check_transition(src: QueueState, dst: QueueState) -> None:
+    """Raise ValueError if src -> dst is not an allowed move."""
+    if dst not in TRANSITIONS[src]:
+        raise ValueError(f"transition {src.value} -> {dst.value} is not allowed")

@@ -1,0 +1,194 @@
+"""The spool as the running gateway uses it: one writer thread with group commit, reader threads.
+
+SQLite connections belong to the thread that made them, and every write must be durable before
+the 250 that depends on it. So one writer thread owns the write connection and takes work from a
+queue: it runs every operation waiting at that moment inside one ``BEGIN IMMEDIATE`` transaction
+(each in its own savepoint, so one failing operation does not undo the others), commits once (one
+WAL fsync for the batch, ``synchronous=FULL``), and only then resolves the callers' futures.
+Reads run on a small pool of reader threads with their own connections.
+
+Errors: an operation's own exception is re-raised to its caller; a failed COMMIT raises
+SpoolError to every caller of the batch (nothing of the batch is durable, so nothing may be
+acknowledged).
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from spool import commit as _commit
+from spool import db as _db
+from spool import query as _query
+from spool import recover as _recover
+from spool import transitions as _tr
+from spool.commit import NewMessage
+from spool.query import Recipient, StoredMessage
+from spool.states import QueueState
+
+#: Most operations in one group commit, and most message bytes (keeps a batch's WAL write bounded).
+MAX_BATCH_OPS = 512
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+class SpoolError(Exception):
+    """The spool could not make an operation durable (disk full, I/O error, database locked)."""
+
+
+class Spool:
+    """Async façade over the spool database at ``path``.
+
+    ``await Spool.open(path)`` creates the database if needed, runs crash recovery (unless
+    ``recover=False``) and starts the writer thread; ``await spool.close()`` drains and stops it.
+    """
+
+    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop):
+        self.path = Path(path)
+        self._loop = loop
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-reader")
+        self._local = threading.local()
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+        self.recovered: dict[str, int] = {}
+        self.batches = 0
+        self.batched_ops = 0
+
+    @classmethod
+    async def open(cls, path: str | Path, recover: bool = True) -> "Spool":
+        self = cls(Path(path), asyncio.get_running_loop())
+        self._writer.start()
+        await asyncio.to_thread(self._ready.wait)
+        if self._open_error is not None:
+            raise SpoolError(f"cannot open spool {path}: {self._open_error}") from self._open_error
+        if recover:
+            self.recovered = await self.write(_recover.requeue_interrupted)
+        return self
+
+    async def close(self) -> None:
+        self._q.put(None)
+        await asyncio.to_thread(self._writer.join)
+        self._readers.shutdown(wait=True)
+
+    # -- writes -------------------------------------------------------------------------------
+    async def write(self, fn: Callable[..., Any], *args: Any, size: int = 0) -> Any:
+        """Run ``fn(conn, *args)`` in the next group commit; return its result once durable."""
+        fut = self._loop.create_future()
+        self._q.put((fn, args, fut, size))
+        return await fut
+
+    async def commit(self, msg: NewMessage) -> str:
+        """Store a received message durably (state incoming); return its queue ID."""
+        return await self.write(_commit.insert_message, msg, size=len(msg.data))
+
+    async def claim_due(self, limit: int) -> list[str]:
+        return await self.write(_tr.claim_due, limit)
+
+    async def record_attempt(self, queue_id: str, outcomes: list[_tr.RcptOutcome],
+                             next_attempt_at: float, dsn: NewMessage | None = None) -> QueueState:
+        """Record an attempt (see transitions.record_attempt) and, in the same transaction,
+        enqueue the bounce ``dsn`` if one is given: a bounce is never lost or sent twice."""
+        return await self.write(_record_with_dsn, queue_id, outcomes, next_attempt_at, dsn)
+
+    async def move(self, queue_id: str, src, dst: QueueState, **kw) -> QueueState:
+        return await self.write(lambda c: _tr.move(c, queue_id, src, dst, **kw))
+
+    # -- reads --------------------------------------------------------------------------------
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(conn, *args)`` on a reader thread's own connection."""
+        return await self._loop.run_in_executor(self._readers, self._run_read, fn, args)
+
+    async def get(self, queue_id: str, with_data: bool = False) -> StoredMessage | None:
+        return await self.read(_query.get_message, queue_id, with_data)
+
+    async def counts(self) -> dict[str, int]:
+        return await self.read(_query.count_by_state)
+
+    async def next_due_at(self) -> float | None:
+        return await self.read(_query.next_due_at)
+
+    def _run_read(self, fn, args):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _db.connect(self.path)
+        return fn(conn, *args)
+
+    # -- the writer thread --------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        try:
+            conn = _db.connect(self.path)
+        except BaseException as e:  # reported by open()
+            self._open_error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        stop = False
+        while not stop:
+            item = self._q.get()
+            if item is None:
+                break
+            batch, size = [item], item[3]
+            while len(batch) < MAX_BATCH_OPS and size < MAX_BATCH_BYTES:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+                size += nxt[3]
+            self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list) -> None:
+        results: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, args, fut, _size in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    r = fn(conn, *args)
+                except Exception as e:  # the caller's own error: undo its part only
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((fut, None, e))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((fut, r, None))
+            conn.execute("COMMIT")
+        except Exception as e:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            err = SpoolError(f"spool commit failed: {e}")
+            results = [(fut, None, err) for fut, *_ in batch]
+        self.batches += 1
+        self.batched_ops += len(batch)
+        self._loop.call_soon_threadsafe(_resolve_all, results)
+
+
+def _resolve_all(results) -> None:
+    for fut, r, e in results:
+        if fut.done():
+            continue
+        if e is not None:
+            fut.set_exception(e)
+        else:
+            fut.set_result(r)
+
+
+def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn):
+    state = _tr.record_attempt(conn, queue_id, outcomes, next_attempt_at)
+    if dsn is not None:
+        _commit.insert_message(conn, dsn)
+    return state
+
+
+__all__ = ["Spool", "SpoolError", "NewMessage", "StoredMessage", "Recipient"]

@@ -1,0 +1,126 @@
+"""Moving messages between queue states, and recording delivery outcomes.
+
+Each function runs inside a write transaction opened by the caller, and each move is one guarded
+``UPDATE ... WHERE queue_id=? AND state=?`` so two actors (a delivery worker and an operator, or
+two gateways on one spool) can never both move the same message. Reads and writes
+``messages.state``, ``recipients.state``; deletes ``bodies`` rows of finished messages.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from spool.states import TRANSITIONS, InvalidTransition, QueueState, RcptState, check_transition
+
+
+def move(conn: sqlite3.Connection, queue_id: str, src: QueueState | tuple[QueueState, ...],
+         dst: QueueState, *, next_attempt_at: float | None = None, error: str | None = None,
+         now: float | None = None) -> QueueState:
+    """Move ``queue_id`` from ``src`` (one state or any of several) to ``dst``; return the state
+    it left. Raises InvalidTransition if the move is not allowed or the message is elsewhere."""
+    now = time.time() if now is None else now
+    srcs = (src,) if isinstance(src, QueueState) else tuple(src)
+    row = conn.execute("SELECT state FROM messages WHERE queue_id=?", (queue_id,)).fetchone()
+    if row is None:
+        raise InvalidTransition(queue_id, srcs[0], dst, None)
+    actual = QueueState(row["state"])
+    if actual not in srcs or dst not in TRANSITIONS[actual]:
+        raise InvalidTransition(queue_id, actual if actual in srcs else srcs[0], dst, actual.value)
+    sets, args = ["state=?", "updated_at=?"], [dst.value, now]
+    if next_attempt_at is not None:
+        sets.append("next_attempt_at=?")
+        args.append(next_attempt_at)
+    if error is not None:
+        sets.append("last_error=?")
+        args.append(error)
+    cur = conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE queue_id=? AND state=?",
+                       (*args, queue_id, actual.value))
+    if cur.rowcount != 1:  # pragma: no cover - guarded by the write lock
+        raise InvalidTransition(queue_id, actual, dst, None)
+    return actual
+
+
+def claim_due(conn: sqlite3.Connection, limit: int, now: float | None = None) -> list[str]:
+    """Move up to ``limit`` messages that are due (incoming, or deferred whose next attempt time
+    has come) to ``active``, oldest first; return their queue IDs."""
+    now = time.time() if now is None else now
+    rows = conn.execute(
+        "SELECT queue_id FROM messages WHERE state IN ('incoming','deferred') AND next_attempt_at<=?"
+        " ORDER BY next_attempt_at, seq LIMIT ?", (now, limit)).fetchall()
+    ids = [r[0] for r in rows]
+    if ids:
+        conn.executemany(
+            "UPDATE messages SET state='active', updated_at=? WHERE queue_id=? AND state IN ('incoming','deferred')",
+            [(now, q) for q in ids])
+    return ids
+
+
+@dataclass(frozen=True)
+class RcptOutcome:
+    """The outcome of one attempt for one recipient (``idx`` is its envelope position)."""
+
+    idx: int
+    state: RcptState          # DELIVERED, BOUNCED, or PENDING for a temporary failure
+    code: int | None = None   # SMTP reply code, None if no reply (connection failure)
+    text: str = ""
+    remote_host: str = ""
+
+
+def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptOutcome],
+                   next_attempt_at: float, now: float | None = None) -> QueueState:
+    """Record one delivery attempt of an ``active`` message and move it on.
+
+    Every recipient named in ``outcomes`` gets its state; the message then goes to ``delivered``
+    if no recipient is pending or bounced, ``bounced`` if none is pending and some bounced, else
+    ``deferred`` with ``next_attempt_at`` (unix seconds). The body is deleted once the message is
+    finished. Returns the new state. Raises InvalidTransition if the message is not active.
+    """
+    now = time.time() if now is None else now
+    conn.executemany(
+        "UPDATE recipients SET state=?, attempts=attempts+1, reply_code=?, reply_text=?, remote_host=?,"
+        " updated_at=? WHERE queue_id=? AND idx=? AND state='pending'",
+        [(o.state.value, o.code, o.text[:1000], o.remote_host, now, queue_id, o.idx) for o in outcomes])
+    counts = dict(conn.execute(
+        "SELECT state, count(*) FROM recipients WHERE queue_id=? GROUP BY state", (queue_id,)).fetchall())
+    if counts.get(RcptState.PENDING.value):
+        dst = QueueState.DEFERRED
+    elif counts.get(RcptState.BOUNCED.value):
+        dst = QueueState.BOUNCED
+    else:
+        dst = QueueState.DELIVERED
+    errors = [f"{o.code or ''} {o.text}".strip() for o in outcomes if o.state is not RcptState.DELIVERED]
+    move(conn, queue_id, QueueState.ACTIVE, dst, next_attempt_at=next_attempt_at,
+         error=(errors[0][:500] if errors else ""), now=now)
+    conn.execute("UPDATE messages SET attempts=attempts+1 WHERE queue_id=?", (queue_id,))
+    if dst.terminal:
+        conn.execute("DELETE FROM bodies WHERE queue_id=?", (queue_id,))
+    return dst
+
+
+def delete_message(conn: sqlite3.Connection, queue_id: str) -> bool:
+    """Remove a message and its recipients and bytes (postsuper -d). Refuses an ``active`` one
+    (a delivery is in flight: InvalidTransition). Returns False if there was no such message."""
+    row = conn.execute("SELECT state FROM messages WHERE queue_id=?", (queue_id,)).fetchone()
+    if row is None:
+        return False
+    if row["state"] == QueueState.ACTIVE.value:
+        raise InvalidTransition(queue_id, QueueState.ACTIVE, QueueState.ACTIVE, "active")
+    conn.execute("DELETE FROM messages WHERE queue_id=?", (queue_id,))
+    return True
+
+
+def flush(conn: sqlite3.Connection, queue_id: str | None = None, now: float | None = None) -> int:
+    """Make deferred mail due now (postqueue -f / -i); return how many messages were touched."""
+    now = time.time() if now is None else now
+    if queue_id is None:
+        cur = conn.execute("UPDATE messages SET next_attempt_at=?, updated_at=? WHERE state='deferred'",
+                           (now, now))
+    else:
+        cur = conn.execute("UPDATE messages SET next_attempt_at=?, updated_at=? WHERE state IN "
+                           "('deferred','incoming') AND queue_id=?", (now, now, queue_id))
+    return cur.rowcount
+
+
+__all__ = ["move", "claim_due", "RcptOutcome", "record_attempt", "delete_message", "flush",
+           "check_transition"]
