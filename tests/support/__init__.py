@@ -1,0 +1,1 @@
+"""Test helpers shared across the test tree (real peers such as a DNS server)."""
