@@ -1,0 +1,104 @@
+"""The application supervisor: builds every stage from the configuration and runs them in one
+asyncio loop (a TaskGroup), with one shutdown path.
+
+Start-up order: open the spool and run crash recovery (before any delivery), load the recipient
+directory, bind the SMTP listeners, then start the queue manager. SIGTERM/SIGINT: stop accepting,
+let sessions inside DATA finish their commit, let deliveries in flight finish (bounded), close the
+spool. SIGHUP: reload the recipient directory now.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from gateway.config import Config
+from gateway.delivery.mx import MxResolver
+from gateway.delivery.qmgr import QueueManager
+from gateway.delivery.transport import SmtpTransport
+from gateway.intake.handler import IntakeHandler
+from gateway.intake.server import IntakeServer
+from gateway.router import Router
+from policies.directory import DirectoryWatcher
+from policies.rcpt_chain import RcptContext
+from policies.relay_networks import TrustedNetworks
+from spool import Spool
+
+
+class RcptContextSource:
+    """The current RcptContext; a new one only when the directory was reloaded."""
+
+    def __init__(self, cfg: Config, watcher: DirectoryWatcher):
+        self.cfg, self.watcher = cfg, watcher
+        self.trusted = TrustedNetworks(cfg.relay.trusted_networks)
+        self._ctx: RcptContext | None = None
+
+    def __call__(self) -> RcptContext:
+        d = self.watcher.current
+        if self._ctx is None or self._ctx.directory is not d:
+            self._ctx = RcptContext(frozenset(self.cfg.relay.accepted_domains), d,
+                                    self.watcher.enabled, self.trusted)
+        return self._ctx
+
+
+def build_resolver(cfg: Config) -> MxResolver:
+    return MxResolver(cfg.dns.nameservers or None, cfg.dns.port, cfg.dns.timeout, cfg.dns.lifetime)
+
+
+async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
+    """Run the gateway until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    spool = await Spool.open(cfg.spool_path)
+    log.info("spool_open", path=str(cfg.spool_path), **spool.recovered)
+    watcher = DirectoryWatcher(cfg.directory.file)
+    if not watcher.enabled:
+        log.warning("recipient_filtering_disabled",
+                    hint="set directory.file: every local part of an accepted domain is accepted")
+    else:
+        log.info("directory_loaded", file=str(cfg.directory.file), entries=len(watcher.current))
+    d = cfg.delivery
+    transport = SmtpTransport(cfg.server.hostname, connect_timeout=d.connect_timeout,
+                              command_timeout=d.command_timeout, data_timeout=d.data_timeout,
+                              per_destination=d.per_destination, idle_timeout=d.idle_connection_timeout)
+    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, log)
+    handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log)
+    intake = IntakeServer(cfg, handler)
+    bound = await intake.start()
+    log.info("listening", addresses=[f"{h}:{p}" for h, p in bound], hostname=cfg.server.hostname)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(watcher, log))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            runner = tg.create_task(qmgr.run(), name="qmgr")
+            watch = tg.create_task(_watch_directory(watcher, cfg.directory.reload_interval, log))
+            await stop.wait()
+            log.info("shutting_down")
+            await intake.stop()
+            runner.cancel()
+            watch.cancel()
+        await qmgr.drain()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await transport.close()
+        await spool.close()
+        log.info("stopped", **dict(qmgr.stats))
+
+
+def _reload(watcher: DirectoryWatcher, log) -> None:
+    try:
+        watcher.reload()
+        log.info("directory_reloaded", entries=len(watcher.current))
+    except Exception as e:
+        log.error("directory_reload_failed", error=str(e))
+
+
+async def _watch_directory(watcher: DirectoryWatcher, interval: float, log) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        if await asyncio.to_thread(watcher.maybe_reload):
+            log.info("directory_reloaded", entries=len(watcher.current))
+        elif watcher.last_error:
+            log.error("directory_reload_failed", error=watcher.last_error)

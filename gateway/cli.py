@@ -1,0 +1,92 @@
+"""The `mailgate` command.
+
+    mailgate serve [--config FILE]
+    mailgate check-config [--config FILE]
+    mailgate queue list [--all] | show ID | flush [ID] | hold ID | release ID | delete ID
+    mailgate routes resolve DOMAIN
+
+``--config`` defaults to $MAILGATE_CONFIG, else the embedded defaults. The queue commands work on
+the spool database directly (like postqueue/postsuper on the queue directory) and are safe against
+a running gateway: every change is one guarded transaction, and the gateway's queue manager looks
+at the queue every second. Exit status: 0 ok, 1 operation refused or not found, 2 usage or
+configuration error.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+
+from gateway import config as config_mod
+from gateway.logs import make_logger
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mailgate", description="mail-flow continuity gateway")
+    p.add_argument("--config", default=os.environ.get("MAILGATE_CONFIG"), help="TOML file")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="run the gateway")
+    sub.add_parser("check-config", help="validate the configuration and print it")
+    q = sub.add_parser("queue", help="list and manage the queue").add_subparsers(dest="qcmd", required=True)
+    ql = q.add_parser("list")
+    ql.add_argument("--all", action="store_true", help="include delivered and bounced")
+    ql.add_argument("--json", action="store_true")
+    for name in ("show", "hold", "release", "delete"):
+        q.add_parser(name).add_argument("queue_id")
+    q.add_parser("flush").add_argument("queue_id", nargs="?")
+    r = sub.add_parser("routes", help="routing").add_subparsers(dest="rcmd", required=True)
+    r.add_parser("resolve").add_argument("domain")
+    args = p.parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as e:
+        print(f"mailgate: configuration error:\n{e}", file=sys.stderr)
+        return 2
+    if args.cmd == "serve":
+        return _serve(cfg)
+    if args.cmd == "check-config":
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        return 0
+    if args.cmd == "queue":
+        from gateway import cli_queue
+        return cli_queue.run(cfg, args)
+    if args.cmd == "routes":
+        return asyncio.run(_resolve(cfg, args.domain))
+    return 2
+
+
+def _serve(cfg) -> int:
+    from gateway.app import serve
+    log = make_logger(cfg.log.level, cfg.log.format)
+    try:
+        asyncio.run(serve(cfg, log))
+    except OSError as e:
+        log.error("startup_failed", error=str(e))
+        return 1
+    return 0
+
+
+async def _resolve(cfg, domain: str) -> int:
+    from gateway.app import build_resolver
+    from gateway.delivery.mx import ResolveError, format_routes
+    from gateway.router import Router
+    hop = Router(cfg).for_domain(domain)
+    print(f"next hop for {domain}: {hop.spec} ({hop.kind}, port {hop.port}, tls {hop.tls.mode})")
+    try:
+        groups = await build_resolver(cfg).resolve(hop.spec, hop.port)
+    except ResolveError as e:
+        print(f"{'permanent' if e.permanent else 'temporary'} failure: {e.code} {e.status} {e}")
+        return 1
+    print(format_routes(groups))
+    return 0
+
+
+def fmt_time(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

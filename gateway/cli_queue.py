@@ -1,0 +1,114 @@
+"""`mailgate queue ...`: the postqueue/postsuper of mailgate, working on the spool database.
+
+Each change is one ``BEGIN IMMEDIATE`` transaction with a state-guarded UPDATE (spool.transitions),
+so it is safe beside a running gateway: a message being delivered (``active``) is refused with a
+clear message rather than changed under the queue manager's feet.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from spool import QueueState, db, query, transitions
+from spool.states import InvalidTransition
+
+
+def run(cfg, args) -> int:
+    conn = db.connect(cfg.spool_path)
+    try:
+        return _COMMANDS[args.qcmd](conn, args)
+    finally:
+        conn.close()
+
+
+def _txn(conn, fn):
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        out = fn()
+        conn.execute("COMMIT")
+        return out
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _list(conn, args) -> int:
+    from gateway.cli import fmt_time
+    states = tuple(QueueState) if args.all else None
+    msgs = query.list_messages(conn, states)
+    if args.json:
+        print(json.dumps([{
+            "queue_id": m.queue_id, "state": m.state.value, "mail_from": m.mail_from,
+            "size": m.size, "arrived_at": m.arrived_at, "attempts": m.attempts,
+            "last_error": m.last_error,
+            "recipients": [{"address": r.address, "state": r.state.value} for r in m.recipients],
+        } for m in msgs], indent=1))
+        return 0
+    for m in msgs:
+        print(f"{m.queue_id:<16}{m.state.value:<10}{m.size:>9} {fmt_time(m.arrived_at)}  "
+              f"<{m.mail_from}>")
+        if m.last_error:
+            print(f"{'':26}({m.last_error[:200]})")
+        for r in m.recipients:
+            print(f"{'':26}{r.address}  [{r.state.value}]")
+    counts = query.count_by_state(conn)
+    print("-- " + ", ".join(f"{k}: {v}" for k, v in counts.items() if v or k in ("incoming", "deferred", "hold")))
+    return 0
+
+
+def _show(conn, args) -> int:
+    from gateway.cli import fmt_time
+    m = query.get_message(conn, args.queue_id, with_data=True)
+    if m is None:
+        print(f"mailgate: {args.queue_id}: no such message")
+        return 1
+    print(f"queue_id:     {m.queue_id}\nstate:        {m.state.value}\nmail_from:    <{m.mail_from}>\n"
+          f"size:         {m.size}\narrived:      {fmt_time(m.arrived_at)}\nattempts:     {m.attempts}\n"
+          f"next_attempt: {fmt_time(m.next_attempt_at)}\nclient:       {m.client_addr} ({m.client_helo})\n"
+          f"last_error:   {m.last_error}")
+    for r in m.recipients:
+        print(f"rcpt:         {r.address} [{r.state.value}] attempts={r.attempts} "
+              f"{r.reply_code or ''} {r.reply_text} {r.remote_host}".rstrip())
+    if m.data is not None:
+        head = m.data.split(b"\r\n\r\n", 1)[0]
+        print("\n" + head.decode("utf-8", "replace"))
+    return 0
+
+
+def _move(src, dst, verb):
+    def cmd(conn, args) -> int:
+        try:
+            _txn(conn, lambda: transitions.move(conn, args.queue_id, src, dst, next_attempt_at=time.time()))
+        except InvalidTransition as e:
+            print(f"mailgate: {args.queue_id}: cannot {verb}: "
+                  + ("no such message" if e.actual is None else f"message is {e.actual}"))
+            return 1
+        print(f"{args.queue_id}: {verb} ({dst.value})")
+        return 0
+    return cmd
+
+
+def _delete(conn, args) -> int:
+    try:
+        found = _txn(conn, lambda: transitions.delete_message(conn, args.queue_id))
+    except InvalidTransition:
+        print(f"mailgate: {args.queue_id}: being delivered right now; try again in a moment")
+        return 1
+    if not found:
+        print(f"mailgate: {args.queue_id}: no such message")
+        return 1
+    print(f"{args.queue_id}: deleted")
+    return 0
+
+
+def _flush(conn, args) -> int:
+    n = _txn(conn, lambda: transitions.flush(conn, args.queue_id))
+    print(f"flushed {n} message(s)")
+    return 0 if n or args.queue_id is None else 1
+
+
+_COMMANDS = {
+    "list": _list, "show": _show, "delete": _delete, "flush": _flush,
+    "hold": _move((QueueState.INCOMING, QueueState.DEFERRED), QueueState.HOLD, "held"),
+    "release": _move(QueueState.HOLD, QueueState.INCOMING, "released"),
+}

@@ -1,0 +1,178 @@
+"""Configuration: one TOML file, validated at start-up into a typed object passed to every stage.
+
+Every key has a default that runs as it is (SMTP on 127.0.0.1:2525, SQLite spool under ./data).
+A bad value fails at start-up with ConfigError naming the file and the dotted key, e.g.
+``deploy/mailgate.toml: smtp.max_recipients: Input should be greater than or equal to 100``.
+The annotated example is ``deploy/mailgate.example.toml``.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be read or a key has a bad value (message names both)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    hostname: str = Field(default_factory=socket.getfqdn)  # our name in the banner, EHLO, Received:
+    data_dir: Path = Path("data")                         # the spool lives here (spool.db)
+
+
+class SmtpConfig(_Section):
+    listen: list[str] = ["127.0.0.1:2525"]   # host:port, [v6]:port
+    max_message_size: int = Field(36 * 1024 * 1024, ge=1024)     # bytes, advertised as SIZE
+    max_recipients: int = Field(1000, ge=100)                    # per message; 452 4.5.3 beyond
+    max_connections: int = Field(500, ge=1)                      # all clients; 421 4.7.0 beyond
+    max_connections_per_client: int = Field(50, ge=1)            # per client IP; 421 4.7.0 beyond
+    max_concurrent_data: int = Field(64, ge=1)                   # DATA transfers buffered at once
+    command_timeout: float = Field(300.0, gt=0)                  # seconds idle between commands
+    data_timeout: float = Field(600.0, gt=0)                     # seconds for a whole DATA upload
+    max_line_length: int = Field(65536, ge=1001)                 # bytes; longer lines get 500 5.5.2
+    tls_cert: Path | None = None                                 # PEM; enables STARTTLS
+    tls_key: Path | None = None
+    require_tls: bool = False                                    # 530 5.7.0 before STARTTLS
+    pipelining: bool = True                                      # advertise PIPELINING (RFC 2920)
+
+
+class RelayConfig(_Section):
+    accepted_domains: list[str] = ["example.com"]                # mail for these goes to the smarthost
+    trusted_networks: list[str] = []                             # may relay to foreign domains (CIDR)
+
+    @field_validator("accepted_domains")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [d.strip().rstrip(".").lower() for d in v]
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for c in v:
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ValueError(f"not a CIDR network: {c!r}") from None
+        return v
+
+
+class DirectoryConfig(_Section):
+    file: Path | None = None         # JSON or CSV export of valid recipients; None: no filtering
+    reload_interval: float = Field(5.0, gt=0)   # seconds between mtime checks
+
+
+class Route(_Section):
+    domain: str                       # an accepted domain, or "*" for the default route
+    smarthost: str                    # "name" (MX, then A/AAAA), "[host]:port", an IP literal
+
+
+class RoutingConfig(_Section):
+    default_smarthost: str = "[127.0.0.1]:2526"   # for accepted domains without a route of their own
+    routes: list[Route] = []
+    smarthost_port: int = Field(25, ge=1, le=65535)     # port for smarthost names without one
+    smarthost_tls: Literal["none", "opportunistic", "required"] = "opportunistic"
+    smarthost_verify_tls: bool = True
+    smarthost_ca_file: Path | None = None
+    mx_port: int = Field(25, ge=1, le=65535)            # port for internet MX delivery (tests change it)
+    mx_tls: Literal["none", "opportunistic", "required"] = "opportunistic"  # unverified, RFC 3207
+
+
+class DnsConfig(_Section):
+    nameservers: list[str] = []       # empty: the system resolver
+    port: int = Field(53, ge=1, le=65535)
+    timeout: float = Field(2.0, gt=0)
+    lifetime: float = Field(5.0, gt=0)
+
+
+class DeliveryConfig(_Section):
+    connect_timeout: float = Field(5.0, gt=0)          # seconds; short so a dead host costs little
+    command_timeout: float = Field(300.0, gt=0)
+    data_timeout: float = Field(600.0, gt=0)           # final reply after DATA
+    max_concurrent: int = Field(100, ge=1)             # deliveries in flight, all destinations
+    per_destination: int = Field(20, ge=1)             # connections per next-hop host
+    recipients_per_delivery: int = Field(50, ge=1)
+    dead_host_ttl: float = Field(60.0, ge=0)           # seconds a failed host is skipped
+    minimal_backoff: float = Field(300.0, gt=0)
+    maximal_backoff: float = Field(4000.0, gt=0)
+    maximal_lifetime: float = Field(5 * 86400.0, gt=0)
+    bounce_lifetime: float = Field(5 * 86400.0, gt=0)
+    idle_connection_timeout: float = Field(10.0, ge=0)  # reuse window for an idle connection
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "kv"] = "kv"
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    relay: RelayConfig = RelayConfig()
+    directory: DirectoryConfig = DirectoryConfig()
+    routing: RoutingConfig = RoutingConfig()
+    dns: DnsConfig = DnsConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    log: LogConfig = LogConfig()
+    source: str = "<defaults>"        # the file this came from (set by load())
+
+    @property
+    def spool_path(self) -> Path:
+        return self.server.data_dir / "spool.db"
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate ``path`` (None: embedded defaults). Relative paths in the file are
+    resolved against the file's directory. Raises ConfigError naming the file and key."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse(raw, str(path), base=path.parent)
+
+
+def parse(raw: dict, source: str, base: Path | None = None) -> Config:
+    """Validate an already-parsed TOML mapping; see load()."""
+    try:
+        cfg = Config.model_validate({**raw, "source": source})
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{source}: {key}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+    return _resolve_paths(cfg, base) if base is not None else cfg
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else (base / p)
+
+    return cfg.model_copy(update={
+        "server": cfg.server.model_copy(update={"data_dir": fix(cfg.server.data_dir)}),
+        "smtp": cfg.smtp.model_copy(update={"tls_cert": fix(cfg.smtp.tls_cert), "tls_key": fix(cfg.smtp.tls_key)}),
+        "directory": cfg.directory.model_copy(update={"file": fix(cfg.directory.file)}),
+        "routing": cfg.routing.model_copy(update={"smarthost_ca_file": fix(cfg.routing.smarthost_ca_file)}),
+    })
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    """"127.0.0.1:2525" / "[::1]:25" → (host, port). Raises ValueError."""
+    host, _, port = spec.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"listen address must be host:port, got {spec!r}")
+    return host, int(port)

@@ -1,0 +1,1 @@
+"""Delivery: MX resolution, SMTP transport, retries and bounces."""

@@ -1,0 +1,278 @@
+"""One SMTP transaction to one next-hop address, over pooled aiosmtplib connections.
+
+``SmtpTransport.send()`` connects (or reuses an idle connection to the same address, port and TLS
+policy), sends MAIL FROM, one RCPT TO per recipient, and DATA with the stored bytes unchanged
+(aiosmtplib adds dot-stuffing and turns a bare LF or CR into CRLF, as Postfix does when it
+relays: RFC 5321 §2.3.8), and returns a per-recipient result. It never raises for an SMTP or
+network failure: those are results. Connections are limited per destination address and kept
+idle for reuse for ``idle_timeout`` seconds.
+
+The Transport protocol is the boundary; tests of the scheduler may pass a double, the end-to-end
+tests use this class against real SMTP sink processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiosmtplib
+
+
+@dataclass(frozen=True)
+class TlsPolicy:
+    """mode: "none" (never STARTTLS), "opportunistic" (when offered), "required"; ``verify``
+    checks the certificate against ``server_name`` (the MX or smarthost name, not the IP)."""
+
+    mode: str = "opportunistic"
+    verify: bool = False
+    ca_file: str | None = None
+
+
+@dataclass
+class TransactionResult:
+    """Outcome of one transaction. ``connected`` False: no SMTP session (connection refused,
+    timeout, TLS failure, 421 greeting): the host counts as down. ``rcpt`` maps each recipient
+    to (code, text); recipients missing from it were not attempted. ``unknown_outcome`` marks a
+    timeout after the final dot: the message may have been accepted (a retry may duplicate)."""
+
+    connected: bool
+    rcpt: dict[str, tuple[int, str]] = field(default_factory=dict)
+    error: str = ""
+    unknown_outcome: bool = False
+
+
+class Transport(Protocol):
+    async def send(self, address: str, port: int, server_name: str, tls: TlsPolicy,
+                   mail_from: str, rcpts: list[str], data: bytes, *, smtputf8: bool,
+                   body_8bit: bool) -> TransactionResult: ...
+
+    async def close(self) -> None: ...
+
+
+class SmtpTransport:
+    """aiosmtplib connections, pooled per (address, port, TLS mode)."""
+
+    def __init__(self, local_hostname: str, *, connect_timeout: float = 5.0,
+                 command_timeout: float = 300.0, data_timeout: float = 600.0,
+                 per_destination: int = 20, idle_timeout: float = 10.0):
+        self.local_hostname = local_hostname
+        self.connect_timeout, self.command_timeout = connect_timeout, command_timeout
+        self.data_timeout, self.per_destination, self.idle_timeout = data_timeout, per_destination, idle_timeout
+        self._idle: dict[tuple, list[tuple[float, aiosmtplib.SMTP]]] = {}
+        self._slots: dict[tuple, asyncio.Semaphore] = {}
+
+    async def send(self, address, port, server_name, tls, mail_from, rcpts, data, *,
+                   smtputf8=False, body_8bit=False) -> TransactionResult:
+        key = (address, port, tls.mode, server_name)
+        sem = self._slots.setdefault(key, asyncio.Semaphore(self.per_destination))
+        async with sem:
+            try:
+                smtp = await self._connection(key, address, port, server_name, tls)
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+                return TransactionResult(False, error=_describe(e))
+            result, reusable = await self._transaction(smtp, mail_from, rcpts, data, smtputf8, body_8bit)
+            if reusable and smtp.is_connected:
+                self._idle.setdefault(key, []).append((time.monotonic(), smtp))
+            else:
+                smtp.close()
+            return result
+
+    async def _connection(self, key, address, port, server_name, tls) -> aiosmtplib.SMTP:
+        pool = self._idle.get(key)
+        now = time.monotonic()
+        while pool:
+            since, smtp = pool.pop()
+            if smtp.is_connected and now - since < self.idle_timeout:
+                return smtp
+            smtp.close()
+        smtp = aiosmtplib.SMTP(hostname=address, port=port, local_hostname=self.local_hostname,
+                               timeout=self.command_timeout, start_tls=False)
+        await smtp.connect(timeout=self.connect_timeout)
+        try:
+            await smtp.ehlo()
+            if tls.mode != "none" and smtp.supports_extension("starttls"):
+                await smtp.starttls(server_hostname=server_name, tls_context=_client_context(tls))
+                await smtp.ehlo()
+            elif tls.mode == "required":
+                raise aiosmtplib.SMTPException("TLS required but the server does not offer STARTTLS")
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from, rcpts, data, smtputf8, body_8bit):
+        options = []
+        if smtputf8 and smtp.supports_extension("smtputf8"):
+            options.append("SMTPUTF8")
+        if body_8bit and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        enc = "utf-8" if "SMTPUTF8" in options else "ascii"
+        res = TransactionResult(True)
+        phase = "MAIL FROM"
+        try:
+            try:
+                await smtp.mail(mail_from, options=options, encoding=enc)
+            except aiosmtplib.SMTPSenderRefused as e:
+                _fail_rest(res, rcpts, e.code, f"MAIL FROM: {e.message}")
+                await _rset(smtp)
+                return res, e.code != 421 and smtp.is_connected
+            phase = "RCPT TO"
+            accepted = []
+            for r in rcpts:
+                try:
+                    await smtp.rcpt(r, encoding=enc)
+                    accepted.append(r)
+                except aiosmtplib.SMTPRecipientRefused as e:
+                    res.rcpt[r] = (e.code, e.message)
+            if not accepted:
+                await _rset(smtp)
+                return res, smtp.is_connected
+            phase = "DATA"
+            try:
+                resp = await smtp.data(data, timeout=self.data_timeout)
+            except aiosmtplib.SMTPDataError as e:
+                return _fail_rest(res, accepted, e.code, e.message), False
+            return _fail_rest(res, accepted, resp.code, resp.message), True
+        except (aiosmtplib.SMTPException, OSError, ValueError, asyncio.TimeoutError) as e:
+            res.error = _describe(e)
+            # a timeout waiting for the reply to the final dot: the peer may have taken it
+            res.unknown_outcome = phase == "DATA" and isinstance(e, aiosmtplib.SMTPTimeoutError)
+            smtp.close()
+            return _fail_rest(res, rcpts, 451, f"{phase}: {res.error}"), False
+
+    async def close(self) -> None: ...
+
+
+class SmtpTransport:
+    """aiosmtplib connections, pooled per (address, port, TLS mode)."""
+
+    def __init__(self, local_hostname: str, *, connect_timeout: float = 5.0,
+                 command_timeout: float = 300.0, data_timeout: float = 600.0,
+                 per_destination: int = 20, idle_timeout: float = 10.0):
+        self.local_hostname = local_hostname
+        self.connect_timeout, self.command_timeout = connect_timeout, command_timeout
+        self.data_timeout, self.per_destination, self.idle_timeout = data_timeout, per_destination, idle_timeout
+        self._idle: dict[tuple, list[tuple[float, aiosmtplib.SMTP]]] = {}
+        self._slots: dict[tuple, asyncio.Semaphore] = {}
+
+    async def send(self, address, port, server_name, tls, mail_from, rcpts, data, *,
+                   smtputf8=False, body_8bit=False) -> TransactionResult:
+        key = (address, port, tls.mode, server_name)
+        sem = self._slots.setdefault(key, asyncio.Semaphore(self.per_destination))
+        async with sem:
+            try:
+                smtp = await self._connection(key, address, port, server_name, tls)
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+                return TransactionResult(False, error=_describe(e))
+            result, reusable = await self._transaction(smtp, mail_from, rcpts, data, smtputf8, body_8bit)
+            if reusable and smtp.is_connected:
+                self._idle.setdefault(key, []).append((time.monotonic(), smtp))
+            else:
+                smtp.close()
+            return result
+
+    async def _connection(self, key, address, port, server_name, tls) -> aiosmtplib.SMTP:
+        pool = self._idle.get(key)
+        now = time.monotonic()
+        while pool:
+            since, smtp = pool.pop()
+            if smtp.is_connected and now - since < self.idle_timeout:
+                return smtp
+            smtp.close()
+        smtp = aiosmtplib.SMTP(hostname=address, port=port, local_hostname=self.local_hostname,
+                               timeout=self.command_timeout, start_tls=False)
+        await smtp.connect(timeout=self.connect_timeout)
+        try:
+            await smtp.ehlo()
+            if tls.mode != "none" and smtp.supports_extension("starttls"):
+                await smtp.starttls(server_hostname=server_name, tls_context=_client_context(tls))
+                await smtp.ehlo()
+            elif tls.mode == "required":
+                raise aiosmtplib.SMTPException("TLS required but the server does not offer STARTTLS")
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from, rcpts, data, smtputf8, body_8bit):
+        options = []
+        if smtputf8 and smtp.supports_extension("smtputf8"):
+            options.append("SMTPUTF8")
+        if body_8bit and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        enc = "utf-8" if "SMTPUTF8" in options else "ascii"
+        res = TransactionResult(True)
+        try:
+            try:
+                await smtp.mail(mail_from, options=options, encoding=enc)
+            except aiosmtplib.SMTPSenderRefused as e:
+                for r in rcpts:
+                    res.rcpt[r] = (e.code, f"MAIL FROM: {e.message}")
+                await _rset(smtp)
+                return res, e.code < 500 and smtp.is_connected and e.code != 421
+            accepted = []
+            for r in rcpts:
+                try:
+                    await smtp.rcpt(r, encoding=enc)
+                    accepted.append(r)
+                except aiosmtplib.SMTPRecipientRefused as e:
+                    res.rcpt[r] = (e.code, e.message)
+            if not accepted:
+                await _rset(smtp)
+                return res, smtp.is_connected
+            try:
+                resp = await smtp.data(data, timeout=self.data_timeout)
+                for r in accepted:
+                    res.rcpt[r] = (resp.code, resp.message)
+            except aiosmtplib.SMTPDataError as e:
+                for r in accepted:
+                    res.rcpt[r] = (e.code, e.message)
+                return res, False
+            return res, True
+        except aiosmtplib.SMTPTimeoutError as e:
+            res.unknown_outcome = bool(res.rcpt) is False and True
+            res.error = _describe(e)
+            return _fail_rest(res, rcpts, 451, f"timeout: {res.error}"), False
+        except (aiosmtplib.SMTPException, OSError, ValueError) as e:
+            res.error = _describe(e)
+            return _fail_rest(res, rcpts, 451, f"lost connection: {res.error}"), False
+
+    async def close(self) -> None:
+        for pool in self._idle.values():
+            for _since, smtp in pool:
+                try:
+                    smtp.close()
+                except Exception:
+                    pass
+        self._idle.clear()
+
+
+def _client_context(tls: TlsPolicy) -> ssl.SSLContext:
+    if tls.verify:
+        return ssl.create_default_context(cafile=tls.ca_file)
+    # opportunistic TLS to internet MX hosts: encrypt, do not authenticate (RFC 3207 §4.1, RFC 7435)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _fail_rest(res: TransactionResult, rcpts, code, text) -> TransactionResult:
+    for r in rcpts:
+        res.rcpt.setdefault(r, (code, text))
+    return res
+
+
+async def _rset(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        await smtp.rset()
+    except Exception:
+        smtp.close()
+
+
+def _describe(e: BaseException) -> str:
+    msg = str(e) or type(e).__name__
+    return f"{type(e).__name__}: {msg}"[:300]

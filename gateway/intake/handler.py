@@ -1,0 +1,137 @@
+"""Intake policy hooks in SMTP order (aiosmtpd handler): EHLO, MAIL, RCPT, DATA.
+
+RCPT runs the recipient-filtering and relay-control chain (policies.rcpt_chain) so an unknown
+recipient is refused during the session (550 5.1.1), never bounced later. DATA prepends our
+Received: header, commits the message and its envelope to the spool (group commit, fsync), and
+only then answers ``250 2.0.0 Ok: queued as QUEUEID``. Any error in our code answers 451 4.3.0
+and is logged with the queue ID; no Python exception ever reaches the client.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable
+
+from gateway.config import Config
+from gateway.intake import replies
+from gateway.intake.received import count_received, protocol_name, received_header
+from policies.rcpt_chain import RcptContext, check_rcpt
+from spool import NewMessage, Spool, SpoolError
+from spool.commit import new_queue_id
+
+#: Postfix's hopcount_limit: more Received: fields than this means a mail loop.
+HOP_LIMIT = 50
+
+
+class IntakeHandler:
+    """The aiosmtpd handler. ``rcpt_context()`` returns the current RcptContext (the directory
+    may be reloaded at any time); ``on_queued(queue_id)`` is called after each durable commit."""
+
+    def __init__(self, cfg: Config, spool: Spool, rcpt_context: Callable[[], RcptContext],
+                 on_queued: Callable[[str], None], log):
+        self.cfg, self.spool, self.rcpt_context, self.on_queued = cfg, spool, rcpt_context, on_queued
+        self.log = log
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.accepting = True
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        out = [r for r in responses if not r.startswith("250-AUTH")]
+        extra = ["250-ENHANCEDSTATUSCODES"]
+        if self.cfg.smtp.pipelining:
+            extra.insert(0, "250-PIPELINING")
+        return out[:-1] + extra + out[-1:]
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if not self.accepting:
+            return replies.SHUTTING_DOWN
+        if "\r" in address or "\n" in address:
+            return replies.BAD_SENDER
+        envelope.mail_from = address          # '<>' for the null sender (kept truthy for aiosmtpd)
+        envelope.mail_options.extend(mail_options)
+        return replies.SENDER_OK
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if len(envelope.rcpt_tos) >= self.cfg.smtp.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS  # RFC 5321 §4.5.3.1.8: the client sends the rest later
+        client_ip = _client_ip(session)
+        decision = check_rcpt(address, client_ip, self.rcpt_context())
+        if not decision.verdict.ok:
+            self.log.info("rcpt_rejected", client=client_ip, mail_from=envelope.mail_from,
+                          rcpt=address, reply=decision.verdict.reply())
+            return decision.verdict.reply()
+        rcpt = decision.mailbox.address
+        if rcpt not in envelope.rcpt_tos:  # duplicates are delivered once (as Postfix's cleanup)
+            envelope.rcpt_tos.append(rcpt)
+            envelope.rcpt_options.extend(rcpt_options)
+        return decision.verdict.reply()
+
+    async def handle_DATA(self, server, session, envelope):
+        queue_id = new_queue_id()
+        self._enter()
+        try:
+            return await self._queue(queue_id, session, envelope)
+        except Exception:
+            self.log.exception("intake_error", queue_id=queue_id, client=_client_ip(session))
+            return replies.LOCAL_ERROR
+        finally:
+            self._leave()
+
+    async def _queue(self, queue_id: str, session, envelope) -> str:
+        data: bytes = envelope.original_content
+        if count_received(data, HOP_LIMIT + 1) > HOP_LIMIT:
+            self.log.warning("rejected_loop", queue_id=queue_id, client=_client_ip(session))
+            return replies.TOO_MANY_HOPS
+        now = time.time()
+        tls = session.ssl is not None
+        header = received_header(
+            helo=session.host_name or "", client_ip=_client_ip(session),
+            hostname=self.cfg.server.hostname,
+            protocol=protocol_name(session.extended_smtp, tls, envelope.smtp_utf8),
+            queue_id=queue_id, rcpt_tos=envelope.rcpt_tos, timestamp=now)
+        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
+        msg = NewMessage(
+            queue_id=queue_id, mail_from=mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
+            data=header + data, client_addr=_client_ip(session),
+            client_helo=session.host_name or "", smtputf8=envelope.smtp_utf8,
+            body_8bit=("BODY=8BITMIME" in envelope.mail_options) or not data.isascii())
+        try:
+            await self.spool.commit(msg)
+        except SpoolError as e:
+            self.log.error("spool_commit_failed", queue_id=queue_id, error=str(e))
+            return replies.SPOOL_ERROR
+        self.log.info("queued", queue_id=queue_id, client=msg.client_addr,
+                      mail_from=mail_from or "<>", nrcpt=len(msg.rcpt_tos), size=len(msg.data))
+        self.on_queued(queue_id)
+        return replies.queued(queue_id)
+
+    async def handle_exception(self, error: Exception) -> str:
+        self.log.error("smtp_session_error", error=f"{type(error).__name__}: {error}")
+        return replies.LOCAL_ERROR
+
+    # -- draining on shutdown -------------------------------------------------------------------
+    def _enter(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Refuse new transactions and wait (up to ``timeout`` s) for commits in flight."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            self.log.warning("drain_timeout", inflight=self._inflight)
+
+
+def _client_ip(session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return ""
