@@ -138,11 +138,13 @@ def _normalize_label(label: str, domain: str) -> str:
         raise AddressError(f"empty or over-long label in domain {domain!r}")
     if label.startswith("xn--"):
         try:
-            label = label[4:].encode("ascii").decode("punycode").lower()
+            decoded = label[4:].encode("ascii").decode("punycode")
         except (UnicodeError, ValueError):
-            raise AddressError(f"bad IDNA label {label!r} in domain {domain!r}") from None
-        if not label:
-            raise AddressError(f"bad IDNA label in domain {domain!r}")
+            decoded = ""
+        # An A-label must decode to non-ASCII and encode back to itself (RFC 5891 §5.4).
+        if decoded.isascii() or decoded.encode("punycode").decode().lower() != label[4:]:
+            raise AddressError(f"bad IDNA label {label!r} in domain {domain!r}")
+        label = decoded.lower()
     for c in label:
         if c.isascii():
             if c not in _LDH:

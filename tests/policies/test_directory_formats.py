@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from policies.directory import Directory, DirectoryError
+
+HEADER = '"PrimarySmtpAddress","RecipientTypeDetails","EmailAddresses","Members"\n'
+
+
+def load(tmp_path: Path, name: str, text: str) -> Directory:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return Directory.load(path)
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("d.csv", HEADER + '"a@example.com","UserMailbox","Microsoft.Exchange.Data.ProxyAddressCollection",""\n',
+     r"line 2 \(a@example.com\): emailaddresses holds .*-join"),
+    ("d.csv", HEADER + '"a@example.com","UserMailbox","",""\n"g@example.com","DynamicDistributionGroup","","System.Object[]"\n',
+     "line 3 .*members holds"),
+    ("d.csv", HEADER + '"a@example.com","UserMailbox",""\n', "line 2: 3 fields, header has 4"),
+    ("d.csv", '"Address","Type"\n"a@example.com","UserMailbox"\n', "line 1: header lacks column"),
+    ("d.csv", HEADER + '"a@example.com","UserMailbox","",""\n"b@example.com","UserMailbox","smtp:A@Example.com",""\n',
+     r"line 3 .*a@example.com is already defined at line 2"),
+    ("d.csv", HEADER + '"not-an-address","UserMailbox","",""\n', "line 2 .*no domain"),
+    ("d.csv", HEADER + '"a@example.com","UserMailbox","","b@example.com"\n', "Members given for a mailbox"),
+    ("d.csv", HEADER, "no recipients"),
+    ("d.csv", "", "no header"),
+    ("d.json", '{"mailboxes": ["a@example.com"], "group": []}', "unknown top-level key.*group"),
+    ("d.json", '{"groups": [{"address": "g@example.com", "member": []}]}', r"groups\[0\]: unknown key"),
+    ("d.json", '{"mailboxes": ["a@example.com", {"aliases": []}]}', r"mailboxes\[1\]: missing"),
+    ("d.json", '{"groups": [{"address": "g@example.com", "members": ["x@@y"]}]}',
+     r"groups\[0\] \(g@example.com\): bad address 'x@@y'"),
+    ("d.json", '[1, 2]', "top level must be an object"),
+    ("d.json", '{"mailboxes": ["a@example.com",]}', "line 1 column"),
+    ("d.yaml", "mailboxes: []", "expected a .json or .csv"),
+])
+def test_bad_files_name_file_and_place(tmp_path, name, text, message):
+    with pytest.raises(DirectoryError, match=message) as info:
+        load(tmp_path, name, text)
+    assert str(tmp_path / name) in str(info.value)
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(HEADER.encode() + b'"j\xf6rg@example.com","UserMailbox","",""\n')
+    with pytest.raises(DirectoryError, match="not UTF-8"):
+        Directory.load(path)
+
+
+def test_hand_written_csv_without_prefixes(tmp_path):
+    d = load(tmp_path, "d.csv",
+             "PrimarySmtpAddress,RecipientTypeDetails,EmailAddresses,Members\n"
+             "a@example.com,UserMailbox,a.alias@example.com; SMTP:a@example.com,\n"
+             "g@example.com,MailUniversalDistributionGroup,,SMTP:a@example.com;b@partner.example\n"
+             "r@example.com,SomeFutureMailboxType,,\n")
+    assert d.lookup("a.alias@example.com").address == "a@example.com"
+    assert d.lookup("g@example.com").members == ("a@example.com", "b@partner.example")
+    assert d.expand("g@example.com") == ["a@example.com"]
+    assert d.lookup("r@example.com").kind == "mailbox"
