@@ -11,6 +11,7 @@ multi-recipient message is not disclosed). The rest of the message stays byte fo
 """
 from __future__ import annotations
 
+import datetime
 import email.utils
 import ipaddress
 import re
@@ -50,7 +51,7 @@ def received_header(*, helo: str, client_ip: str, hostname: str, protocol: str, 
     if tls_info:
         by += f" ({_UNSAFE.sub('?', tls_info)[:120]})"
     lines.append(f"{by} id {queue_id}")
-    date = email.utils.formatdate(timestamp, localtime=False)
+    date = email.utils.format_datetime(datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc))
     if len(rcpt_tos) == 1:
         lines.append(f"\tfor <{_UNSAFE.sub('?', rcpt_tos[0])[:320]}>; {date}")
     else:

@@ -1,0 +1,131 @@
+"""Starting real peers as separate processes for end-to-end tests: SMTP sinks and the gateway.
+
+Every process is started with Popen, waited for (a 220 greeting), and stopped by PID in
+``stop()`` (SIGTERM, then SIGKILL); ``kill()`` is SIGKILL at once (crash tests).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_smtp(host: str, port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=2) as s:
+                if s.recv(512).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answers 220 on {host}:{port} after {timeout}s")
+
+
+class Proc:
+    def __init__(self, argv: list[str], log: Path, env: dict | None = None):
+        self.argv, self.log, self.env = argv, log, env
+        self.p: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        self.p = subprocess.Popen(self.argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                  env={**os.environ, **(self.env or {})}, cwd=ROOT)
+        return self
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.p is None or self.p.poll() is not None:
+            return
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait(5)
+
+    def kill(self) -> None:
+        if self.p is not None and self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(5)
+
+    @property
+    def running(self) -> bool:
+        return self.p is not None and self.p.poll() is None
+
+
+class SinkProc(Proc):
+    """tests/support/sink.py on ``host:port``, storing into ``directory``."""
+
+    def __init__(self, host: str, port: int, directory: Path, name: str, *extra: str):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.host, self.port, self.dir, self.name = host, port, directory, name
+        super().__init__([sys.executable, str(HERE / "sink.py"), "--listen", f"{host}:{port}",
+                          "--dir", str(directory), "--name", name, *extra], directory.parent / f"{name}.log")
+
+    def start(self) -> "SinkProc":
+        super().start()
+        wait_smtp(self.host, self.port, proc=self.p)
+        return self
+
+    def messages(self) -> list[tuple[dict, bytes]]:
+        """[(envelope, bytes)] of every message stored so far, in arrival order."""
+        out = []
+        for meta in sorted(glob.glob(str(self.dir / "*.json"))):
+            with open(meta) as f:
+                env = json.load(f)
+            out.append((env, Path(meta[:-5] + ".eml").read_bytes()))
+        return out
+
+    def count(self) -> int:
+        return len(glob.glob(str(self.dir / "*.json")))
+
+
+class GatewayProc(Proc):
+    """`python -m gateway.cli serve --config FILE` with the config written from a TOML string."""
+
+    def __init__(self, workdir: Path, toml: str, port: int):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir, self.port = workdir, port
+        self.config = workdir / "mailgate.toml"
+        self.config.write_text(toml)
+        super().__init__([sys.executable, "-m", "gateway.cli", "--config", str(self.config), "serve"],
+                         workdir / "gateway.log")
+
+    def start(self) -> "GatewayProc":
+        super().start()
+        wait_smtp("127.0.0.1", self.port, proc=self.p)
+        return self
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(self.config), *args],
+                              capture_output=True, text=True, cwd=ROOT, check=check, timeout=60)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_for(pred, timeout: float, interval: float = 0.1, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

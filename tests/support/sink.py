@@ -1,0 +1,92 @@
+"""A downstream SMTP sink, run as its own process: aiosmtpd storing every message it accepts.
+
+    python tests/support/sink.py --listen 127.0.0.11:2600 --dir /tmp/sinkA [--name mx1]
+        [--rcpt-reply bad@example.com=550] [--all-reply 451] [--require-tls CERT,KEY]
+
+Each accepted message is written as ``<n>.eml`` (the bytes as received after DATA, dot-unstuffed)
+and ``<n>.json`` (MAIL FROM, RCPT TO, options, peer), the .json last, so a reader that sees the
+.json sees the whole message. ``--rcpt-reply ADDR=CODE`` answers CODE at RCPT for ADDR;
+``--all-reply CODE`` answers CODE to every RCPT (a sick Exchange). Stops on SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import ssl
+
+from aiosmtpd.smtp import SMTP
+
+REPLIES = {421: "421 4.3.2 Service not available", 450: "450 4.2.1 Mailbox busy",
+           451: "451 4.3.0 Try again later", 452: "452 4.2.2 Over quota",
+           550: "550 5.1.1 User unknown", 552: "552 5.2.2 Mailbox full", 554: "554 5.7.1 Rejected"}
+
+
+class Sink:
+    def __init__(self, directory: str, name: str, rcpt_replies: dict[str, int], all_reply: int | None):
+        self.dir, self.name = directory, name
+        self.rcpt_replies, self.all_reply = rcpt_replies, all_reply
+        self.counter = itertools.count(len([f for f in os.listdir(directory) if f.endswith(".json")]))
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        code = self.all_reply or self.rcpt_replies.get(address.lower())
+        if code:
+            return REPLIES.get(code, f"{code} {code // 100}.0.0 sink says no")
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        n = next(self.counter)
+        base = os.path.join(self.dir, f"{n:06d}")
+        with open(base + ".eml", "wb") as f:
+            f.write(envelope.original_content)
+        meta = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
+                "mail_options": envelope.mail_options, "sink": self.name,
+                "tls": session.ssl is not None, "peer": list(session.peer)}
+        with open(base + ".json.tmp", "w") as f:
+            json.dump(meta, f)
+        os.rename(base + ".json.tmp", base + ".json")
+        return f"250 2.0.0 Ok: stored as {self.name}-{n}"
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--listen", required=True)
+    p.add_argument("--dir", required=True)
+    p.add_argument("--name", default="sink")
+    p.add_argument("--rcpt-reply", action="append", default=[])
+    p.add_argument("--all-reply", type=int)
+    p.add_argument("--tls", help="CERT,KEY: offer STARTTLS")
+    a = p.parse_args()
+    os.makedirs(a.dir, exist_ok=True)
+    rr = {k.lower(): int(v) for k, v in (x.rsplit("=", 1) for x in a.rcpt_reply)}
+    handler = Sink(a.dir, a.name, rr, a.all_reply)
+    ctx = None
+    if a.tls:
+        cert, key = a.tls.split(",")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+    host, _, port = a.listen.rpartition(":")
+
+    def factory():
+        proto = SMTP.__new__(SMTP)
+        proto.line_length_limit = 1 << 20
+        SMTP.__init__(proto, handler, hostname=f"{a.name}.sink.test", enable_SMTPUTF8=True,
+                      decode_data=False, data_size_limit=64 << 20, tls_context=ctx, timeout=60)
+        return proto
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host.strip("[]"), int(port), reuse_address=True)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    server.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
