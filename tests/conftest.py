@@ -26,18 +26,22 @@ def corpus_files() -> list[Path]:
 
 def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example.com",),
                 directory: Path | None = None, trusted=(), dns_port: int | None = None,
-                mx_port: int = 25, extra: str = "") -> str:
+                mx_port: int = 25, smarthost_port: int | None = None, minimal_backoff: float = 2.0,
+                maximal_backoff: float = 4.0, extra: str = "") -> str:
     """A gateway configuration for tests: SMTP on 127.0.0.1:port, routes to ``smarthost``,
-    DNS from the test server when ``dns_port`` is given. ``extra`` is appended TOML."""
+    DNS from the test server when ``dns_port`` is given. ``smarthost_port`` is the port for a
+    smarthost given as a name (MX-priority smarthosts); the backoffs are seconds. ``extra`` is
+    appended TOML (it must not repeat a table emitted here: TOML forbids duplicate tables)."""
     lines = [
         "[server]", 'hostname = "gw.test"', f'data_dir = "{data_dir}"',
         "[smtp]", f'listen = ["127.0.0.1:{port}"]',
         "[relay]", f"accepted_domains = {list(accepted)!r}".replace("'", '"'),
         f"trusted_networks = {list(trusted)!r}".replace("'", '"'),
         "[routing]", f'default_smarthost = "{smarthost}"', f"mx_port = {mx_port}",
+        *([f"smarthost_port = {smarthost_port}"] if smarthost_port is not None else []),
         'smarthost_tls = "opportunistic"', "smarthost_verify_tls = false",
         "[delivery]", "connect_timeout = 2.0", "dead_host_ttl = 5.0",
-        "minimal_backoff = 2.0", "maximal_backoff = 4.0",
+        f"minimal_backoff = {minimal_backoff}", f"maximal_backoff = {maximal_backoff}",
         "[log]", 'level = "info"',
     ]
     if directory is not None:
