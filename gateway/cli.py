@@ -61,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(cfg) -> int:
     from gateway.app import serve
     log = make_logger(cfg.log.level, cfg.log.format)
+    from policies.directory import DirectoryError
+    from spool import SpoolError
     try:
         asyncio.run(serve(cfg, log))
-    except OSError as e:
-        log.error("startup_failed", error=str(e))
+    except (OSError, DirectoryError, SpoolError) as e:
+        log.error("startup_failed", config=cfg.source, error=str(e))
+        print(f"mailgate: cannot start: {e}", file=sys.stderr)
         return 1
     return 0
 
