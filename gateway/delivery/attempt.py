@@ -6,8 +6,10 @@ that order: a connection failure, or a 4xx for the whole transaction, moves on t
 once every host of one preference has failed, the next preference (the other site) takes over in
 the same attempt, with no admin action and no queue retry. A 5xx for a recipient bounces that
 recipient only. Recipients still without a final answer after the last host stay pending
-(deferred). Addresses that refused a connection are remembered as down (hostcache) and skipped
-for a while, unless every address is down.
+(deferred). A smarthost name that fails to resolve, even permanently (NXDOMAIN, null MX, no
+address), defers with 4.3.5: it is a configuration problem, never a reason to bounce. Addresses
+that refused a connection are remembered as down (hostcache) and skipped for a while, unless
+every address is down.
 """
 from __future__ import annotations
 
@@ -39,10 +41,16 @@ async def deliver_group(hop: NextHop, mail_from: str, rcpts: list[str], data: by
     try:
         groups = await resolver.resolve(hop.spec, hop.port)
     except ResolveError as e:
-        state = RcptState.BOUNCED if e.permanent else RcptState.PENDING
-        text = f"{e.status} {e}"
-        log.info("resolve_failed", next_hop=hop.spec, permanent=e.permanent, error=text)
-        return {r: RcptResult(state, e.code, text) for r in rcpts}
+        # A smarthost that does not resolve is our configuration problem, not the recipient's:
+        # defer with 4.3.5 instead of bouncing everything (Postfix does the same for relayhost,
+        # smtp_connect.c "relayhost configuration problem").
+        permanent = e.permanent and hop.kind != "smarthost"
+        state = RcptState.BOUNCED if permanent else RcptState.PENDING
+        code, text = e.code, f"{e.status} {e}"
+        if e.permanent and not permanent:
+            code, text = 451, f"4.3.5 smarthost configuration problem: {text}"
+        log.info("resolve_failed", next_hop=hop.spec, permanent=permanent, error=text)
+        return {r: RcptResult(state, code, text) for r in rcpts}
     candidates = [(h, a) for group in groups for h in group for a in h.addresses][:MAX_ADDRESSES]
     live = [(h, a) for h, a in candidates if not hosts.is_down(a, h.port)]
     results: dict[str, RcptResult] = {}
