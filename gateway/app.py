@@ -61,6 +61,11 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
                               command_timeout=d.command_timeout, data_timeout=d.data_timeout,
                               per_destination=d.per_destination, idle_timeout=d.idle_connection_timeout)
     qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, log)
+    controller = runner = None
+    if cfg.continuity.mode != "off":
+        from gateway.continuity import wiring
+        controller, runner = wiring.build(cfg, spool, qmgr, qmgr.resolver, log)
+        await controller.start()   # before delivery: a restart during an event keeps holding
     handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log)
     intake = IntakeServer(cfg, handler)
     bound = await intake.start()
@@ -71,13 +76,17 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload(watcher, log))
     try:
         async with asyncio.TaskGroup() as tg:
-            runner = tg.create_task(qmgr.run(), name="qmgr")
-            watch = tg.create_task(_watch_directory(watcher, cfg.directory.reload_interval, log))
+            runner_task = tg.create_task(qmgr.run(), name="qmgr")
+            helpers = [tg.create_task(_watch_directory(watcher, cfg.directory.reload_interval, log))]
+            if controller is not None:
+                helpers.append(tg.create_task(runner.run(), name="probes"))
+                helpers.append(tg.create_task(controller.run(), name="continuity"))
             await stop.wait()
             log.info("shutting_down")
             await intake.stop()
-            runner.cancel()
-            watch.cancel()
+            for t in helpers:
+                t.cancel()
+            runner_task.cancel()
         await qmgr.drain()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -4,6 +4,8 @@
     mailgate check-config [--config FILE]
     mailgate queue list [--all] | show ID | flush [ID] | hold ID | release ID | delete ID
     mailgate routes resolve DOMAIN
+    mailgate continuity status | start --reason R | stop | confirm | maintenance start|stop
+    mailgate probes [--history]
 
 ``--config`` defaults to $MAILGATE_CONFIG, else the embedded defaults. The queue commands work on
 the spool database directly (like postqueue/postsuper on the queue directory) and are safe against
@@ -39,6 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     q.add_parser("flush").add_argument("queue_id", nargs="?")
     r = sub.add_parser("routes", help="routing").add_subparsers(dest="rcmd", required=True)
     r.add_parser("resolve").add_argument("domain")
+    c = sub.add_parser("continuity", help="continuity events").add_subparsers(dest="ccmd", required=True)
+    c.add_parser("status")
+    for name in ("start", "stop", "confirm"):
+        cp = c.add_parser(name)
+        cp.add_argument("--reason", default="")
+        cp.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the gateway")
+    mp = c.add_parser("maintenance")
+    mp.add_argument("action", choices=["start", "stop"])
+    mp.add_argument("--reason", default="")
+    mp.add_argument("--wait", type=float, default=15.0)
+    sub.add_parser("probes", help="latest probe results").add_argument("--history", action="store_true")
     args = p.parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
@@ -53,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "queue":
         from gateway import cli_queue
         return cli_queue.run(cfg, args)
+    if args.cmd == "continuity":
+        from gateway import cli_continuity
+        return cli_continuity.run(cfg, args)
+    if args.cmd == "probes":
+        from gateway import cli_continuity
+        return cli_continuity.probes(cfg, args)
     if args.cmd == "routes":
         return asyncio.run(_resolve(cfg, args.domain))
     return 2

@@ -108,6 +108,32 @@ class DeliveryConfig(_Section):
     idle_connection_timeout: float = Field(10.0, ge=0)  # reuse window for an idle connection
 
 
+class ProbesConfig(_Section):
+    smtp: bool = True                                   # SMTP inbound probe of the smarthost hosts
+    smtp_interval: float = Field(60.0, gt=0)            # seconds (Outlook gives up after one minute)
+    smtp_timeout: float = Field(10.0, gt=0)
+    canary_rcpt: str = ""                               # default postmaster@<first accepted domain>
+    http: dict[str, str] = {}                           # name -> URL of an Exchange healthcheck.htm
+    http_interval: float = Field(60.0, gt=0)
+    http_timeout: float = Field(10.0, gt=0)
+    http_verify_tls: bool = True
+    organic_window: float = Field(120.0, gt=0)          # seconds of real delivery outcomes
+    organic_min_events: int = Field(5, ge=1)
+
+
+class ContinuityConfig(_Section):
+    mode: Literal["automatic", "alert-only", "off"] = "automatic"
+    enter_after: float = Field(60.0, ge=0)     # seconds of continuous failure before an event
+    hold_down: float = Field(300.0, ge=0)      # seconds of continuous health before it ends
+    fresh_within: float = Field(180.0, gt=0)   # probe results older than this are ignored
+    tick: float = Field(1.0, gt=0)             # seconds between decisions
+    replay_rate: float = Field(50.0, gt=0)     # held messages released per second, at most
+    replay_concurrency: int = Field(20, ge=1)  # released messages in flight at once
+    alert_urls: list[str] = []                 # apprise URLs (SMS gateway, Teams, Slack, webhook)
+    alert_mail_to: list[str] = []              # alternate addresses outside the accepted domains
+    alert_repeat: float = Field(1800.0, gt=0)  # seconds between reminders while an event lasts
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "kv"] = "kv"
@@ -121,6 +147,8 @@ class Config(_Section):
     routing: RoutingConfig = RoutingConfig()
     dns: DnsConfig = DnsConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    probes: ProbesConfig = ProbesConfig()
+    continuity: ContinuityConfig = ContinuityConfig()
     log: LogConfig = LogConfig()
     source: str = "<defaults>"        # the file this came from (set by load())
 

@@ -41,6 +41,8 @@ class StoredMessage:
     client_addr: str
     client_helo: str
     data: bytes | None = None
+    hold_reason: str = ""         # '' | 'operator' | 'continuity'
+    held_seconds: float = 0.0     # time spent on continuity hold (extends the queue lifetime)
 
     @property
     def pending(self) -> list[Recipient]:
@@ -66,7 +68,8 @@ def get_message(conn: sqlite3.Connection, queue_id: str, with_data: bool = False
         body_8bit=bool(row["body_8bit"]), is_dsn=bool(row["is_dsn"]), arrived_at=row["arrived_at"],
         next_attempt_at=row["next_attempt_at"], attempts=row["attempts"],
         last_error=row["last_error"], client_addr=row["client_addr"],
-        client_helo=row["client_helo"], data=data)
+        client_helo=row["client_helo"], data=data, hold_reason=row["hold_reason"],
+        held_seconds=row["held_seconds"])
 
 
 def list_messages(conn: sqlite3.Connection, states: tuple[QueueState, ...] | None = None,

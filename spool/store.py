@@ -90,10 +90,11 @@ class Spool:
         return await self.write(_tr.claim_due, limit)
 
     async def record_attempt(self, queue_id: str, outcomes: list[_tr.RcptOutcome],
-                             next_attempt_at: float, dsn: NewMessage | None = None) -> QueueState:
+                             next_attempt_at: float, dsn: NewMessage | None = None,
+                             hold: bool = False) -> QueueState:
         """Record an attempt (see transitions.record_attempt) and, in the same transaction,
         enqueue the bounce ``dsn`` if one is given: a bounce is never lost or sent twice."""
-        return await self.write(_record_with_dsn, queue_id, outcomes, next_attempt_at, dsn)
+        return await self.write(_record_with_dsn, queue_id, outcomes, next_attempt_at, dsn, hold)
 
     async def move(self, queue_id: str, src, dst: QueueState, **kw) -> QueueState:
         return await self.write(lambda c: _tr.move(c, queue_id, src, dst, **kw))
@@ -184,8 +185,8 @@ def _resolve_all(results) -> None:
             fut.set_result(r)
 
 
-def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn):
-    state = _tr.record_attempt(conn, queue_id, outcomes, next_attempt_at)
+def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False):
+    state = _tr.record_attempt(conn, queue_id, outcomes, next_attempt_at, hold=hold)
     if dsn is not None:
         _commit.insert_message(conn, dsn)
     return state

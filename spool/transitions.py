@@ -68,12 +68,13 @@ class RcptOutcome:
 
 
 def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptOutcome],
-                   next_attempt_at: float, now: float | None = None) -> QueueState:
+                   next_attempt_at: float, now: float | None = None, hold: bool = False) -> QueueState:
     """Record one delivery attempt of an ``active`` message and move it on.
 
     Every recipient named in ``outcomes`` gets its state; the message then goes to ``delivered``
     if no recipient is pending or bounced, ``bounced`` if none is pending and some bounced, else
-    ``deferred`` with ``next_attempt_at`` (unix seconds). The body is deleted once the message is
+    ``deferred`` with ``next_attempt_at`` (unix seconds), or ``hold`` (reason 'continuity') if
+    ``hold`` is set: a continuity event holds what is left for the downstream. The body is deleted once the message is
     finished. Returns the new state. Raises InvalidTransition if the message is not active.
     """
     now = time.time() if now is None else now
@@ -84,7 +85,7 @@ def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptO
     counts = dict(conn.execute(
         "SELECT state, count(*) FROM recipients WHERE queue_id=? GROUP BY state", (queue_id,)).fetchall())
     if counts.get(RcptState.PENDING.value):
-        dst = QueueState.DEFERRED
+        dst = QueueState.HOLD if hold else QueueState.DEFERRED
     elif counts.get(RcptState.BOUNCED.value):
         dst = QueueState.BOUNCED
     else:
@@ -92,7 +93,10 @@ def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptO
     errors = [f"{o.code or ''} {o.text}".strip() for o in outcomes if o.state is not RcptState.DELIVERED]
     move(conn, queue_id, QueueState.ACTIVE, dst, next_attempt_at=next_attempt_at,
          error=(errors[0][:500] if errors else ""), now=now)
-    conn.execute("UPDATE messages SET attempts=attempts+1 WHERE queue_id=?", (queue_id,))
+    if dst is QueueState.HOLD:
+        conn.execute("UPDATE messages SET hold_reason='continuity', held_at=? WHERE queue_id=?", (now, queue_id))
+    if any(o.state is not RcptState.PENDING or o.code is not None for o in outcomes):
+        conn.execute("UPDATE messages SET attempts=attempts+1 WHERE queue_id=?", (queue_id,))
     if dst.terminal:
         conn.execute("DELETE FROM bodies WHERE queue_id=?", (queue_id,))
     return dst

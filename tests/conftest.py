@@ -27,11 +27,13 @@ def corpus_files() -> list[Path]:
 def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example.com",),
                 directory: Path | None = None, trusted=(), dns_port: int | None = None,
                 mx_port: int = 25, smarthost_port: int | None = None, minimal_backoff: float = 2.0,
-                maximal_backoff: float = 4.0, extra: str = "") -> str:
+                maximal_backoff: float = 4.0, continuity: str | None = "off", extra: str = "") -> str:
     """A gateway configuration for tests: SMTP on 127.0.0.1:port, routes to ``smarthost``,
     DNS from the test server when ``dns_port`` is given. ``smarthost_port`` is the port for a
     smarthost given as a name (MX-priority smarthosts); the backoffs are seconds. ``extra`` is
-    appended TOML (it must not repeat a table emitted here: TOML forbids duplicate tables)."""
+    appended TOML (it must not repeat a table emitted here: TOML forbids duplicate tables).
+    ``continuity`` is the engine mode ("off" by default so relay tests are not turned into
+    continuity events by a downstream they stop on purpose); None emits no [continuity] table."""
     lines = [
         "[server]", 'hostname = "gw.test"', f'data_dir = "{data_dir}"',
         "[smtp]", f'listen = ["127.0.0.1:{port}"]',
@@ -49,6 +51,8 @@ def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example
     if dns_port is not None:
         lines += ["[dns]", 'nameservers = ["127.0.0.1"]', f"port = {dns_port}", "timeout = 1.0",
                   "lifetime = 2.0"]
+    if continuity is not None:
+        lines += ["[continuity]", f'mode = "{continuity}"']
     return "\n".join(lines) + "\n" + extra
 
 

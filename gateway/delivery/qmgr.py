@@ -42,7 +42,12 @@ class QueueManager:
         self.capacity = d.max_concurrent
         self.inflight: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
-        self.stats = defaultdict(int)   # delivered / deferred / bounced recipients, dsn sent
+        self.stats = defaultdict(int)   # delivered / deferred / bounced / held recipients, dsn sent
+        #: Set by the continuity engine during an event: recipients for the downstream (smarthost
+        #: routes) are not attempted; their messages go to hold, never bounce for the outage.
+        self.hold_downstream = False
+        #: Called with each smarthost delivery outcome: (delivered, connection_failure, code).
+        self.on_smarthost_outcome = None
 
     def notify(self, queue_id: str | None = None) -> None:
         """Something is due now (a new message was queued, a delivery finished)."""
@@ -101,26 +106,36 @@ class QueueManager:
 
     async def _attempt(self, msg: StoredMessage) -> None:
         by_hop: dict = defaultdict(list)
+        holding = self.hold_downstream
+        held = 0
         for r in msg.pending:
-            by_hop[self.router.next_hop(r.address)].append(r)
+            hop = self.router.next_hop(r.address)
+            if holding and hop.kind == "smarthost":
+                held += 1
+                continue
+            by_hop[hop].append(r)
         step = self.cfg.delivery.recipients_per_delivery
-        jobs, chunks = [], []
+        jobs, chunks, hop_kinds = [], [], {}
         for hop, rcpts in by_hop.items():
             for i in range(0, len(rcpts), step):
                 chunk = rcpts[i:i + step]
                 chunks.append(chunk)
+                hop_kinds[id(chunk)] = hop.kind
                 jobs.append(deliver_group(
                     hop, msg.mail_from, [r.address for r in chunk], msg.data,
                     smtputf8=msg.smtputf8, body_8bit=msg.body_8bit, resolver=self.resolver,
                     transport=self.transport, hosts=self.hosts, log=self.log.bind(queue_id=msg.queue_id)))
         results = await asyncio.gather(*jobs)
         now = self.clock()
-        too_old = expired(self.retry, msg.arrived_at, now, msg.is_dsn)
+        too_old = expired(self.retry, msg.arrived_at + msg.held_seconds, now, msg.is_dsn)
         outcomes: list[RcptOutcome] = []
         failed: list[FailedRecipient] = []
         for chunk, res in zip(chunks, results):
             for r in chunk:
                 out: RcptResult = res[r.address]
+                if hop_kinds[id(chunk)] == "smarthost" and self.on_smarthost_outcome is not None:
+                    self.on_smarthost_outcome(out.state is RcptState.DELIVERED,
+                                              out.code is None, out.code)
                 state, text = out.state, out.text
                 if state is RcptState.PENDING and too_old:
                     state, text = RcptState.BOUNCED, f"4.4.7 delivery time expired: {out.text}"
@@ -138,7 +153,11 @@ class QueueManager:
                                original_mail_from=msg.mail_from, original_queue_id=msg.queue_id,
                                arrival_date=msg.arrived_at, recipients=failed, original=msg.data, now=now))
         state = await self.spool.record_attempt(
-            msg.queue_id, outcomes, next_attempt(self.retry, msg.attempts + 1, now), dsn)
+            msg.queue_id, outcomes, next_attempt(self.retry, msg.attempts + 1, now), dsn,
+            hold=held > 0)
+        if held:
+            self.stats["held"] += held
+            self.log.info("held", queue_id=msg.queue_id, nrcpt=held, reason="continuity event")
         if dsn is not None:
             self.stats["dsn"] += 1
             self.log.info("bounce_queued", queue_id=dsn.queue_id, original=msg.queue_id,

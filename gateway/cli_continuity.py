@@ -1,0 +1,73 @@
+"""`mailgate continuity ...` and `mailgate probes`: admin control of continuity events.
+
+Commands are queued in the spool database (continuity_commands) and applied by the running
+gateway within one engine tick; the CLI waits for the result (up to ``--wait`` seconds) and
+prints it. An admin override always wins over the engine's own decisions.
+"""
+from __future__ import annotations
+
+import getpass
+import time
+
+from spool import continuity as store
+from spool import db
+
+
+def _txn(conn, fn):
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        out = fn()
+        conn.execute("COMMIT")
+        return out
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def run(cfg, args) -> int:
+    from gateway.cli import fmt_time
+    conn = db.connect(cfg.spool_path)
+    try:
+        if args.ccmd == "status":
+            st = store.load_state(conn) or {"mode": "normal", "since": 0, "origin": "", "reason": "",
+                                              "event_id": "", "awaiting_confirm": 0}
+            print(f"mode:      {st['mode']}" + ("  (awaiting confirmation)" if st["awaiting_confirm"] else ""))
+            if st["since"]:
+                print(f"since:     {fmt_time(st['since'])}")
+            print(f"event:     {st['event_id'] or '-'} {st['origin']}\nreason:    {st['reason'] or '-'}")
+            print(f"held:      {store.count_held(conn)} message(s) on continuity hold")
+            print(f"engine:    {cfg.continuity.mode}")
+            for a in reversed(store.audit(conn, 10)):
+                print(f"  {fmt_time(a['at'])}  {a['src']:>10} -> {a['dst']:<10} {a['actor']}: {a['reason'][:120]}")
+            return 0
+        command = {"start": "start", "stop": "stop", "confirm": "confirm"}.get(args.ccmd)
+        if args.ccmd == "maintenance":
+            command = f"maintenance-{args.action}"
+        actor = getattr(args, "actor", None) or getpass.getuser()
+        cid = _txn(conn, lambda: store.queue_command(conn, command, getattr(args, "reason", "") or "", actor))
+        end = time.monotonic() + args.wait
+        while time.monotonic() < end:
+            row = store.get_command(conn, cid)
+            if row["done_at"] is not None:
+                print(row["result"])
+                return 0 if row["result"].startswith("ok") else 1
+            time.sleep(0.2)
+        print(f"queued as command {cid}; the gateway has not applied it yet (is it running?)")
+        return 1
+    finally:
+        conn.close()
+
+
+def probes(cfg, args) -> int:
+    from gateway.cli import fmt_time
+    conn = db.connect(cfg.spool_path)
+    try:
+        rows = store.probe_history(conn, latest_only=not args.history)
+        if not rows:
+            print("no probe results yet")
+        for r in rows:
+            print(f"{fmt_time(r['at'])}  {'ok  ' if r['ok'] else 'FAIL'}  {r['latency'] * 1000:7.1f} ms  "
+                  f"{r['probe']}{' (critical)' if r['critical'] else ''}  {r['detail'][:150]}")
+        return 0
+    finally:
+        conn.close()

@@ -1,0 +1,166 @@
+"""Runs the continuity engine in the gateway: gathers evidence, applies decisions and admin
+commands, persists and audits every transition, alerts, holds mail, and drives the replay.
+
+Every ``tick`` seconds: apply admin commands queued in the spool (by `mailgate continuity ...`
+or the admin API), aggregate fresh probe evidence into Health, ask engine.decide(), and act on
+the transition: entering continuity sets the queue manager to hold downstream mail (and makes
+deferred mail due so it is held at once); recovering releases held mail in arrival order,
+throttled, halving the rate when the downstream answers 4xx (Exchange back-pressure) and growing
+it again when it takes mail; replay done → normal. State survives restarts (continuity_state).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+from typing import Callable, Iterable
+
+from gateway.continuity import engine
+from gateway.continuity.engine import EngineState, Health, HealthTracker, Mode, Settings, Transition
+from spool import continuity as store
+
+
+def aggregate(results: Iterable, now: float, fresh_within: float) -> tuple[bool | None, str]:
+    """Critical evidence → (ok, detail). ``results`` are probe results with ``probe``, ``ok``,
+    ``at``, ``critical``, ``detail``. ok is None without fresh critical evidence, True if any fresh
+    critical result passed (some path into Exchange works), False if all failed."""
+    fresh = [r for r in results if r is not None and r.critical and now - r.at <= fresh_within]
+    if not fresh:
+        return None, "no fresh evidence"
+    detail = "; ".join(f"{r.probe}: {'ok' if r.ok else 'FAIL'} {r.detail}"[:160] for r in fresh)
+    return any(r.ok for r in fresh), detail
+
+
+class ContinuityController:
+    def __init__(self, cfg, spool, qmgr, evidence: Callable[[], Iterable], alerter, log,
+                 clock: Callable[[], float] = time.time):
+        c = cfg.continuity
+        self.cfg, self.spool, self.qmgr, self.evidence = c, spool, qmgr, evidence
+        self.alerter, self.log, self.clock = alerter, log, clock
+        self.settings = Settings(automatic=c.mode == "automatic", enter_after=c.enter_after,
+                                 hold_down=c.hold_down)
+        self.state = EngineState(since=clock())
+        self.tracker = HealthTracker()
+        self.health: Health | None = None
+        self.replay = {"released": 0, "rate": c.replay_rate, "started_at": None, "remaining": 0}
+        self._last_deferred = 0
+        self._next_reminder = 0.0
+
+    async def start(self) -> None:
+        """Load the persisted state (a restart during an event stays in the event)."""
+        row = await self.spool.read(store.load_state)
+        if row:
+            self.state = EngineState(Mode(row["mode"]), row["since"], row["origin"], row["reason"],
+                                     bool(row["awaiting_confirm"]), row["event_id"])
+        self._apply_mode()
+        self.log.info("continuity_state", mode=self.state.mode.value, origin=self.state.origin,
+                      event_id=self.state.event_id)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("continuity_step_failed")
+            await asyncio.sleep(self.cfg.tick)
+
+    async def step(self) -> None:
+        now = self.clock()
+        for cmd in await self.spool.read(store.pending_commands):
+            try:
+                t = engine.admin(self.state, cmd["command"], now, cmd["actor"] or "admin", cmd["reason"])
+                await self._commit(t)
+                result = f"ok: {t.new.mode.value}"
+            except engine.CommandRefused as e:
+                result = f"refused: {e}"
+            await self.spool.write(store.command_done, cmd["id"], result)
+        ok, detail = aggregate(self.evidence(), now, self.cfg.fresh_within)
+        self.health = self.tracker.observe(ok, now, detail)
+        t = engine.decide(self.state, self.health, self.settings)
+        if t is not None:
+            await self._commit(t)
+        if self.state.mode is Mode.RECOVERING:
+            await self._replay_step(now)
+        if self.state.mode is Mode.CONTINUITY and now >= self._next_reminder:
+            self._next_reminder = now + self.cfg.alert_repeat
+            await self.alerter.send(f"reminder-{now // self.cfg.alert_repeat}",
+                                    f"continuity event {self.state.event_id} still running",
+                                    self._describe())
+
+    async def command(self, command: str, reason: str, actor: str) -> Transition:
+        """Apply an admin command now (admin API). Raises engine.CommandRefused."""
+        t = engine.admin(self.state, command, self.clock(), actor, reason)
+        await self._commit(t)
+        return t
+
+    async def _commit(self, t: Transition) -> None:
+        n = t.new
+        await self.spool.write(lambda c: store.save_transition(
+            c, mode=n.mode.value, since=n.since, origin=n.origin, reason=n.reason,
+            awaiting_confirm=n.awaiting_confirm, event_id=n.event_id, src=t.old.mode.value, actor=t.actor))
+        self.state = n
+        self.log.warning("continuity_transition", src=t.old.mode.value, dst=n.mode.value, actor=t.actor,
+                         reason=t.reason, event_id=n.event_id, awaiting_confirm=n.awaiting_confirm)
+        entering = n.mode is Mode.CONTINUITY and t.old.mode is not Mode.CONTINUITY
+        self._apply_mode()
+        if entering:
+            self._next_reminder = self.clock() + self.cfg.alert_repeat
+            await self.spool.write(store.hold_due_now)
+            self.qmgr.notify()
+        if n.mode is Mode.RECOVERING:
+            self.replay.update(released=0, rate=self.cfg.replay_rate, started_at=self.clock())
+            self._last_deferred = self.qmgr.stats["deferred"]
+        title = f"{t.old.mode.value} -> {n.mode.value}"
+        if n.awaiting_confirm:
+            title = "downstream down: confirm a continuity event"
+            body = f"{t.reason}\n\nTo start the continuity event: mailgate continuity confirm"
+        else:
+            body = f"{t.reason}\nby: {t.actor}\n\n{self._describe()}"
+        await self.alerter.send(f"transition-{t.old.mode.value}-{n.mode.value}-{n.since}", title, body)
+
+    def _apply_mode(self) -> None:
+        self.qmgr.hold_downstream = engine.holds_mail(self.state)
+
+    async def _replay_step(self, now: float) -> None:
+        held = await self.spool.read(store.count_held)
+        counts = await self.spool.counts()
+        in_flight = counts["incoming"] + counts["active"]
+        deferred = self.qmgr.stats["deferred"]
+        rate = self.replay["rate"]
+        if deferred > self._last_deferred:   # the downstream pushes back (4xx): slow down
+            rate = max(1.0, rate / 2)
+        else:
+            rate = min(self.cfg.replay_rate, rate * 1.25 + 1)
+        self._last_deferred = deferred
+        self.replay["rate"] = rate
+        budget = min(int(rate * self.cfg.tick) or 1, self.cfg.replay_concurrency - in_flight)
+        if held and budget > 0:
+            ids = await self.spool.write(store.release_held, budget)
+            self.replay["released"] += len(ids)
+            self.qmgr.notify()
+            held -= len(ids)
+        self.replay["remaining"] = held
+        if held == 0 and in_flight == 0:
+            t = engine.replay_finished(self.state, now)
+            if t is not None:
+                await self._commit(t)
+
+    def status(self) -> dict:
+        """Mode, event, evidence and replay progress, for the CLI, the admin API and metrics."""
+        s = asdict(self.state)
+        s["mode"] = self.state.mode.value
+        s["health"] = asdict(self.health) if self.health else None
+        r = dict(self.replay)
+        if r["started_at"] and self.state.mode is Mode.RECOVERING:
+            elapsed = max(self.clock() - r["started_at"], 1e-6)
+            r["done_rate"] = r["released"] / elapsed
+            r["eta_seconds"] = r["remaining"] / r["done_rate"] if r["done_rate"] else None
+        s["replay"] = r
+        return s
+
+    def _describe(self) -> str:
+        h = self.health
+        return (f"mode: {self.state.mode.value} (since {time.ctime(self.state.since)}, {self.state.origin})\n"
+                f"event: {self.state.event_id}\nevidence: {h.detail if h else 'none'}")

@@ -1,0 +1,55 @@
+"""Building the continuity side from the configuration: probes, the organic signal fed by the
+queue manager, the alerter, and the controller. Used by gateway.app only."""
+from __future__ import annotations
+
+from gateway.config import Config
+from gateway.continuity.alerts import Alerter
+from gateway.continuity.controller import ContinuityController
+from gateway.health import HttpProbe, OrganicSignal, ProbeRunner, SmtpInboundProbe, mx_hosts
+from gateway.router import Router
+from spool import Spool
+from spool import continuity as store
+
+
+def build(cfg: Config, spool: Spool, qmgr, resolver, log) -> tuple[ContinuityController, ProbeRunner]:
+    p, r = cfg.probes, cfg.routing
+    organic = OrganicSignal(p.organic_window, p.organic_min_events)
+    qmgr.on_smarthost_outcome = lambda ok, conn_fail, code: organic.record(
+        ok, connection_failure=conn_fail, code=code)
+    probes = []
+    if p.smtp:
+        hop = Router(cfg).for_domain(cfg.relay.accepted_domains[0] if cfg.relay.accepted_domains else "")
+        canary = p.canary_rcpt or f"postmaster@{cfg.relay.accepted_domains[0]}"
+        probes.append(SmtpInboundProbe(
+            f"smtp:{hop.spec}", mx_hosts(resolver, hop.spec, hop.port), canary_rcpt=canary,
+            mail_from=f"probe@{cfg.server.hostname}", helo=cfg.server.hostname,
+            tls=r.smarthost_tls, verify_tls=r.smarthost_verify_tls, interval=p.smtp_interval,
+            timeout=p.smtp_timeout,
+            ca_file=str(r.smarthost_ca_file) if r.smarthost_ca_file else None))
+    for name, url in p.http.items():
+        probes.append(HttpProbe(f"http:{name}", url, interval=p.http_interval, timeout=p.http_timeout,
+                                verify_tls=p.http_verify_tls))
+
+    def keep(result) -> None:
+        log.info("probe", probe=result.probe, ok=result.ok, latency=round(result.latency, 4),
+                 detail=result.detail[:200])
+        spool_write(result)
+
+    def spool_write(result) -> None:
+        import asyncio
+        asyncio.get_running_loop().create_task(spool.write(
+            store.record_probe, result.probe, result.ok, result.at, result.latency, result.detail,
+            result.critical))
+
+    runner = ProbeRunner(probes, on_result=keep)
+    alerter = Alerter(urls=cfg.continuity.alert_urls, mail_to=cfg.continuity.alert_mail_to,
+                      spool=spool, hostname=cfg.server.hostname, log=log, on_queued=qmgr.notify)
+
+    def evidence():
+        out = list(runner.latest().values())
+        snap = organic.snapshot()
+        if snap is not None:
+            out.append(snap)
+        return out
+
+    return ContinuityController(cfg, spool, qmgr, evidence, alerter, log), runner
