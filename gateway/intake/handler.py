@@ -9,6 +9,7 @@ and is logged with the queue ID; no Python exception ever reaches the client.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Callable
 
@@ -81,6 +82,11 @@ class IntakeHandler:
 
     async def _queue(self, queue_id: str, session, envelope) -> str:
         data: bytes = envelope.original_content
+        if _longest_line(data) > self.cfg.smtp.max_line_length:
+            return replies.LINE_TOO_LONG
+        # a client that sends bare LFs dot-stuffs the lines after them (smtplib and most scripts
+        # do); aiosmtpd only unstuffs after CRLF. Unstuff them as Postfix does (RFC 5321 §4.5.2).
+        data = _LF_DOT.sub(b"\n", data)
         if count_received(data, HOP_LIMIT + 1) > HOP_LIMIT:
             self.log.warning("rejected_loop", queue_id=queue_id, client=_client_ip(session))
             return replies.TOO_MANY_HOPS
@@ -128,6 +134,15 @@ class IntakeHandler:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except asyncio.TimeoutError:
             self.log.warning("drain_timeout", inflight=self._inflight)
+
+
+_LF_DOT = re.compile(rb"(?<!\r)\n\.")
+
+
+def _longest_line(data: bytes) -> int:
+    """Length of the longest line with its line end, a bare LF counting as a line end (as in
+    Postfix): server.GatewaySMTP lets aiosmtpd read whole DATA, this is the line check."""
+    return max(map(len, data.split(b"\n"))) + 1
 
 
 def _client_ip(session) -> str:

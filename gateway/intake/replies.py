@@ -18,6 +18,7 @@ TOO_MANY_CONNECTIONS_FROM_YOU = "421 4.7.0 Too many connections from your addres
 LOCAL_ERROR = "451 4.3.0 Local error in processing, try again later"
 SPOOL_ERROR = "451 4.3.0 Message not queued: temporary storage failure, try again later"
 SIZE_EXCEEDED = "552 5.3.4 Message size exceeds fixed maximum message size"
+LINE_TOO_LONG = "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
 TOO_MANY_HOPS = "554 5.4.6 Too many hops (mail loop?)"
 BAD_SENDER = "553 5.1.7 Bad sender address syntax"
 NO_VALID_RECIPIENTS = "554 5.5.1 No valid recipients"

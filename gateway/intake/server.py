@@ -80,11 +80,22 @@ class GatewaySMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         async with self._data_slots:
             self._reset_timeout(self._data_timeout)
+            # aiosmtpd splits DATA on CRLF only, so a bare-LF message is one "line" to it: lift
+            # the CRLF-line limit to the message size for the upload (the handler checks the
+            # real, LF-delimited lines against smtp.max_line_length).
+            line_limit = self.line_length_limit
+            self._set_line_limit(max(line_limit, (self.data_size_limit or 0) + 2))
             try:
                 await super().smtp_DATA(arg)
             finally:
+                self._set_line_limit(line_limit)
                 if self.transport is not None:
                     self._reset_timeout()
+
+    def _set_line_limit(self, limit: int) -> None:
+        self.line_length_limit = limit
+        if self._reader is not None:
+            self._reader._limit = limit  # asyncio.StreamReader has no public setter
 
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("502 5.5.1 AUTH not supported: this is an MX, not a submission server")
