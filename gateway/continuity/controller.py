@@ -22,13 +22,17 @@ from spool import continuity as store
 
 def aggregate(results: Iterable, now: float, fresh_within: float) -> tuple[bool | None, str]:
     """Critical evidence → (ok, detail). ``results`` are probe results with ``probe``, ``ok``,
-    ``at``, ``critical``, ``detail``. ok is None without fresh critical evidence, True if any fresh
-    critical result passed (some path into Exchange works), False if all failed."""
+    ``at``, ``critical``, ``detail``. Synthetic probes decide when they have fresh results: ok if
+    any passed (some path into Exchange works), False if all failed. The organic signal (real
+    deliveries, named "organic") decides only when no probe has a fresh result, because its
+    window still holds successes from before an outage. None: no fresh critical evidence."""
     fresh = [r for r in results if r is not None and r.critical and now - r.at <= fresh_within]
-    if not fresh:
+    probes = [r for r in fresh if r.probe != "organic"]
+    use = probes or fresh
+    if not use:
         return None, "no fresh evidence"
-    detail = "; ".join(f"{r.probe}: {'ok' if r.ok else 'FAIL'} {r.detail}"[:160] for r in fresh)
-    return any(r.ok for r in fresh), detail
+    detail = "; ".join(f"{r.probe}: {'ok' if r.ok else 'FAIL'} {r.detail}"[:160] for r in use)
+    return any(r.ok for r in use), detail
 
 
 class ContinuityController:
