@@ -75,8 +75,11 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload(watcher, log))
     try:
+        admin = _admin_server(cfg, spool, qmgr, intake, controller, runner, log)
         async with asyncio.TaskGroup() as tg:
             runner_task = tg.create_task(qmgr.run(), name="qmgr")
+            if admin is not None:
+                tg.create_task(admin.serve(), name="admin")
             helpers = [tg.create_task(_watch_directory(watcher, cfg.directory.reload_interval, log))]
             if controller is not None:
                 helpers.append(tg.create_task(runner.run(), name="probes"))
@@ -84,6 +87,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
             await stop.wait()
             log.info("shutting_down")
             await intake.stop()
+            if admin is not None:
+                admin.stop()       # open HTTP requests finish (bounded); before the spool closes
             for t in helpers:
                 t.cancel()
             runner_task.cancel()
@@ -94,6 +99,19 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
         await transport.close()
         await spool.close()
         log.info("stopped", **dict(qmgr.stats))
+
+
+def _admin_server(cfg: Config, spool, qmgr, intake, controller, runner, log):
+    """The admin HTTP API with its socket bound (a busy address fails the start), or None."""
+    if not cfg.admin.enabled:
+        return None
+    from gateway.admin import AdminContext, AdminServer, build_app
+    ctx = AdminContext(token=cfg.admin.token, spool=spool, qmgr=qmgr, listening=lambda: intake.serving,
+                       controller=controller, runner=runner)
+    admin = AdminServer(build_app(ctx), cfg.admin.listen)
+    host, port = admin.bind()
+    log.info("admin_listening", address=f"{host}:{port}", api=bool(cfg.admin.token))
+    return admin
 
 
 def _reload(watcher: DirectoryWatcher, log) -> None:

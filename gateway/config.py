@@ -134,6 +134,18 @@ class ContinuityConfig(_Section):
     alert_repeat: float = Field(1800.0, gt=0)  # seconds between reminders while an event lasts
 
 
+class AdminConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8025"    # host:port of the admin HTTP API, /healthz and /metrics
+    token: str = ""                   # bearer token for /api/*; empty: /api/* answers 503
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "kv"] = "kv"
@@ -149,6 +161,7 @@ class Config(_Section):
     delivery: DeliveryConfig = DeliveryConfig()
     probes: ProbesConfig = ProbesConfig()
     continuity: ContinuityConfig = ContinuityConfig()
+    admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
     source: str = "<defaults>"        # the file this came from (set by load())
 

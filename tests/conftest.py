@@ -53,6 +53,8 @@ def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example
                   "lifetime = 2.0"]
     if continuity is not None:
         lines += ["[continuity]", f'mode = "{continuity}"']
+    if "[admin]" not in extra:    # a free port: gateways in parallel tests never collide
+        lines += ["[admin]", 'listen = "127.0.0.1:0"']
     return "\n".join(lines) + "\n" + extra
 
 

@@ -142,6 +142,11 @@ class IntakeServer:
             bound.extend(sock.getsockname()[:2] for sock in srv.sockets)
         return bound
 
+    @property
+    def serving(self) -> bool:
+        """True while every listener accepts connections (for /healthz)."""
+        return bool(self._servers) and all(s.is_serving() for s in self._servers)
+
     async def stop(self) -> None:
         """Stop accepting; sessions already inside DATA finish their commit first."""
         for srv in self._servers:

@@ -1,0 +1,96 @@
+"""Prometheus metrics read at scrape time from the live objects (no counting of our own):
+continuity mode, probe results, queue depth per state, the queue manager's outcome counters and
+replay progress. One dedicated CollectorRegistry per gateway (no prometheus_client globals).
+
+Queue depth needs a spool read, which is async: the /metrics handler awaits ``refresh()`` and
+then renders; ``collect()`` itself only reads memory. Reads no state it does not report; writes none.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.continuity.engine import Mode
+
+__all__ = ["GatewayCollector", "build_registry", "render", "OUTCOMES"]
+
+OUTCOMES = ("delivered", "deferred", "bounced", "held")   # per recipient, from qmgr.stats
+
+
+class GatewayCollector(Collector):
+    """Reads ``ctx`` (an AdminContext) when scraped; ``queue_counts`` is set by refresh()."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.queue_counts: dict[str, int] = {}
+
+    async def refresh(self) -> None:
+        self.queue_counts = await self.ctx.spool.counts()
+
+    def collect(self):
+        ctx = self.ctx
+        q = GaugeMetricFamily("mailgate_queue_messages", "Messages in the spool per queue state",
+                              labels=["state"])
+        for state, n in sorted(self.queue_counts.items()):
+            q.add_metric([state], n)
+        yield q
+        stats = ctx.qmgr.stats
+        c = CounterMetricFamily("mailgate_recipients", "Recipient outcomes since start",
+                                labels=["outcome"])
+        for word in OUTCOMES:
+            c.add_metric([word], stats.get(word, 0))
+        yield c
+        yield CounterMetricFamily("mailgate_dsn_sent", "Delivery status notifications queued since start",
+                                  value=stats.get("dsn", 0))
+        if ctx.controller is not None:
+            yield from self._continuity(ctx.controller.status())
+        if ctx.runner is not None:
+            yield from self._probes(ctx.runner.latest())
+
+    @staticmethod
+    def _continuity(s: dict):
+        g = GaugeMetricFamily("mailgate_continuity_state", "1 for the current continuity mode",
+                              labels=["mode"])
+        for m in Mode:
+            g.add_metric([m.value], 1.0 if s["mode"] == m.value else 0.0)
+        yield g
+        yield GaugeMetricFamily("mailgate_continuity_awaiting_confirm",
+                                "1 while an admin must confirm a continuity event",
+                                value=1.0 if s["awaiting_confirm"] else 0.0)
+        r = s["replay"]
+        yield GaugeMetricFamily("mailgate_replay_released", "Held messages released in this replay",
+                                value=r["released"])
+        yield GaugeMetricFamily("mailgate_replay_remaining", "Held messages still to release",
+                                value=r["remaining"])
+        yield GaugeMetricFamily("mailgate_replay_rate", "Current replay rate limit (messages/s)",
+                                value=r["rate"])
+
+    @staticmethod
+    def _probes(latest: dict):
+        ok = GaugeMetricFamily("mailgate_probe_ok", "1 if the probe's last check passed",
+                               labels=["probe", "critical"])
+        lat = GaugeMetricFamily("mailgate_probe_latency_seconds", "Duration of the probe's last check",
+                                labels=["probe"])
+        at = GaugeMetricFamily("mailgate_probe_last_check_timestamp_seconds",
+                               "When the probe's last check finished (unix time)", labels=["probe"])
+        for name, r in sorted(latest.items()):
+            ok.add_metric([name, "true" if r.critical else "false"], 1.0 if r.ok else 0.0)
+            lat.add_metric([name], r.latency)
+            at.add_metric([name], r.at)
+        yield ok
+        yield lat
+        yield at
+
+
+def build_registry(ctx) -> tuple[CollectorRegistry, GatewayCollector]:
+    registry = CollectorRegistry(auto_describe=False)
+    collector = GatewayCollector(ctx)
+    registry.register(collector)
+    return registry, collector
+
+
+async def render(registry: CollectorRegistry, collector: GatewayCollector) -> bytes:
+    """Refresh the async-read values, then the Prometheus text exposition."""
+    await collector.refresh()
+    return generate_latest(registry)
