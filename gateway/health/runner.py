@@ -73,7 +73,7 @@ class ProbeRunner:
         self._history[name].append(result)
         self._latest[name] = result
         self._failures[name] = 0 if result.ok else self._failures[name] + 1
-        log.info("event=probe_result probe=%s ok=%s latency=%.3f critical=%s detail=%r",
+        log.debug("event=probe_result probe=%s ok=%s latency=%.3f critical=%s detail=%r",
                  name, result.ok, result.latency, result.critical, result.detail)
         if self.on_result is not None:
             try:
