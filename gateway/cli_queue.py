@@ -7,6 +7,7 @@ clear message rather than changed under the queue manager's feet.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from spool import QueueState, db, query, transitions
@@ -60,7 +61,7 @@ def _show(conn, args) -> int:
     from gateway.cli import fmt_time
     m = query.get_message(conn, args.queue_id, with_data=True)
     if m is None:
-        print(f"mailgate: {args.queue_id}: no such message")
+        print(f"mailgate: {args.queue_id}: no such message", file=sys.stderr)
         return 1
     print(f"queue_id:     {m.queue_id}\nstate:        {m.state.value}\nmail_from:    <{m.mail_from}>\n"
           f"size:         {m.size}\narrived:      {fmt_time(m.arrived_at)}\nattempts:     {m.attempts}\n"
@@ -75,15 +76,15 @@ def _show(conn, args) -> int:
     return 0
 
 
-def _move(src, dst, verb):
+def _move(src, dst, verb, done):
     def cmd(conn, args) -> int:
         try:
             _txn(conn, lambda: transitions.move(conn, args.queue_id, src, dst, next_attempt_at=time.time()))
         except InvalidTransition as e:
-            print(f"mailgate: {args.queue_id}: cannot {verb}: "
-                  + ("no such message" if e.actual is None else f"message is {e.actual}"))
+            print(f"mailgate: {args.queue_id}: " + ("no such message" if e.actual is None
+                  else f"cannot {verb}: message is {e.actual}"), file=sys.stderr)
             return 1
-        print(f"{args.queue_id}: {verb} ({dst.value})")
+        print(f"{args.queue_id}: {done} ({dst.value})")
         return 0
     return cmd
 
@@ -92,10 +93,11 @@ def _delete(conn, args) -> int:
     try:
         found = _txn(conn, lambda: transitions.delete_message(conn, args.queue_id))
     except InvalidTransition:
-        print(f"mailgate: {args.queue_id}: being delivered right now; try again in a moment")
+        print(f"mailgate: {args.queue_id}: being delivered right now; try again in a moment",
+              file=sys.stderr)
         return 1
     if not found:
-        print(f"mailgate: {args.queue_id}: no such message")
+        print(f"mailgate: {args.queue_id}: no such message", file=sys.stderr)
         return 1
     print(f"{args.queue_id}: deleted")
     return 0
@@ -109,6 +111,6 @@ def _flush(conn, args) -> int:
 
 _COMMANDS = {
     "list": _list, "show": _show, "delete": _delete, "flush": _flush,
-    "hold": _move((QueueState.INCOMING, QueueState.DEFERRED), QueueState.HOLD, "held"),
-    "release": _move(QueueState.HOLD, QueueState.INCOMING, "released"),
+    "hold": _move((QueueState.INCOMING, QueueState.DEFERRED), QueueState.HOLD, "hold", "held"),
+    "release": _move(QueueState.HOLD, QueueState.INCOMING, "release", "released"),
 }
