@@ -169,7 +169,7 @@ class Spool:
             except sqlite3.Error:
                 pass
             err = SpoolError(f"spool commit failed: {e}")
-            results = [(fut, None, err) for fut, *_ in batch]
+            results = [(fut, None, err) for _fn, _args, fut, _size in batch]
         self.batches += 1
         self.batched_ops += len(batch)
         self._loop.call_soon_threadsafe(_resolve_all, results)
