@@ -19,6 +19,10 @@ from gateway.continuity import engine
 from gateway.continuity.engine import EngineState, Health, HealthTracker, Mode, Settings, Transition
 from spool import continuity as store
 
+#: Seconds between steps while replaying: releases follow deliveries closely instead of waiting
+#: for the next decision tick (else the replay could not exceed replay_concurrency / tick msg/s).
+REPLAY_STEP = 0.05
+
 
 def aggregate(results: Iterable, now: float, fresh_within: float) -> tuple[bool | None, str]:
     """Critical evidence → (ok, detail). ``results`` are probe results with ``probe``, ``ok``,
@@ -48,6 +52,7 @@ class ContinuityController:
         self.health: Health | None = None
         self.replay = {"released": 0, "rate": c.replay_rate, "started_at": None, "remaining": 0}
         self._last_deferred = 0
+        self._tokens, self._last_release, self._last_adapt = 1.0, 0.0, 0.0
         self._next_reminder = 0.0
 
     async def start(self) -> None:
@@ -68,7 +73,8 @@ class ContinuityController:
                 raise
             except Exception:
                 self.log.exception("continuity_step_failed")
-            await asyncio.sleep(self.cfg.tick)
+            recovering = self.state.mode is Mode.RECOVERING
+            await asyncio.sleep(min(self.cfg.tick, REPLAY_STEP) if recovering else self.cfg.tick)
 
     async def step(self) -> None:
         now = self.clock()
@@ -116,6 +122,8 @@ class ContinuityController:
         if n.mode is Mode.RECOVERING:
             self.replay.update(released=0, rate=self.cfg.replay_rate, started_at=self.clock())
             self._last_deferred = self.qmgr.stats["deferred"]
+            self._tokens, self._last_release = 1.0, self.clock()
+            self._last_adapt = self._last_release
         title = f"{t.old.mode.value} -> {n.mode.value}"
         if n.awaiting_confirm:
             title = "downstream down: confirm a continuity event"
@@ -131,17 +139,23 @@ class ContinuityController:
         held = await self.spool.read(store.count_held)
         counts = await self.spool.counts()
         in_flight = counts["incoming"] + counts["active"]
-        deferred = self.qmgr.stats["deferred"]
         rate = self.replay["rate"]
-        if deferred > self._last_deferred:   # the downstream pushes back (4xx): slow down
-            rate = max(1.0, rate / 2)
-        else:
-            rate = min(self.cfg.replay_rate, rate * 1.25 + 1)
-        self._last_deferred = deferred
-        self.replay["rate"] = rate
-        budget = min(int(rate * self.cfg.tick) or 1, self.cfg.replay_concurrency - in_flight)
+        if now - self._last_adapt >= self.cfg.tick:    # adapt the rate once per tick
+            deferred = self.qmgr.stats["deferred"]
+            if deferred > self._last_deferred:   # the downstream pushes back (4xx): slow down
+                rate = max(1.0, rate / 2)
+            else:
+                rate = min(self.cfg.replay_rate, rate * 1.25 + 1)
+            self._last_deferred, self._last_adapt = deferred, now
+            self.replay["rate"] = rate
+        # token bucket: ``rate`` releases per second, at most one tick's worth saved up
+        self._tokens = min(self._tokens + rate * max(now - self._last_release, 0.0),
+                           max(rate * self.cfg.tick, 1.0))
+        self._last_release = now
+        budget = min(int(self._tokens), self.cfg.replay_concurrency - in_flight)
         if held and budget > 0:
             ids = await self.spool.write(store.release_held, budget)
+            self._tokens -= len(ids)
             self.replay["released"] += len(ids)
             self.qmgr.notify()
             held -= len(ids)

@@ -18,6 +18,7 @@ from gateway.delivery.transport import SmtpTransport
 from gateway.logs import make_logger
 from gateway.router import Router
 from spool import Spool
+from spool.commit import NewMessage
 from tests.support.peers import free_port
 
 TOKEN = "s3cret-admin-token"
@@ -192,3 +193,20 @@ async def test_metrics_report_live_values(gw):
     assert any(l.startswith("mailgate_probe_latency_seconds{") for l in lines)
     gw.qmgr.stats["delivered"] += 1            # read at scrape time, not counted twice
     assert 'mailgate_recipients_total{outcome="delivered"} 8.0' in (await gw.http.get("/metrics")).text
+
+
+async def test_replay_is_not_finished_while_released_mail_is_still_queued(gw):
+    """Product bug (fixed): the controller counted messages in flight before releasing held mail,
+    so a replay releasing everything in one tick ended at once: "normal" with the mail unsent."""
+    ids = [await gw.spool.commit(NewMessage("a@remote.test", ("bob@example.com",), b"Subject: x\r\n\r\nx\r\n"))
+           for _ in range(3)]
+    await gw.spool.write(lambda c: c.executemany(
+        "UPDATE messages SET state='hold', hold_reason='continuity', held_at=0 WHERE queue_id=?",
+        [(q,) for q in ids]))
+    assert (await gw.http.post("/api/continuity/start", headers=AUTH)).status_code == 200
+    assert (await gw.http.post("/api/continuity/stop", headers=AUTH)).json()["mode"] == "recovering"
+    await gw.controller._replay_step(gw.controller.clock())   # one tick of the replay (qmgr not running)
+    s = (await gw.http.get("/api/continuity", headers=AUTH)).json()
+    assert (await gw.http.get("/api/queue", headers=AUTH)).json()["incoming"] == 3
+    assert (s["replay"]["released"], s["replay"]["remaining"]) == (3, 0)
+    assert s["mode"] == "recovering"
