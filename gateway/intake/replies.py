@@ -33,7 +33,8 @@ def queued(queue_id: str) -> str:
 _HAS_ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}\b")
 # aiosmtpd's own replies that carry no enhanced status code: (prefix, enhanced status)
 _FIXED = (
-    ("250 OK", "2.0.0"), ("250 Supported commands", "2.0.0"), ("252 ", "2.0.0"),  # HELP, VRFY
+    ("250 OK", "2.0.0"), ("250 Supported commands", "2.0.0"), ("250 Syntax: ", "2.0.0"),  # HELP
+    ("252 ", "2.0.0"),  # VRFY
     ("221 ", "2.0.0"), ("220 Ready to start TLS", "2.0.0"),
     ("500 ", "5.5.2"), ("501 ", "5.5.4"), ("502 ", "5.5.1"), ("503 ", "5.5.1"), ("504 ", "5.5.4"),
     ("530 ", "5.7.0"), ("552 ", "5.3.4"), ("553 ", "5.1.3"), ("554 ", "5.7.0"), ("555 ", "5.5.4"),
