@@ -153,14 +153,16 @@ class ContinuityController:
                            max(rate * self.cfg.tick, 1.0))
         self._last_release = now
         budget = min(int(self._tokens), self.cfg.replay_concurrency - in_flight)
+        released = 0
         if held and budget > 0:
             ids = await self.spool.write(store.release_held, budget)
-            self._tokens -= len(ids)
-            self.replay["released"] += len(ids)
+            released = len(ids)
+            self._tokens -= released
+            self.replay["released"] += released
             self.qmgr.notify()
-            held -= len(ids)
+            held -= released
         self.replay["remaining"] = held
-        if held == 0 and in_flight == 0:
+        if held == 0 and in_flight == 0 and released == 0:   # in_flight was counted before this release
             t = engine.replay_finished(self.state, now)
             if t is not None:
                 await self._commit(t)

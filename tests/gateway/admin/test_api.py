@@ -205,7 +205,8 @@ async def test_replay_is_not_finished_while_released_mail_is_still_queued(gw):
         [(q,) for q in ids]))
     assert (await gw.http.post("/api/continuity/start", headers=AUTH)).status_code == 200
     assert (await gw.http.post("/api/continuity/stop", headers=AUTH)).json()["mode"] == "recovering"
-    await gw.controller._replay_step(gw.controller.clock())   # one tick of the replay (qmgr not running)
+    c = gw.controller    # one step of the replay a full tick later: tokens for all 3 (qmgr not running)
+    await c._replay_step(c.clock() + c.cfg.tick)
     s = (await gw.http.get("/api/continuity", headers=AUTH)).json()
     assert (await gw.http.get("/api/queue", headers=AUTH)).json()["incoming"] == 3
     assert (s["replay"]["released"], s["replay"]["remaining"]) == (3, 0)
