@@ -44,6 +44,13 @@ class SmtpConfig(_Section):
     require_tls: bool = False                                    # 530 5.7.0 before STARTTLS
     pipelining: bool = True                                      # advertise PIPELINING (RFC 2920)
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            parse_listen(spec)      # a bad address fails here, not as a traceback at bind time
+        return v
+
 
 class RelayConfig(_Section):
     accepted_domains: list[str] = ["example.com"]                # mail for these goes to the smarthost
