@@ -2,23 +2,22 @@
 
 RFC 5321 §5.1 order: MX first (sorted by preference, shuffled within a preference for load
 sharing), then the hosts' A/AAAA; no MX at all (NoAnswer) means the implicit MX, the domain's
-own A/AAAA at preference 0; ``[host]`` or an IP literal skips MX (Postfix's syntax). A null MX
-(RFC 7505: one MX whose exchange is the root) fails at once. Reads and writes no queue state.
+own A/AAAA at preference 0; if MX records exist the domain's own A/AAAA is never used; ``[host]``
+or an IP literal skips MX (Postfix's syntax). Reads and writes no queue state.
 
 Errors (all ``ResolveError``; ``permanent`` decides bounce vs defer)::
 
-    null MX                                   permanent 556 5.1.10  (RFC 7505 §3)
-    NXDOMAIN for the domain / [host]          permanent 550 5.1.2
-    domain or [host] exists but no A/AAAA     permanent 550 5.4.4
-    every MX target has no address, and each
-      lookup said so definitively (NXDOMAIN /
-      NoAnswer)                               permanent 550 5.4.4  (Postfix bounces
-                                                 "Host or domain name not found" too)
-    SERVFAIL/REFUSED (NoNameservers), timeout
-      -- or no usable target where at least
-      one target lookup failed temporarily    temporary 451 4.4.3
+    null MX (RFC 7505 §3: one MX, exchange ".")         permanent 556 5.1.10
+    NXDOMAIN for the domain / [host]                    permanent 550 5.1.2
+    domain or [host] exists but has no A/AAAA           permanent 550 5.4.4
+    no MX target has an address, and every target
+      lookup said so definitively (NXDOMAIN/NoAnswer)   permanent 550 5.4.4 (as Postfix bounces
+                                                          "Host or domain name not found")
+    SERVFAIL/REFUSED (NoNameservers), timeout, or no
+      usable MX target while some target lookup failed
+      temporarily                                       temporary 451 4.4.3
 
-An MX target without an address is skipped (logged) as long as some other target has one.
+An MX target without an address is skipped (logged) as long as another target has one.
 """
 from __future__ import annotations
 
@@ -59,9 +58,6 @@ class ResolveError(Exception):
     def __init__(self, message: str, *, permanent: bool, status: str, code: int) -> None:
         super().__init__(message)
         self.permanent, self.status, self.code = permanent, status, code
-
-    def __repr__(self) -> str:
-        return f"ResolveError({str(self)!r}, permanent={self.permanent}, status={self.status!r}, code={self.code})"
 
 
 def _ip(text: str) -> str | None:
@@ -180,8 +176,7 @@ class MxResolver:
         self.prefer_ipv6 = prefer_ipv6
 
     async def _records(self, name: str, rdtype: str) -> list:
-        answer = await self._resolver.resolve(name, rdtype, search=False)
-        return list(answer)
+        return list(await self._resolver.resolve(name, rdtype, search=False))
 
     async def addresses(self, name: str) -> tuple[str, ...]:
         """A and AAAA of ``name`` in the order to try; ``()`` if it definitively has none.
@@ -193,7 +188,7 @@ class MxResolver:
             if isinstance(res, dns.resolver.NoAnswer):
                 continue
             if isinstance(res, BaseException):
-                if not isinstance(res, Exception):
+                if not isinstance(res, dns.exception.DNSException):
                     raise res
                 failures.append(error_from_dns(res, name, rdtype))
             else:
@@ -232,17 +227,15 @@ class MxResolver:
             hosts = []
             for pref, name in group:
                 res = by_name[name]
+                if isinstance(res, tuple) and res:
+                    hosts.append(Host(name, pref, res, port))
+                    continue
                 if isinstance(res, BaseException) and not isinstance(res, ResolveError):
                     raise res
-                if isinstance(res, ResolveError) or not res:
-                    err = res if isinstance(res, ResolveError) else _no_address(name)
-                    errors.append(err)
-                    log.warning("event=mx_target_skipped domain=%s target=%s preference=%d reason=%r",
-                                host, name, pref, str(err))
-                    continue
-                hosts.append(Host(name, pref, res, port))
-            if hosts:
-                out.append(hosts)
+                errors.append(res or _no_address(name))
+                log.warning("event=mx_target_skipped domain=%s target=%s preference=%d reason=%r",
+                            host, name, pref, str(errors[-1]))
+            out += [hosts] if hosts else []
         if out:
             return out
         temporary = [e for e in errors if not e.permanent]
@@ -260,12 +253,12 @@ class MxResolver:
 
 
 def format_routes(groups: list[list[Host]]) -> str:
-    """A table for ``mailgate routes resolve DOMAIN``: one line per host, in the order tried."""
+    """A table for ``mailgate routes resolve DOMAIN``: a heading, then one line per host in the
+    order tried (preference, host, port, addresses); no trailing newline."""
     rows = [("PREF", "HOST", "PORT", "ADDRESSES")]
     rows += [(str(h.preference), h.name, str(h.port), ", ".join(h.addresses) or "-")
              for group in groups for h in group]
     if len(rows) == 1:
-        return "(no routes)\n"
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}\n"
-                   for r in rows)
+        return "(no routes)"
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in rows)

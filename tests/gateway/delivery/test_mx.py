@@ -89,7 +89,7 @@ def test_format_routes():
     assert lines[0].split() == ["PREF", "HOST", "PORT", "ADDRESSES"]
     assert lines[1].split() == ["10", "mx1.a.test", "25", "127.0.0.11,", "::11"]
     assert lines[2].split() == ["20", "mx1.b.test", "2525", "127.0.0.21"]
-    assert format_routes([]) == "(no routes)\n"
+    assert format_routes([]) == "(no routes)" and not text.endswith("\n")
 
 
 # --- real DNS (dnsmasq) ---------------------------------------------------------------------
