@@ -195,11 +195,13 @@ def flap_scenario(base: Path, kind: str, seconds: float) -> dict:
         time.sleep(3 * AGGRESSIVE["tick"] + AGGRESSIVE["smtp_interval"])
         tr = [x for x in transitions(gw) if x[0] >= t0]
         pr = [ok for t, ok in probes(gw) if t >= t0]
+        alerts = [ts(x) for x in re.findall(r"ts='([^']+)' level='\w+' event='alert'", gw.log_text())]
         return {"scenario": kind, "seconds": round(time.time() - t0, 1), "outages": outages,
                 "mean_outage_s": round(down / outages, 2) if outages else None,
                 "probes": len(pr), "probes_failed": pr.count(False),
                 "into_degraded": sum(d == "degraded" for _, _, d in tr),
                 "into_continuity": sum(d == "continuity" for _, _, d in tr),
+                "alerts_sent": sum(x >= t0 for x in alerts),
                 "final_mode": gw.cli("continuity", "status").stdout.split()[1]}
     finally:
         if proxy:
@@ -212,7 +214,8 @@ def flap(base: Path, seconds: float) -> dict:
     for kind in ("every-third-421", "cycle-1s-up-0.5s-down", "outage-3s-every-10s"):
         r = flap_scenario(base / "flap", kind, seconds)
         print(f"  flap {kind}: {r['probes_failed']}/{r['probes']} probes failed, "
-              f"{r['into_degraded']} x degraded, {r['into_continuity']} x continuity", flush=True)
+              f"{r['into_degraded']} x degraded, {r['into_continuity']} x continuity, {r['alerts_sent']} alerts",
+              flush=True)
         out.append(r)
     return {"settings": AGGRESSIVE, "scenarios": out}
 
@@ -313,7 +316,8 @@ def main() -> int:
             print(f"{k:<17} detection median {d['median']:.2f} s, max {d['max']:.2f} s (N={d['n']})")
     for s in res.get("flap", {}).get("scenarios", []):
         print(f"{'flap':<17} {s['scenario']}: {s['into_continuity']} into continuity, "
-              f"{s['into_degraded']} into degraded, {s['probes_failed']}/{s['probes']} probes failed")
+              f"{s['into_degraded']} into degraded, {s['probes_failed']}/{s['probes']} probes failed, "
+              f"{s['alerts_sent']} alerts")
     for k in ("replay", "replay_default"):
         if k in res:
             r = res[k]

@@ -130,7 +130,10 @@ class ContinuityController:
             body = f"{t.reason}\n\nTo start the continuity event: mailgate continuity confirm"
         else:
             body = f"{t.reason}\nby: {t.actor}\n\n{self._describe()}"
-        await self.alerter.send(f"transition-{t.old.mode.value}-{n.mode.value}-{n.since}", title, body)
+        key = f"transition-{t.old.mode.value}-{n.mode.value}"
+        if not {t.old.mode, n.mode} <= {Mode.NORMAL, Mode.DEGRADED} or n.awaiting_confirm:
+            key += f"-{n.since}"     # normal <-> degraded (flapping): one alert per min_interval
+        await self.alerter.send(key, title, body)
 
     def _apply_mode(self) -> None:
         self.qmgr.hold_downstream = engine.holds_mail(self.state)
