@@ -1,0 +1,53 @@
+"""Pin the public API of the spool and of gateway.intake: a rename here is a breaking change for
+the gateway, the CLI, the admin API and webmail, which all go through it."""
+import dataclasses
+import inspect
+
+import gateway.intake
+import spool
+from gateway.intake.server import IntakeServer
+from spool import NewMessage, Spool
+
+
+def test_spool_exports():
+    assert spool.__all__ == [
+        "Spool", "SpoolError", "NewMessage", "StoredMessage", "Recipient",
+        "QueueState", "RcptState", "TRANSITIONS", "InvalidTransition",
+    ]
+    for name in spool.__all__:
+        assert getattr(spool, name) is not None
+
+
+def test_spool_states():
+    assert [s.value for s in spool.QueueState] == [
+        "incoming", "active", "deferred", "hold", "delivered", "bounced", "corrupt"]
+    assert [s.value for s in spool.RcptState] == ["pending", "delivered", "bounced"]
+
+
+def test_spool_methods():
+    public = sorted(n for n in dir(Spool) if not n.startswith("_"))
+    assert public == ["claim_due", "close", "commit", "counts", "get", "move", "next_due_at",
+                      "open", "read", "record_attempt", "write"]
+    sig = {n: list(inspect.signature(getattr(Spool, n)).parameters) for n in public}
+    assert sig["open"] == ["path", "recover"]
+    assert sig["commit"] == ["self", "msg"]
+    assert sig["record_attempt"][:5] == ["self", "queue_id", "outcomes", "next_attempt_at", "dsn"]
+    assert sig["get"] == ["self", "queue_id", "with_data"]
+    assert sig["claim_due"] == ["self", "limit"]
+    for name in ("open", "close", "commit", "claim_due", "record_attempt", "move", "get", "counts"):
+        assert inspect.iscoroutinefunction(getattr(Spool, name)), name
+
+
+def test_new_message_fields():
+    names = [f.name for f in dataclasses.fields(NewMessage)]
+    assert names[:3] == ["mail_from", "rcpt_tos", "data"]
+    assert set(names) >= {"client_addr", "client_helo", "smtputf8", "body_8bit", "is_dsn", "state",
+                          "queue_id"}
+
+
+def test_intake_exports():
+    assert gateway.intake.__all__ == ["IntakeServer"]
+    assert gateway.intake.IntakeServer is IntakeServer
+    assert list(inspect.signature(IntakeServer).parameters) == ["cfg", "handler"]
+    assert inspect.iscoroutinefunction(IntakeServer.start)
+    assert inspect.iscoroutinefunction(IntakeServer.stop)
