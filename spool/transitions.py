@@ -95,7 +95,7 @@ def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptO
          error=(errors[0][:500] if errors else ""), now=now)
     if dst is QueueState.HOLD:
         conn.execute("UPDATE messages SET hold_reason='continuity', held_at=? WHERE queue_id=?", (now, queue_id))
-    if any(o.state is not RcptState.PENDING or o.code is not None for o in outcomes):
+    if outcomes:    # some recipient was tried (a refused connection counts: the backoff doubles)
         conn.execute("UPDATE messages SET attempts=attempts+1 WHERE queue_id=?", (queue_id,))
     if dst.terminal:
         conn.execute("DELETE FROM bodies WHERE queue_id=?", (queue_id,))

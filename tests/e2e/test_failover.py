@@ -159,6 +159,7 @@ def test_everything_down_defers_then_delivers_once_site_b_returns(site):
         q = queue_json(s.gw)
         return len(q) == 3 and all(m["state"] == "deferred" for m in q) and q
     q = wait_for(deferred, 15, what="three deferred messages")
+    assert all(m["attempts"] >= 1 for m in q), q        # a refused connection is an attempt
     for m in q:
         assert m["last_error"].startswith("4.4.1 connect to "), m
         assert "ConnectionRefused" in m["last_error"] or "Connect call failed" in m["last_error"], m
