@@ -291,6 +291,7 @@ def main() -> int:
     ap.add_argument("--n-fast", type=int, default=10)
     ap.add_argument("--flap-seconds", type=float, default=60.0)
     ap.add_argument("--replay-n", type=int, default=10000)
+    ap.add_argument("--replay-concurrency", type=int, help="for the replay part (default: the product's)")
     ap.add_argument("--replay-limit", type=float, default=900.0, help="seconds to wait for a replay")
     ap.add_argument("--json", default="bench/continuity-results.json")
     a = ap.parse_args()
@@ -305,7 +306,10 @@ def main() -> int:
     if "flap" in parts:
         res["flap"] = flap(base, a.flap_seconds)
     if "replay" in parts:
-        res["replay"] = replay(base, "replay-rate2000", a.replay_n, {"replay_rate": 2000.0}, a.replay_limit)
+        cont = {"replay_rate": 2000.0}
+        if a.replay_concurrency:
+            cont["replay_concurrency"] = a.replay_concurrency
+        res["replay"] = replay(base, "replay-rate2000", a.replay_n, cont, a.replay_limit)
     if "replay-default" in parts:
         res["replay_default"] = replay(base, "replay-defaults", a.replay_n, {}, a.replay_limit)
     Path(a.json).write_text(json.dumps(res, indent=2))
