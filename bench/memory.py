@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Peak memory of the gateway under large concurrent messages.
+
+Starts a downstream (Postfix's smtp-sink on 127.0.0.1:2600 as root, else tests/support/sink.py
+writing to a temporary directory) and the gateway with bench/gateway.toml (fresh spool), then
+sends ``--messages`` messages of ``--size`` body bytes over ``--sessions`` concurrent SMTP
+sessions with Postfix's smtp-source (one message per connection: 50 sessions x 5 messages by
+default = 250 MiB through the gateway), waits until the downstream has them all, and reports the
+gateway process's peak RSS (VmHWM of /proc/PID/status: the kernel's high-water mark, so no
+sample can miss the peak) with the RSS sampled every 0.1 s along the way.
+
+    python3 bench/memory.py                 # 50 sessions, 250 x 1 MiB; target peak RSS < 500 MiB
+    python3 bench/memory.py --sessions 50 --messages 250 --size 1048576 --limit-mib 500
+
+Exit status 0 if everything was delivered and the peak is under --limit-mib, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = "bench/gateway.toml"
+BENCH_DIR = Path("/tmp/mailgate-bench")
+GW_PORT, SINK_PORT = 2700, 2600
+
+
+def wait_smtp(port: int, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                if s.recv(512).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing answers 220 on 127.0.0.1:{port}")
+
+
+def status_kib(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def stop(p: subprocess.Popen, grace: float = 20.0) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+class Downstream:
+    """smtp-sink (root) or tests/support/sink.py; ``count()`` = messages received."""
+
+    def __init__(self, logdir: Path):
+        self.n, self.tmp = 0, None
+        if os.geteuid() == 0 and Path("/usr/sbin/smtp-sink").exists():
+            self.p = subprocess.Popen(["/usr/sbin/smtp-sink", "-c", "-u", "postfix",
+                                       f"127.0.0.1:{SINK_PORT}", "1000"], stdout=subprocess.PIPE,
+                                      stderr=open(logdir / "memory-sink.err", "ab"))
+            threading.Thread(target=self._read, daemon=True).start()
+        else:
+            self.tmp = tempfile.mkdtemp(prefix="mailgate-memsink-")
+            self.p = subprocess.Popen([sys.executable, str(REPO / "tests/support/sink.py"), "--listen",
+                                       f"127.0.0.1:{SINK_PORT}", "--dir", self.tmp],
+                                      stdout=subprocess.DEVNULL, stderr=open(logdir / "memory-sink.err", "ab"))
+        wait_smtp(SINK_PORT)
+
+    def _read(self) -> None:
+        fd, tail, rx = self.p.stdout.fileno(), b"", re.compile(rb"mesg=(\d+)")
+        while chunk := os.read(fd, 65536):
+            tail = (tail + chunk)[-256:]
+            if m := rx.findall(tail):
+                self.n = int(m[-1])
+
+    def count(self) -> int:
+        if self.tmp is None:
+            return self.n
+        return sum(1 for f in os.listdir(self.tmp) if f.endswith(".json"))
+
+    def close(self) -> None:
+        stop(self.p)
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def fresh_spool() -> None:
+    data_dir = Path(tomllib.loads((REPO / CONFIG).read_text())["server"]["data_dir"])
+    if BENCH_DIR not in data_dir.resolve().parents:
+        sys.exit(f"memory.py: refusing to delete {data_dir}: not under {BENCH_DIR}")
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=50)
+    ap.add_argument("--messages", type=int, default=250, help="in total (default 5 per session)")
+    ap.add_argument("--size", type=int, default=1024 * 1024, help="body bytes per message")
+    ap.add_argument("--limit-mib", type=float, default=500.0)
+    ap.add_argument("--max-s", type=float, default=300.0, help="bound on the whole load")
+    a = ap.parse_args()
+    logdir = BENCH_DIR / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    fresh_spool()
+    sink = Downstream(logdir)
+    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", CONFIG, "serve"], cwd=REPO,
+                          stdout=open(logdir / "memory-gateway.log", "ab"), stderr=subprocess.STDOUT)
+    samples: list[tuple[float, int]] = []
+    try:
+        wait_smtp(GW_PORT)
+        base = status_kib(gw.pid)["VmRSS"]
+        t0 = time.monotonic()
+        src = subprocess.Popen(["/usr/sbin/smtp-source", "-s", str(a.sessions), "-m", str(a.messages),
+                                "-l", str(a.size), "-f", "sender@remote.test", "-t", "user1@example.com",
+                                f"127.0.0.1:{GW_PORT}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        ingress_s = None
+        while time.monotonic() - t0 < a.max_s:
+            samples.append((round(time.monotonic() - t0, 2), status_kib(gw.pid)["VmRSS"]))
+            if ingress_s is None and src.poll() is not None:
+                ingress_s = time.monotonic() - t0
+            if ingress_s is not None and sink.count() >= a.messages:
+                break
+            time.sleep(0.1)
+        e2e_s = time.monotonic() - t0
+        if src.poll() is None:
+            src.kill()
+        err = src.communicate()[1].decode(errors="replace").strip()
+        hwm = status_kib(gw.pid)["VmHWM"]
+    finally:
+        stop(gw)
+        sink.close()
+    delivered = sink.count()
+    peak_sampled = max((kib for _, kib in samples), default=0)
+    report = dict(sessions=a.sessions, messages=a.messages, size=a.size, delivered=delivered,
+                  source_rc=src.returncode, source_err=err[-300:], baseline_rss_mib=round(base / 1024, 1),
+                  peak_rss_mib=round(hwm / 1024, 1), peak_sampled_rss_mib=round(peak_sampled / 1024, 1),
+                  ingress_s=round(ingress_s or float("nan"), 2), e2e_s=round(e2e_s, 2),
+                  limit_mib=a.limit_mib)
+    print(json.dumps(report))
+    step = max(1, len(samples) // 20)
+    print("RSS MiB over time: " + " ".join(f"{t}s:{kib / 1024:.0f}" for t, kib in samples[::step]),
+          file=sys.stderr)
+    ok = delivered >= a.messages and src.returncode == 0 and hwm / 1024 < a.limit_mib
+    print(f"peak RSS {hwm / 1024:.1f} MiB (limit {a.limit_mib:.0f}), delivered {delivered}/{a.messages}: "
+          f"{'PASS' if ok else 'FAIL'}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
