@@ -45,8 +45,12 @@ def new_queue_id(now_us: int | None = None) -> str:
     for _ in range(10):
         t, r = divmod(t, len(_B32))
         head.append(_B32[r])
-    tail = "".join(secrets.choice(_B32) for _ in range(4))
-    return "".join(reversed(head)) + tail
+    r = secrets.randbelow(len(_B32) ** 4)  # one getrandom() call, not one per character
+    tail = []
+    for _ in range(4):
+        r, d = divmod(r, len(_B32))
+        tail.append(_B32[d])
+    return "".join(reversed(head)) + "".join(tail)
 
 
 def insert_message(conn: sqlite3.Connection, msg: NewMessage, now: float | None = None) -> str:

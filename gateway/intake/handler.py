@@ -86,7 +86,7 @@ class IntakeHandler:
             return replies.LINE_TOO_LONG
         # a client that sends bare LFs dot-stuffs the lines after them (smtplib and most scripts
         # do); aiosmtpd only unstuffs after CRLF. Unstuff them as Postfix does (RFC 5321 §4.5.2).
-        data = _LF_DOT.sub(b"\n", data)
+        data = _unstuff_after_bare_lf(data)
         if count_received(data, HOP_LIMIT + 1) > HOP_LIMIT:
             self.log.warning("rejected_loop", queue_id=queue_id, client=_client_ip(session))
             return replies.TOO_MANY_HOPS
@@ -137,6 +137,18 @@ class IntakeHandler:
 
 
 _LF_DOT = re.compile(rb"(?<!\r)\n\.")
+
+
+def _unstuff_after_bare_lf(data: bytes) -> bytes:
+    """``_LF_DOT.sub(b"\\n", data)``, run only when some "\\n." is not preceded by "\\r": the
+    regex starts with a lookbehind and costs about 4 ms per 64 KiB even when nothing matches,
+    while the bytes.find() scan is about 0.1 ms (bench/README.md)."""
+    i = data.find(b"\n.")
+    while i != -1:
+        if i == 0 or data[i - 1] != 0x0D:
+            return _LF_DOT.sub(b"\n", data)
+        i = data.find(b"\n.", i + 2)
+    return data
 
 
 def _longest_line(data: bytes) -> int:
