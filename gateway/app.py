@@ -64,7 +64,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     controller = runner = None
     if cfg.continuity.mode != "off":
         from gateway.continuity import wiring
-        controller, runner = wiring.build(cfg, spool, qmgr, qmgr.resolver, log)
+        controller, runner = wiring.build(cfg, spool, qmgr, qmgr.resolver, log,
+                                          directory=lambda: (watcher.current, watcher.enabled))
         await controller.start()   # before delivery: a restart during an event keeps holding
     handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log)
     intake = IntakeServer(cfg, handler)

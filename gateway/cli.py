@@ -6,6 +6,7 @@
     mailgate routes resolve DOMAIN
     mailgate continuity status | start --reason R | stop | confirm | maintenance start|stop
     mailgate probes [--history]
+    mailgate mailbox list ADDRESS | search ADDRESS WORDS...
 
 ``--config`` defaults to $MAILGATE_CONFIG, else the embedded defaults. The queue commands work on
 the spool database directly (like postqueue/postsuper on the queue directory) and are safe against
@@ -52,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     mp.add_argument("--reason", default="")
     mp.add_argument("--wait", type=float, default=15.0)
     sub.add_parser("probes", help="latest probe results").add_argument("--history", action="store_true")
+    mb = sub.add_parser("mailbox", help="continuity mailboxes").add_subparsers(dest="mcmd", required=True)
+    ml = mb.add_parser("list")
+    ml.add_argument("address")
+    ms = mb.add_parser("search")
+    ms.add_argument("address")
+    ms.add_argument("words", nargs="+")
+    for x in (ml, ms):
+        x.add_argument("--limit", type=int, default=50)
     args = p.parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
@@ -69,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "continuity":
         from gateway import cli_continuity
         return cli_continuity.run(cfg, args)
+    if args.cmd == "mailbox":
+        from gateway import cli_continuity
+        return cli_continuity.mailbox(cfg, args)
     if args.cmd == "probes":
         from gateway import cli_continuity
         return cli_continuity.probes(cfg, args)

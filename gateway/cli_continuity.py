@@ -71,3 +71,23 @@ def probes(cfg, args) -> int:
         return 0
     finally:
         conn.close()
+
+
+def mailbox(cfg, args) -> int:
+    """`mailgate mailbox list ADDRESS` / `mailgate mailbox search ADDRESS WORDS...`: what a user
+    sees in their continuity mailbox (for the admin and for support)."""
+    from gateway.cli import fmt_time
+    from spool import mailbox as mbx
+    conn = db.connect(cfg.spool_path)
+    try:
+        if args.mcmd == "list":
+            rows = mbx.list_mailbox(conn, args.address, limit=args.limit)
+        else:
+            rows = mbx.search(conn, args.address, " ".join(args.words), limit=args.limit)
+        for r in rows:
+            print(f"{r['id']:>6}  {fmt_time(r['filed_at'])}  {r['queue_id']}  "
+                  f"{r['from_header'][:40]:<40}  {r['subject'][:60]}")
+        print(f"-- {len(rows)} message(s) in {args.address.casefold()}")
+        return 0
+    finally:
+        conn.close()

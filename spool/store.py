@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spool import commit as _commit
+from spool import mailbox as _mailbox
 from spool import db as _db
 from spool import query as _query
 from spool import recover as _recover
@@ -91,10 +92,12 @@ class Spool:
 
     async def record_attempt(self, queue_id: str, outcomes: list[_tr.RcptOutcome],
                              next_attempt_at: float, dsn: NewMessage | None = None,
-                             hold: bool = False) -> QueueState:
+                             hold: bool = False, filing=None) -> QueueState:
         """Record an attempt (see transitions.record_attempt) and, in the same transaction,
-        enqueue the bounce ``dsn`` if one is given: a bounce is never lost or sent twice."""
-        return await self.write(_record_with_dsn, queue_id, outcomes, next_attempt_at, dsn, hold)
+        enqueue the bounce ``dsn`` if one is given (a bounce is never lost or sent twice), and file
+        a held message into its continuity mailboxes (``filing``: spool.mailbox.FilingEntry)."""
+        return await self.write(_record_with_dsn, queue_id, outcomes, next_attempt_at, dsn, hold,
+                                filing)
 
     async def move(self, queue_id: str, src, dst: QueueState, **kw) -> QueueState:
         return await self.write(lambda c: _tr.move(c, queue_id, src, dst, **kw))
@@ -185,8 +188,10 @@ def _resolve_all(results) -> None:
             fut.set_result(r)
 
 
-def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False):
+def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False, filing=None):
     state = _tr.record_attempt(conn, queue_id, outcomes, next_attempt_at, hold=hold)
+    if filing is not None and state is QueueState.HOLD:
+        _mailbox.file_message(conn, filing)
     if dsn is not None:
         _commit.insert_message(conn, dsn)
     return state

@@ -2,16 +2,22 @@
 queue manager, the alerter, and the controller. Used by gateway.app only."""
 from __future__ import annotations
 
+import asyncio
+
 from gateway.config import Config
+from gateway.continuity import filing
 from gateway.continuity.alerts import Alerter
 from gateway.continuity.controller import ContinuityController
 from gateway.health import HttpProbe, OrganicSignal, ProbeRunner, SmtpInboundProbe, mx_hosts
 from gateway.router import Router
+from policies.directory import Directory
 from spool import Spool
 from spool import continuity as store
 
 
-def build(cfg: Config, spool: Spool, qmgr, resolver, log) -> tuple[ContinuityController, ProbeRunner]:
+def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None) -> tuple[ContinuityController, ProbeRunner]:
+    """``directory()`` returns (policies.directory.Directory, filtering enabled) for filing held
+    mail into continuity mailboxes (groups expanded); None files each recipient as itself."""
     p, r = cfg.probes, cfg.routing
     organic = OrganicSignal(p.organic_window, p.organic_min_events)
     qmgr.on_smarthost_outcome = lambda ok, conn_fail, code: organic.record(
@@ -52,4 +58,13 @@ def build(cfg: Config, spool: Spool, qmgr, resolver, log) -> tuple[ContinuityCon
             out.append(snap)
         return out
 
-    return ContinuityController(cfg, spool, qmgr, evidence, alerter, log), runner
+    controller = ContinuityController(cfg, spool, qmgr, evidence, alerter, log)
+
+    async def filer(msg, held: list[str]):
+        d, filtering = directory() if directory is not None else (Directory.empty(), False)
+        return await asyncio.to_thread(
+            filing.prepare, queue_id=msg.queue_id, data=msg.data, envelope_from=msg.mail_from,
+            rcpts=held, directory=d, filtering=filtering, event_id=controller.state.event_id)
+
+    qmgr.filer = filer
+    return controller, runner

@@ -48,6 +48,9 @@ class QueueManager:
         self.hold_downstream = False
         #: Called with each smarthost delivery outcome: (delivered, connection_failure, code).
         self.on_smarthost_outcome = None
+        #: Set by the continuity engine: ``await filer(msg, held_addresses)`` → a
+        #: spool.mailbox.FilingEntry (or None) filed in the same transaction as the hold.
+        self.filer = None
 
     def notify(self, queue_id: str | None = None) -> None:
         """Something is due now (a new message was queued, a delivery finished)."""
@@ -107,11 +110,11 @@ class QueueManager:
     async def _attempt(self, msg: StoredMessage) -> None:
         by_hop: dict = defaultdict(list)
         holding = self.hold_downstream
-        held = 0
+        held: list[str] = []
         for r in msg.pending:
             hop = self.router.next_hop(r.address)
             if holding and hop.kind == "smarthost":
-                held += 1
+                held.append(r.address)
                 continue
             by_hop[hop].append(r)
         step = self.cfg.delivery.recipients_per_delivery
@@ -154,16 +157,26 @@ class QueueManager:
                                arrival_date=msg.arrived_at, recipients=failed, original=msg.data, now=now))
         state = await self.spool.record_attempt(
             msg.queue_id, outcomes, next_attempt(self.retry, msg.attempts + 1, now), dsn,
-            hold=held > 0)
+            hold=bool(held), filing=await self._filing(msg, held))
         if held:
-            self.stats["held"] += held
-            self.log.info("held", queue_id=msg.queue_id, nrcpt=held, reason="continuity event")
+            self.stats["held"] += len(held)
+            self.log.info("held", queue_id=msg.queue_id, nrcpt=len(held), reason="continuity event")
         if dsn is not None:
             self.stats["dsn"] += 1
             self.log.info("bounce_queued", queue_id=dsn.queue_id, original=msg.queue_id,
                           to=msg.mail_from)
             self.notify()
         self.log.debug("attempt_done", queue_id=msg.queue_id, state=state.value)
+
+    async def _filing(self, msg: StoredMessage, held: list[str]):
+        """The continuity-mailbox filing for a message being held (never blocks the hold)."""
+        if not held or self.filer is None:
+            return None
+        try:
+            return await self.filer(msg, held)
+        except Exception:
+            self.log.exception("filing_failed", queue_id=msg.queue_id)
+            return None
 
     def _log_outcome(self, msg, rcpt, state, out, text, now) -> None:
         word = {RcptState.DELIVERED: "delivered", RcptState.BOUNCED: "bounced",

@@ -1,0 +1,112 @@
+"""Filing held mail into continuity mailboxes: which mailboxes a held message reaches, and the
+metadata and searchable text the webmail shows (written by spool.mailbox in the same transaction
+as the hold).
+
+Recipients are expanded through the local directory as Exchange would: a mailbox → itself, an
+alias → its mailbox, a distribution group (dynamic ones too) → its members, nested groups
+expanded; a mail contact has no mailbox here (it is external). With no directory configured
+(filtering off) each envelope recipient is its own mailbox. Parsing never fails on broken mail:
+a header that cannot be decoded is kept raw, a part that cannot be decoded is skipped.
+"""
+from __future__ import annotations
+
+import email
+import email.policy
+from html.parser import HTMLParser
+
+from spool.mailbox import FilingEntry
+
+#: Most characters of body text indexed per message.
+MAX_TEXT = 200_000
+
+
+def mailboxes_for(rcpts: list[str], directory, filtering: bool) -> dict[str, str]:
+    """{owner mailbox (case-folded): envelope recipient that reached it}, first recipient wins."""
+    out: dict[str, str] = {}
+    for rcpt in rcpts:
+        members = directory.expand(rcpt)
+        if not members and not filtering and directory.lookup(rcpt) is None:
+            members = [rcpt.casefold()]
+        for m in members:
+            out.setdefault(m.casefold(), rcpt)
+    return out
+
+
+def prepare(*, queue_id: str, data: bytes, envelope_from: str, rcpts: list[str], directory,
+            filtering: bool, event_id: str = "") -> FilingEntry | None:
+    """The FilingEntry for a held message, or None if it reaches no local mailbox. Pure CPU:
+    run it off the event loop (asyncio.to_thread)."""
+    owners = mailboxes_for(rcpts, directory, filtering)
+    if not owners:
+        return None
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    texts, attachments = [], False
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        try:
+            disposition = part.get_content_disposition()
+            filename = part.get_filename()
+        except Exception:
+            disposition, filename = None, None
+        if disposition == "attachment" or filename:
+            attachments = True
+            continue
+        ctype = part.get_content_type()
+        if ctype not in ("text/plain", "text/html"):
+            continue
+        try:
+            text = part.get_content()
+        except Exception:
+            payload = part.get_payload(decode=True) or b""
+            text = payload.decode("utf-8", "replace")
+        texts.append(_strip_html(text) if ctype == "text/html" else text)
+        if sum(map(len, texts)) > MAX_TEXT:
+            break
+    return FilingEntry(
+        queue_id=queue_id, data=data, mailboxes=owners, envelope_from=envelope_from,
+        event_id=event_id, from_header=_header(msg, "From"), to_header=_header(msg, "To"),
+        cc_header=_header(msg, "Cc"), subject=_header(msg, "Subject"), date_header=_header(msg, "Date"),
+        message_id=_header(msg, "Message-ID"), has_attachments=attachments,
+        body_text="\n".join(texts)[:MAX_TEXT])
+
+
+def _header(msg, name: str) -> str:
+    try:
+        v = msg.get(name)
+        return "" if v is None else str(v)[:2000]
+    except Exception:  # undecodable header: keep what the raw bytes say
+        for k, v in msg.raw_items():
+            if k.lower() == name.lower():
+                return str(v)[:2000]
+        return ""
+
+
+class _Text(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self._skip += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.out.append(data)
+
+
+def _strip_html(html: str) -> str:
+    """Text of an HTML body, for the search index only (never rendered)."""
+    p = _Text()
+    try:
+        p.feed(html)
+        p.close()
+    except Exception:
+        pass
+    return " ".join(" ".join(p.out).split())

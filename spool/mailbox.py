@@ -1,0 +1,107 @@
+"""Continuity mailboxes: the per-user store the webmail reads during a continuity event.
+
+Written in the same transaction that puts a message on continuity hold (``file_message``), so a
+held message is always readable by its recipients. One row per (mailbox, message) in
+``mailbox_messages`` carries the metadata, ``mailbox_bodies`` one copy of the bytes, and the FTS5
+table ``mailbox_fts`` (rowid = mailbox_messages.id) the searchable text. Every read takes the
+owner's mailbox address and filters on it: one user can never read another user's mail
+(MISSION.md, multi-tenant privacy).
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FilingEntry:
+    """One message to file. ``mailboxes`` maps each owner (case-folded) to the envelope
+    recipient that reached it. The text fields come from gateway.continuity.filing."""
+
+    queue_id: str
+    data: bytes
+    mailboxes: dict[str, str]
+    envelope_from: str = ""
+    event_id: str = ""
+    from_header: str = ""
+    to_header: str = ""
+    cc_header: str = ""
+    subject: str = ""
+    date_header: str = ""
+    message_id: str = ""
+    has_attachments: bool = False
+    body_text: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def file_message(conn: sqlite3.Connection, e: FilingEntry, now: float | None = None) -> int:
+    """File ``e`` into each of its mailboxes (idempotent per (mailbox, queue_id)); return how
+    many mailbox rows were added. Runs in the caller's write transaction."""
+    now = time.time() if now is None else now
+    conn.execute("INSERT OR IGNORE INTO mailbox_bodies (queue_id, data) VALUES (?, ?)", (e.queue_id, e.data))
+    added = 0
+    for owner, via in e.mailboxes.items():
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO mailbox_messages (mailbox, queue_id, event_id, filed_at, envelope_from,"
+            " envelope_rcpt, from_header, to_header, cc_header, subject, date_header, message_id, size,"
+            " has_attachments) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (owner, e.queue_id, e.event_id, now, e.envelope_from, via, e.from_header, e.to_header,
+             e.cc_header, e.subject, e.date_header, e.message_id, len(e.data), int(e.has_attachments)))
+        if cur.rowcount:
+            conn.execute("INSERT INTO mailbox_fts (rowid, subject, sender, recipients, body) VALUES (?,?,?,?,?)",
+                         (cur.lastrowid, e.subject, f"{e.from_header} {e.envelope_from}",
+                          f"{e.to_header} {e.cc_header}", e.body_text))
+            added += 1
+    return added
+
+
+_COLUMNS = ("id, mailbox, queue_id, event_id, filed_at, envelope_from, envelope_rcpt, from_header,"
+            " to_header, cc_header, subject, date_header, message_id, size, has_attachments, seen")
+
+
+def list_mailbox(conn: sqlite3.Connection, mailbox: str, limit: int = 50, offset: int = 0) -> list[dict]:
+    """The owner's messages, newest first, without bytes."""
+    return [dict(r) for r in conn.execute(
+        f"SELECT {_COLUMNS} FROM mailbox_messages WHERE mailbox=? ORDER BY filed_at DESC, id DESC"
+        " LIMIT ? OFFSET ?", (mailbox.casefold(), limit, offset))]
+
+
+def get_message(conn: sqlite3.Connection, mailbox: str, message_id: int, with_data: bool = True) -> dict | None:
+    """One message of the owner's mailbox (None if it is not theirs or does not exist)."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM mailbox_messages WHERE id=? AND mailbox=?",
+                       (message_id, mailbox.casefold())).fetchone()
+    if row is None:
+        return None
+    out = dict(row)
+    if with_data:
+        b = conn.execute("SELECT data FROM mailbox_bodies WHERE queue_id=?", (out["queue_id"],)).fetchone()
+        out["data"] = bytes(b[0]) if b else None
+    return out
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def search(conn: sqlite3.Connection, mailbox: str, query: str, limit: int = 50) -> list[dict]:
+    """Full-text search in the owner's mailbox only; every word of ``query`` must match (prefix
+    match on the last one). Query syntax is never passed to FTS5 raw: words only."""
+    words = _WORD.findall(query)
+    if not words:
+        return []
+    fts = " ".join(f'"{w}"' for w in words[:-1]) + (" " if len(words) > 1 else "") + f'"{words[-1]}"*'
+    return [dict(r) for r in conn.execute(
+        f"SELECT {', '.join('m.' + c.strip() for c in _COLUMNS.split(','))} FROM mailbox_fts f"
+        " JOIN mailbox_messages m ON m.id = f.rowid WHERE mailbox_fts MATCH ? AND m.mailbox=?"
+        " ORDER BY f.rank LIMIT ?", (fts, mailbox.casefold(), limit))]
+
+
+def mark_seen(conn: sqlite3.Connection, mailbox: str, message_id: int, seen: bool = True) -> bool:
+    return conn.execute("UPDATE mailbox_messages SET seen=? WHERE id=? AND mailbox=?",
+                        (int(seen), message_id, mailbox.casefold())).rowcount == 1
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """{mailbox: number of messages} over all mailboxes (for the admin)."""
+    return dict(conn.execute("SELECT mailbox, count(*) FROM mailbox_messages GROUP BY mailbox").fetchall())

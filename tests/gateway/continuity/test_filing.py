@@ -1,0 +1,54 @@
+"""Filing held mail: recipients expanded through the real directory fixture (nested groups, a
+cycle, aliases, a contact), and metadata/text extracted from every real-world corpus message."""
+from pathlib import Path
+
+import pytest
+
+from gateway.continuity.filing import mailboxes_for, prepare
+from policies.directory import Directory
+from tests.conftest import corpus_files
+
+DIRECTORY = Directory.load(Path(__file__).resolve().parents[2] / "policies" / "data" / "directory.json")
+
+
+def test_group_reaches_members_alias_reaches_mailbox_contact_reaches_nobody():
+    owners = mailboxes_for(["team@example.org"], DIRECTORY, filtering=True)
+    assert set(owners) == {"erin@example.org", "frank.miller@example.org"}   # nested, cycle-safe
+    assert all(via == "team@example.org" for via in owners.values())
+    assert list(mailboxes_for(["fmiller@example.org"], DIRECTORY, True)) == ["frank.miller@example.org"]
+    assert mailboxes_for(["vendor@example.org"], DIRECTORY, True) == {}
+    assert mailboxes_for(["nobody@example.org"], DIRECTORY, True) == {}
+
+
+def test_a_user_gets_only_their_own_mail():
+    assert list(mailboxes_for(["erin@example.org"], DIRECTORY, True)) == ["erin@example.org"]
+
+
+def test_without_directory_each_recipient_is_its_own_mailbox():
+    assert mailboxes_for(["Bob@Example.com"], Directory.empty(), filtering=False) == {"bob@example.com": "Bob@Example.com"}
+
+
+def test_direct_and_group_delivery_are_one_mailbox_entry():
+    owners = mailboxes_for(["erin@example.org", "team@example.org"], DIRECTORY, True)
+    assert owners["erin@example.org"] == "erin@example.org"
+
+
+@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
+def test_every_corpus_message_can_be_filed(path):
+    data = path.read_bytes()
+    e = prepare(queue_id="Q", data=data, envelope_from="a@remote.test", rcpts=["erin@example.org"],
+                directory=DIRECTORY, filtering=True)
+    assert e.mailboxes == {"erin@example.org": "erin@example.org"}
+    assert e.data == data
+    assert isinstance(e.subject, str) and isinstance(e.body_text, str)
+
+
+def test_text_and_attachments_are_extracted():
+    msg = (b"From: Alice <a@remote.test>\r\nTo: erin@example.org\r\nSubject: =?utf-8?q?R=C3=A9sum=C3=A9?=\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: text/html\r\n\r\n<p>Hello <b>world</b><script>steal()</script></p>\r\n--b\r\n"
+           b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\nJVBE\r\n--b--\r\n")
+    e = prepare(queue_id="Q", data=msg, envelope_from="", rcpts=["erin@example.org"], directory=DIRECTORY,
+                filtering=True)
+    assert e.subject == "Résumé" and e.has_attachments
+    assert "Hello world" in e.body_text and "steal" not in e.body_text
