@@ -58,3 +58,33 @@ def test_group_mail_reaches_members_and_users_see_only_their_own(peers, tmp_path
     wait_for(lambda: sink.count() == 3, 15, what="replay to Exchange")
     rcpts = sorted(r for env, _ in sink.messages() for r in env["rcpt_tos"])
     assert rcpts == ["erin@example.org", "helpdesk@example.org", "team@example.org"]   # once each
+
+
+def test_outbound_mail_from_exchange_still_flows_during_an_event(peers, tmp_path):
+    """Exchange half alive: its outbound connector (a trusted network) still sends to the internet
+    through the gateway while inbound mail for Exchange is held; a message to both is split."""
+    from tests.support.dnsserver import DnsServer
+    exchange = peers.sink("127.0.0.13", None, "exchange")
+    internet = peers.sink("127.0.0.23", None, "internet")
+    dns = DnsServer(mx={"partner.test": [(10, "mx.partner.test")]}, a={"mx.partner.test": "127.0.0.23"}).start()
+    try:
+        port = free_port()
+        gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data", accepted=("example.org",),
+                                       smarthost=f"[127.0.0.13]:{exchange.port}", directory=DIRECTORY,
+                                       trusted=["127.0.0.6/32"], dns_port=dns.port, mx_port=internet.port,
+                                       continuity=None, extra=FAST), port)
+        assert gw.cli("continuity", "start").stdout.strip() == "ok: continuity"
+        with smtplib.SMTP("127.0.0.1", port, source_address=("127.0.0.6", 0), timeout=30) as c:
+            c.sendmail("erin@example.org", ["buyer@partner.test", "frank.miller@example.org"],
+                       b"From: erin@example.org\r\nSubject: order\r\n\r\nplease ship\r\n")
+        wait_for(lambda: internet.count() == 1, 15, what="delivery to the internet during the event")
+        assert internet.messages()[0][0]["rcpt_tos"] == ["buyer@partner.test"]
+        wait_for(lambda: " hold " in gw.cli("queue", "list").stdout, 10, what="local part held")
+        assert exchange.count() == 0
+        assert "order" in listing(gw, "frank.miller@example.org")
+        gw.cli("continuity", "stop")
+        wait_for(lambda: exchange.count() == 1, 15, what="replay of the local part")
+        assert exchange.messages()[0][0]["rcpt_tos"] == ["frank.miller@example.org"]
+        assert internet.count() == 1                     # the internet recipient is not sent again
+    finally:
+        dns.stop()
