@@ -10,10 +10,11 @@ import asyncio
 import ssl
 from collections import Counter
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 
 from gateway.config import Config, parse_listen
 from gateway.intake import replies
+from gateway.intake.data import DataTooLarge, read_data
 
 
 class ConnectionLimits:
@@ -78,24 +79,35 @@ class GatewaySMTP(SMTP):
         await super().push(status)
 
     async def smtp_DATA(self, arg: str) -> None:
+        """DATA, read in bulk (gateway.intake.data) instead of aiosmtpd's line-by-line loop;
+        the checks before 354 and the handler call after the dot are aiosmtpd's own."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
         async with self._data_slots:
             self._reset_timeout(self._data_timeout)
-            # aiosmtpd splits DATA on CRLF only, so a bare-LF message is one "line" to it: lift
-            # the CRLF-line limit to the message size for the upload (the handler checks the
-            # real, LF-delimited lines against smtp.max_line_length).
-            line_limit = self.line_length_limit
-            self._set_line_limit(max(line_limit, (self.data_size_limit or 0) + 2))
             try:
-                await super().smtp_DATA(arg)
+                await self.push("354 End data with <CR><LF>.<CR><LF>")
+                try:
+                    content = await read_data(self._reader, self.data_size_limit or (1 << 62))
+                except DataTooLarge:
+                    self._set_post_data_state()
+                    await self.push(replies.SIZE_EXCEEDED)
+                    return
+                except asyncio.IncompleteReadError:  # the client went away before the dot
+                    return
+                self.envelope.content = self.envelope.original_content = content
+                status = await self._call_handler_hook("DATA")
+                self._set_post_data_state()
+                await self.push("250 OK" if status is MISSING else status)
             finally:
-                self._set_line_limit(line_limit)
                 if self.transport is not None:
                     self._reset_timeout()
-
-    def _set_line_limit(self, limit: int) -> None:
-        self.line_length_limit = limit
-        if self._reader is not None:
-            self._reader._limit = limit  # asyncio.StreamReader has no public setter
 
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("502 5.5.1 AUTH not supported: this is an MX, not a submission server")
