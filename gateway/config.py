@@ -139,6 +139,7 @@ class ContinuityConfig(_Section):
     alert_urls: list[str] = []                 # apprise URLs (SMS gateway, Teams, Slack, webhook)
     alert_mail_to: list[str] = []              # alternate addresses outside the accepted domains
     alert_repeat: float = Field(1800.0, gt=0)  # seconds between reminders while an event lasts
+    mailbox_retention: float = Field(30 * 86400.0, gt=0)  # seconds continuity mailboxes are kept
 
 
 class AdminConfig(_Section):

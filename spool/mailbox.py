@@ -105,3 +105,13 @@ def mark_seen(conn: sqlite3.Connection, mailbox: str, message_id: int, seen: boo
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     """{mailbox: number of messages} over all mailboxes (for the admin)."""
     return dict(conn.execute("SELECT mailbox, count(*) FROM mailbox_messages GROUP BY mailbox").fetchall())
+
+
+def purge(conn: sqlite3.Connection, before: float) -> int:
+    """Delete mailbox entries filed before ``before`` (unix seconds), their index rows, and bytes
+    no entry refers to any more. Returns the number of entries deleted."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM mailbox_messages WHERE filed_at < ?", (before,))]
+    conn.executemany("DELETE FROM mailbox_fts WHERE rowid=?", [(i,) for i in ids])
+    conn.executemany("DELETE FROM mailbox_messages WHERE id=?", [(i,) for i in ids])
+    conn.execute("DELETE FROM mailbox_bodies WHERE queue_id NOT IN (SELECT queue_id FROM mailbox_messages)")
+    return len(ids)

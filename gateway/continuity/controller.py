@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 from gateway.continuity import engine
 from gateway.continuity.engine import EngineState, Health, HealthTracker, Mode, Settings, Transition
 from spool import continuity as store
+from spool import mailbox
 
 #: Seconds between steps while replaying: releases follow deliveries closely instead of waiting
 #: for the next decision tick (else the replay could not exceed replay_concurrency / tick msg/s).
@@ -54,6 +55,7 @@ class ContinuityController:
         self._last_deferred = 0
         self._tokens, self._last_release, self._last_adapt = 1.0, 0.0, 0.0
         self._next_reminder = 0.0
+        self._next_purge = 0.0
 
     async def start(self) -> None:
         """Load the persisted state (a restart during an event stays in the event)."""
@@ -93,6 +95,11 @@ class ContinuityController:
             await self._commit(t)
         if self.state.mode is Mode.RECOVERING:
             await self._replay_step(now)
+        if now >= self._next_purge:
+            self._next_purge = now + 3600.0
+            n = await self.spool.write(mailbox.purge, now - self.cfg.mailbox_retention)
+            if n:
+                self.log.info("mailbox_purged", entries=n)
         if self.state.mode is Mode.CONTINUITY and now >= self._next_reminder:
             self._next_reminder = now + self.cfg.alert_repeat
             await self.alerter.send(f"reminder-{now // self.cfg.alert_repeat}",

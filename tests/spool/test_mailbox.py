@@ -55,3 +55,13 @@ def test_migration_created_fts_table(conn):
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("INSERT INTO mailbox_messages (mailbox, queue_id, filed_at) VALUES ('a','Q',0)")
         conn.execute("INSERT INTO mailbox_messages (mailbox, queue_id, filed_at) VALUES ('a','Q',0)")
+
+
+def test_purge_removes_old_entries_their_index_and_orphaned_bytes(conn):
+    mailbox.file_message(conn, entry("OLD", {"erin@example.org": "erin@example.org"}), now=100.0)
+    mailbox.file_message(conn, entry("NEW", {"erin@example.org": "erin@example.org"}, body="fresh"), now=1000.0)
+    assert mailbox.purge(conn, before=500.0) == 1
+    assert [r["queue_id"] for r in mailbox.list_mailbox(conn, "erin@example.org")] == ["NEW"]
+    assert [r[0] for r in conn.execute("SELECT queue_id FROM mailbox_bodies")] == ["NEW"]
+    assert mailbox.search(conn, "erin@example.org", "forecast") == []
+    assert [r["queue_id"] for r in mailbox.search(conn, "erin@example.org", "fresh")] == ["NEW"]
