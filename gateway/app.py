@@ -15,6 +15,7 @@ from gateway.config import Config
 from gateway.delivery.mx import MxResolver
 from gateway.delivery.qmgr import QueueManager
 from gateway.delivery.transport import SmtpTransport
+from gateway.health.roundtrip_probe import ProbeMailbox
 from gateway.intake.handler import IntakeHandler
 from gateway.intake.server import IntakeServer
 from gateway.router import Router
@@ -62,12 +63,16 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
                               per_destination=d.per_destination, idle_timeout=d.idle_connection_timeout)
     qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, log)
     controller = runner = None
+    # returning round-trip probes are consumed by intake even with continuity off
+    mailbox = ProbeMailbox(cfg.probes.roundtrip_return) if cfg.probes.roundtrip else None
     if cfg.continuity.mode != "off":
         from gateway.continuity import wiring
         controller, runner = wiring.build(cfg, spool, qmgr, qmgr.resolver, log,
-                                          directory=lambda: (watcher.current, watcher.enabled))
+                                          directory=lambda: (watcher.current, watcher.enabled),
+                                          mailbox=mailbox)
         await controller.start()   # before delivery: a restart during an event keeps holding
-    handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log)
+    handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,
+                            probe_mailbox=mailbox)
     intake = IntakeServer(cfg, handler)
     bound = await intake.start()
     log.info("listening", addresses=[f"{h}:{p}" for h, p in bound], hostname=cfg.server.hostname)

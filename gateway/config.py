@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -126,6 +126,27 @@ class ProbesConfig(_Section):
     http_verify_tls: bool = True
     organic_window: float = Field(120.0, gt=0)          # seconds of real delivery outcomes
     organic_min_events: int = Field(5, ge=1)
+    # synthetic round trip (docs/health.md): a token mail out through Exchange and back
+    roundtrip: bool = False
+    roundtrip_submit: str = ""           # "[host]:port" or a name; default: routing.default_smarthost
+    roundtrip_to: str = ""               # the canary mailbox at Exchange that forwards back
+    roundtrip_return: str = ""           # where it comes back; consumed by intake, never delivered
+    roundtrip_interval: float = Field(300.0, gt=0)
+    roundtrip_deadline: float = Field(120.0, gt=0)      # seconds from submission start to return
+    roundtrip_critical: bool = False     # True: counts for "can Exchange take mail"
+    roundtrip_username: str = ""         # AUTH on the submission endpoint (STARTTLS required)
+    roundtrip_password: str = ""
+
+    @model_validator(mode="after")
+    def _roundtrip(self) -> "ProbesConfig":
+        if self.roundtrip:
+            for key in ("roundtrip_to", "roundtrip_return"):
+                if "@" not in getattr(self, key):
+                    raise ValueError(f"roundtrip = true needs {key} (an address), got "
+                                     f"{getattr(self, key)!r}")
+        if bool(self.roundtrip_username) != bool(self.roundtrip_password):
+            raise ValueError("roundtrip_username and roundtrip_password go together")
+        return self
 
 
 class ContinuityConfig(_Section):

@@ -8,16 +8,19 @@ from gateway.config import Config
 from gateway.continuity import filing
 from gateway.continuity.alerts import Alerter
 from gateway.continuity.controller import ContinuityController
-from gateway.health import HttpProbe, OrganicSignal, ProbeRunner, SmtpInboundProbe, mx_hosts
+from gateway.health import (HttpProbe, OrganicSignal, ProbeMailbox, ProbeRunner, RoundTripProbe,
+                            SmtpInboundProbe, mx_hosts)
 from gateway.router import Router
 from policies.directory import Directory
 from spool import Spool
 from spool import continuity as store
 
 
-def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None) -> tuple[ContinuityController, ProbeRunner]:
+def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None,
+          mailbox: ProbeMailbox | None = None) -> tuple[ContinuityController, ProbeRunner]:
     """``directory()`` returns (policies.directory.Directory, filtering enabled) for filing held
-    mail into continuity mailboxes (groups expanded); None files each recipient as itself."""
+    mail into continuity mailboxes (groups expanded); None files each recipient as itself.
+    ``mailbox`` (the ProbeMailbox shared with intake) runs the round-trip probe."""
     p, r = cfg.probes, cfg.routing
     organic = OrganicSignal(p.organic_window, p.organic_min_events)
     qmgr.on_smarthost_outcome = lambda ok, conn_fail, code: organic.record(
@@ -32,6 +35,8 @@ def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None) -> tup
             tls=r.smarthost_tls, verify_tls=r.smarthost_verify_tls, interval=p.smtp_interval,
             timeout=p.smtp_timeout,
             ca_file=str(r.smarthost_ca_file) if r.smarthost_ca_file else None))
+    if p.roundtrip and mailbox is not None:
+        probes.append(roundtrip_probe(cfg, resolver, mailbox))
     for name, url in p.http.items():
         probes.append(HttpProbe(f"http:{name}", url, interval=p.http_interval, timeout=p.http_timeout,
                                 verify_tls=p.http_verify_tls))
@@ -68,3 +73,17 @@ def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None) -> tup
 
     qmgr.filer = filer
     return controller, runner
+
+
+def roundtrip_probe(cfg: Config, resolver, mailbox: ProbeMailbox) -> RoundTripProbe:
+    """Submit where delivery sends mail for the canary's domain unless roundtrip_submit says
+    otherwise (an authenticated submission endpoint: [host]:587 with a username)."""
+    p, r = cfg.probes, cfg.routing
+    hop = Router(cfg).for_domain(p.roundtrip_to.rpartition("@")[2])
+    spec, port = (p.roundtrip_submit, r.smarthost_port) if p.roundtrip_submit else (hop.spec, hop.port)
+    return RoundTripProbe(
+        "roundtrip", mx_hosts(resolver, spec, port), mailbox, rcpt=p.roundtrip_to,
+        helo=cfg.server.hostname, deadline=p.roundtrip_deadline, interval=p.roundtrip_interval,
+        critical=p.roundtrip_critical, tls=r.smarthost_tls, verify_tls=r.smarthost_verify_tls,
+        ca_file=str(r.smarthost_ca_file) if r.smarthost_ca_file else None,
+        username=p.roundtrip_username, password=p.roundtrip_password)

@@ -5,6 +5,11 @@ recipient is refused during the session (550 5.1.1), never bounced later. DATA p
 Received: header, commits the message and its envelope to the spool (group commit, fsync), and
 only then answers ``250 2.0.0 Ok: queued as QUEUEID``. Any error in our code answers 451 4.3.0
 and is logged with the queue ID; no Python exception ever reaches the client.
+
+Round-trip probe messages (gateway.health.roundtrip_probe) are consumed before the commit: the
+``probe_mailbox`` accepts its return address at RCPT (alone in its transaction: 452 4.5.3 to
+mixing it with other recipients), and a message it recognises is answered ``250 2.0.0 Ok: probe
+consumed`` and neither spooled nor delivered.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from gateway.config import Config
 from gateway.intake import replies
 from gateway.intake.received import count_received, protocol_name, received_header
 from policies.rcpt_chain import RcptContext, check_rcpt
+from policies.verdict import RCPT_OK
 from spool import NewMessage, Spool, SpoolError
 from spool.commit import new_queue_id
 
@@ -29,8 +35,9 @@ class IntakeHandler:
     may be reloaded at any time); ``on_queued(queue_id)`` is called after each durable commit."""
 
     def __init__(self, cfg: Config, spool: Spool, rcpt_context: Callable[[], RcptContext],
-                 on_queued: Callable[[str], None], log):
+                 on_queued: Callable[[str], None], log, probe_mailbox=None):
         self.cfg, self.spool, self.rcpt_context, self.on_queued = cfg, spool, rcpt_context, on_queued
+        self.probe_mailbox = probe_mailbox      # gateway.health.ProbeMailbox or None
         self.log = log
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -58,6 +65,12 @@ class IntakeHandler:
         if len(envelope.rcpt_tos) >= self.cfg.smtp.max_recipients:
             return replies.TOO_MANY_RECIPIENTS  # RFC 5321 §4.5.3.1.8: the client sends the rest later
         client_ip = _client_ip(session)
+        mb = self.probe_mailbox
+        if mb is not None and (mb.accepts(address) or mb.return_address in envelope.rcpt_tos):
+            if envelope.rcpt_tos not in ([], [mb.return_address]) or not mb.accepts(address):
+                return replies.TOO_MANY_RECIPIENTS    # the probe return address travels alone
+            envelope.rcpt_tos[:] = [mb.return_address]
+            return RCPT_OK.reply()
         decision = check_rcpt(address, client_ip, self.rcpt_context())
         if not decision.verdict.ok:
             self.log.info("rcpt_rejected", client=client_ip, mail_from=envelope.mail_from,
@@ -90,6 +103,13 @@ class IntakeHandler:
         if count_received(data, HOP_LIMIT + 1) > HOP_LIMIT:
             self.log.warning("rejected_loop", queue_id=queue_id, client=_client_ip(session))
             return replies.TOO_MANY_HOPS
+        if self.probe_mailbox is not None:
+            consumed = self.probe_mailbox.consume(envelope, data)
+            if consumed:
+                self.log.info("probe_consumed", queue_id=queue_id, outcome=consumed.outcome,
+                              token=consumed.token, client=_client_ip(session),
+                              mail_from=envelope.mail_from, rcpt=",".join(envelope.rcpt_tos))
+                return replies.PROBE_CONSUMED
         now = time.time()
         tls = session.ssl is not None
         header = received_header(

@@ -23,6 +23,7 @@ TOO_MANY_HOPS = "554 5.4.6 Too many hops (mail loop?)"
 BAD_SENDER = "553 5.1.7 Bad sender address syntax"
 NO_VALID_RECIPIENTS = "554 5.5.1 No valid recipients"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+PROBE_CONSUMED = "250 2.0.0 Ok: probe consumed"     # a round-trip probe came back
 
 
 def queued(queue_id: str) -> str:

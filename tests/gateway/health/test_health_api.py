@@ -16,7 +16,7 @@ async def _no_hosts():
 def test_public_names():
     assert sorted(health.__all__) == sorted([
         "ProbeResult", "Probe", "SmtpInboundProbe", "mx_hosts", "HttpProbe",
-        "EXCHANGE_HEALTH_PATHS", "OrganicSignal", "ProbeRunner"])
+        "EXCHANGE_HEALTH_PATHS", "OrganicSignal", "ProbeRunner", "RoundTripProbe", "ProbeMailbox"])
     assert all(hasattr(health, n) for n in health.__all__)
 
 
