@@ -36,6 +36,11 @@ def run(cfg, args) -> int:
                 print(f"since:     {fmt_time(st['since'])}")
             print(f"event:     {st['event_id'] or '-'} {st['origin']}\nreason:    {st['reason'] or '-'}")
             print(f"held:      {store.count_held(conn)} message(s) on continuity hold")
+            if st["mode"] == "recovering":
+                p = store.replay_progress(conn, st["since"])
+                eta = f"{p['eta_seconds']:.0f} s" if p["eta_seconds"] is not None else "unknown"
+                print(f"replay:    {p['done']} done, {p['in_flight']} in flight, {p['remaining']} remaining,"
+                      f" {p['rate']:.1f} msg/s, ETA {eta}")
             print(f"engine:    {cfg.continuity.mode}")
             for a in reversed(store.audit(conn, 10)):
                 print(f"  {fmt_time(a['at'])}  {a['src']:>10} -> {a['dst']:<10} {a['actor']}: {a['reason'][:120]}")

@@ -108,3 +108,19 @@ def probe_history(conn: sqlite3.Connection, latest_only: bool = True, limit: int
                " ORDER BY probe")
         return [dict(r) for r in conn.execute(sql)]
     return [dict(r) for r in conn.execute("SELECT * FROM probe_results ORDER BY id DESC LIMIT ?", (limit,))]
+
+
+def replay_progress(conn: sqlite3.Connection, since: float, now: float | None = None) -> dict:
+    """Replay progress since ``since`` (when recovering began), from the queue itself: done
+    (released and finished), in flight, remaining (still held), rate (messages/s) and ETA (s)."""
+    now = time.time() if now is None else now
+    done = conn.execute(
+        "SELECT count(*) FROM messages WHERE held_seconds > 0 AND state IN ('delivered','bounced')"
+        " AND updated_at >= ?", (since,)).fetchone()[0]
+    in_flight = conn.execute(
+        "SELECT count(*) FROM messages WHERE held_seconds > 0 AND state IN ('incoming','active','deferred')"
+    ).fetchone()[0]
+    remaining = count_held(conn)
+    rate = done / max(now - since, 1e-6)
+    eta = (remaining + in_flight) / rate if rate > 0 else None
+    return {"done": done, "in_flight": in_flight, "remaining": remaining, "rate": rate, "eta_seconds": eta}
