@@ -84,7 +84,8 @@ class ProbeMailbox:
     def consume(self, envelope, data: bytes) -> Consumed | None:
         """None if ``data`` is not a probe message (intake queues it as usual); otherwise what was
         done with it (intake answers 250 and neither spools nor delivers it)."""
-        head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+        ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+        head = data[:min(ends)] if ends else data      # the header block only, without copying the body
         m = _HEADER_RE.search(head) or _SUBJECT_RE.search(head)
         token = m.group(1).decode().lower() if m else ""
         to_return = any(self.accepts(r) for r in envelope.rcpt_tos)
