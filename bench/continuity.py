@@ -47,7 +47,7 @@ from tests.conftest import Peers, config_toml  # noqa: E402
 from tests.support.peers import free_port, wait_for  # noqa: E402
 
 AGGRESSIVE = dict(enter_after=5.0, smtp_interval=1.0, tick=0.5)
-DEFAULTS = dict(enter_after=60.0, smtp_interval=60.0, tick=1.0)
+DEFAULTS = dict(enter_after=40.0, smtp_interval=10.0, tick=1.0)
 REPLY_FLAP = b"421 4.3.2 flapping: one connection in three refused\r\n"
 TRANSITION = re.compile(r"ts='([^']+)' level='\w+' event='continuity_transition' src='(\w+)' dst='(\w+)'")
 PROBE = re.compile(r"ts='([^']+)' level='\w+' event='probe' probe='[^']*' ok=(True|False)")

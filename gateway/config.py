@@ -117,8 +117,8 @@ class DeliveryConfig(_Section):
 
 class ProbesConfig(_Section):
     smtp: bool = True                                   # SMTP inbound probe of the smarthost hosts
-    smtp_interval: float = Field(60.0, gt=0)            # seconds (Outlook gives up after one minute)
-    smtp_timeout: float = Field(10.0, gt=0)
+    smtp_interval: float = Field(10.0, gt=0)            # seconds; with the defaults below a total
+    smtp_timeout: float = Field(5.0, gt=0)              # failure starts an event within 10+5+40+1 = 56 s
     canary_rcpt: str = ""                               # default postmaster@<first accepted domain>
     http: dict[str, str] = {}                           # name -> URL of an Exchange healthcheck.htm
     http_interval: float = Field(60.0, gt=0)
@@ -151,7 +151,7 @@ class ProbesConfig(_Section):
 
 class ContinuityConfig(_Section):
     mode: Literal["automatic", "alert-only", "off"] = "automatic"
-    enter_after: float = Field(60.0, ge=0)     # seconds of continuous failure before an event
+    enter_after: float = Field(40.0, ge=0)     # seconds of continuous failure before an event
     hold_down: float = Field(300.0, ge=0)      # seconds of continuous health before it ends
     fresh_within: float = Field(180.0, gt=0)   # probe results older than this are ignored
     tick: float = Field(1.0, gt=0)             # seconds between decisions
