@@ -142,3 +142,30 @@ def test_alert_only_mode_waits_for_confirm(peers, tmp_path, webhook):
     assert gw.cli("continuity", "confirm").stdout.strip() == "ok: continuity"
     send(gw.port, 2, "x")
     wait_for(lambda: gw.cli("queue", "list").stdout.count(" hold ") == 2, 10, what="held")
+
+
+def test_recovery_shorter_than_hold_down_does_not_end_the_event(peers, tmp_path, webhook):
+    """Exchange comes back for less than hold_down (6 s here), then dies again: the event goes on
+    and nothing held is released; only a recovery that lasts hold_down ends it."""
+    hook_port, _ = webhook
+    sink = peers.sink(name="exchange")
+    port = free_port()
+    extra = FAST.format(mode="automatic", hook=hook_port).replace("hold_down = 2.0", "hold_down = 6.0")
+    gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data", smarthost=f"[127.0.0.1]:{sink.port}",
+                                   continuity=None, extra=extra), port)
+    wait_for(lambda: "ok" in gw.cli("probes").stdout, 10, what="a passing probe")
+    sink.stop()
+    wait_for(lambda: mode(gw) == "continuity", 20, what="continuity")
+    held = send(gw.port, 3, "held")
+    for _ in range(2):                      # two short recoveries of 3 s each
+        sink.start()
+        time.sleep(3)
+        sink.stop()
+        assert mode(gw) == "continuity"
+        time.sleep(1.5)
+    assert "-> recovering" not in gw.cli("continuity", "status").stdout
+    assert sink.count() == 0 and gw.cli("queue", "list").stdout.count(" hold ") == 3
+    sink.start()                            # a real recovery
+    wait_for(lambda: mode(gw) == "normal", 30, what="end of the event after hold_down")
+    wait_for(lambda: sink.count() == 3, 10, what="replay")
+    assert sorted(tokens_at(sink)) == sorted(held)
