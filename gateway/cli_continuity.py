@@ -13,16 +13,6 @@ from spool import continuity as store
 from spool import db
 
 
-def _txn(conn, fn):
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        out = fn()
-        conn.execute("COMMIT")
-        return out
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
 
 def run(cfg, args) -> int:
     from gateway.cli import fmt_time
@@ -49,7 +39,8 @@ def run(cfg, args) -> int:
         if args.ccmd == "maintenance":
             command = f"maintenance-{args.action}"
         actor = getattr(args, "actor", None) or getpass.getuser()
-        cid = _txn(conn, lambda: store.queue_command(conn, command, getattr(args, "reason", "") or "", actor))
+        cid = db.transaction(conn, lambda: store.queue_command(
+            conn, command, getattr(args, "reason", "") or "", actor))
         end = time.monotonic() + args.wait
         while time.monotonic() < end:
             row = store.get_command(conn, cid)

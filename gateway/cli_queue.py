@@ -22,16 +22,6 @@ def run(cfg, args) -> int:
         conn.close()
 
 
-def _txn(conn, fn):
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        out = fn()
-        conn.execute("COMMIT")
-        return out
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
 
 def _list(conn, args) -> int:
     from gateway.cli import fmt_time
@@ -79,7 +69,7 @@ def _show(conn, args) -> int:
 def _move(src, dst, verb, done):
     def cmd(conn, args) -> int:
         try:
-            _txn(conn, lambda: transitions.move(conn, args.queue_id, src, dst, next_attempt_at=time.time()))
+            db.transaction(conn, lambda: transitions.move(conn, args.queue_id, src, dst, next_attempt_at=time.time()))
         except InvalidTransition as e:
             print(f"mailgate: {args.queue_id}: " + ("no such message" if e.actual is None
                   else f"cannot {verb}: message is {e.actual}"), file=sys.stderr)
@@ -91,7 +81,7 @@ def _move(src, dst, verb, done):
 
 def _delete(conn, args) -> int:
     try:
-        found = _txn(conn, lambda: transitions.delete_message(conn, args.queue_id))
+        found = db.transaction(conn, lambda: transitions.delete_message(conn, args.queue_id))
     except InvalidTransition:
         print(f"mailgate: {args.queue_id}: being delivered right now; try again in a moment",
               file=sys.stderr)
@@ -104,7 +94,7 @@ def _delete(conn, args) -> int:
 
 
 def _flush(conn, args) -> int:
-    n = _txn(conn, lambda: transitions.flush(conn, args.queue_id))
+    n = db.transaction(conn, lambda: transitions.flush(conn, args.queue_id))
     print(f"flushed {n} message(s)")
     return 0 if n or args.queue_id is None else 1
 

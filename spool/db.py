@@ -76,3 +76,16 @@ def _statements(sql: str) -> list[str]:
                 out.append(stmt)
             buf = []
     return out
+
+
+def transaction(conn: sqlite3.Connection, fn):
+    """Run ``fn()`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back if it raises); return
+    its result. For a connection in autocommit mode outside the writer thread (the CLI)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        out = fn()
+        conn.execute("COMMIT")
+        return out
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

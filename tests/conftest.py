@@ -6,7 +6,9 @@ tests/support/dnsserver.py (Debian's dnsmasq on a loopback port).
 """
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,15 @@ def peers(tmp_path):
     p = Peers(tmp_path)
     yield p
     p.close()
+
+
+@pytest.fixture
+def webhook(tmp_path):
+    """A webhook receiver process (tests/support/webhook.py): (port, directory of POST bodies)."""
+    port, d = free_port(), tmp_path / "hooks"
+    p = subprocess.Popen([sys.executable, str(ROOT / "tests/support/webhook.py"), "--port", str(port),
+                          "--dir", str(d)])
+    time.sleep(0.5)
+    yield port, d
+    p.terminate()
+    p.wait(5)

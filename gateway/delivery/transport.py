@@ -154,9 +154,14 @@ class SmtpTransport:
 
 
 def _client_context(tls: TlsPolicy) -> ssl.SSLContext:
-    if tls.verify:
-        return ssl.create_default_context(cafile=tls.ca_file)
-    # opportunistic TLS to internet MX hosts: encrypt, do not authenticate (RFC 3207 §4.1, RFC 7435)
+    return client_tls_context(tls.verify, tls.ca_file)
+
+
+def client_tls_context(verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
+    """Client TLS for SMTP: verified against ``ca_file`` (default: the system's CAs), or, with
+    ``verify`` False, encrypted without authentication (RFC 3207 §4.1, RFC 7435)."""
+    if verify:
+        return ssl.create_default_context(cafile=ca_file)
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE

@@ -28,6 +28,8 @@ from typing import Awaitable, Callable
 
 import aiosmtplib
 
+from gateway.delivery.transport import client_tls_context
+
 from .result import ProbeResult, describe, failure
 
 __all__ = ["RoundTripProbe", "ProbeMailbox", "Consumed", "PROBE_HEADER"]
@@ -225,9 +227,4 @@ class RoundTripProbe:
         return f"{reply.code} {reply.message}".strip()
 
     def _tls_context(self) -> ssl.SSLContext:
-        if self.verify_tls:
-            return ssl.create_default_context(cafile=self.ca_file)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_tls_context(self.verify_tls, self.ca_file)

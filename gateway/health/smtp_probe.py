@@ -21,6 +21,8 @@ from typing import Awaitable, Callable
 
 import aiosmtplib
 
+from gateway.delivery.transport import client_tls_context
+
 from .result import ProbeResult, describe, failure
 
 __all__ = ["SmtpInboundProbe", "mx_hosts"]
@@ -144,9 +146,4 @@ class SmtpInboundProbe:
             pass
 
     def _tls_context(self) -> ssl.SSLContext:
-        if self.verify_tls:
-            return ssl.create_default_context(cafile=self.ca_file)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_tls_context(self.verify_tls, self.ca_file)

@@ -5,15 +5,12 @@ Measured here (printed): detection time from downstream death to continuity."""
 import glob
 import json
 import smtplib
-import subprocess
-import sys
 import time
 import uuid
 
-import pytest
 
 from tests.conftest import config_toml
-from tests.support.peers import ROOT, free_port, wait_for
+from tests.support.peers import free_port, wait_for
 
 FAST = """
 [continuity]
@@ -28,17 +25,6 @@ smtp_interval = 0.5
 smtp_timeout = 1.0
 canary_rcpt = "postmaster@example.com"
 """
-
-
-@pytest.fixture
-def webhook(tmp_path):
-    port, d = free_port(), tmp_path / "hooks"
-    p = subprocess.Popen([sys.executable, str(ROOT / "tests/support/webhook.py"), "--port", str(port),
-                          "--dir", str(d)])
-    time.sleep(0.5)
-    yield port, d
-    p.terminate()
-    p.wait(5)
 
 
 def alerts(d):

@@ -12,15 +12,13 @@ import glob
 import json
 import re
 import smtplib
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.conftest import config_toml
 from tests.support.dnsserver import DnsServer
-from tests.support.peers import ROOT, free_port, wait_for
+from tests.support.peers import free_port, wait_for
 
 ALERT_FROM = "mailgate@gw.test"
 ONCALL = "oncall@alt.test"
@@ -39,17 +37,6 @@ smtp_interval = 0.5
 smtp_timeout = 1.0
 canary_rcpt = "postmaster@example.com"
 """
-
-
-@pytest.fixture
-def webhook(tmp_path):
-    port, d = free_port(), tmp_path / "hooks"
-    p = subprocess.Popen([sys.executable, str(ROOT / "tests/support/webhook.py"), "--port", str(port),
-                          "--dir", str(d)])
-    time.sleep(0.5)
-    yield port, d
-    p.terminate()
-    p.wait(5)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import smtplib
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
 from types import SimpleNamespace
 
