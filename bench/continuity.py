@@ -26,7 +26,6 @@ Parts:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import random
 import re
@@ -34,7 +33,6 @@ import smtplib
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -44,11 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import Peers, config_toml  # noqa: E402
+from tests.support.flakyproxy import FlakyProxy  # noqa: E402
 from tests.support.peers import free_port, wait_for  # noqa: E402
 
 AGGRESSIVE = dict(enter_after=5.0, smtp_interval=1.0, tick=0.5)
 DEFAULTS = dict(enter_after=40.0, smtp_interval=10.0, tick=1.0)
-REPLY_FLAP = b"421 4.3.2 flapping: one connection in three refused\r\n"
 TRANSITION = re.compile(r"ts='([^']+)' level='\w+' event='continuity_transition' src='(\w+)' dst='(\w+)'")
 PROBE = re.compile(r"ts='([^']+)' level='\w+' event='probe' probe='[^']*' ok=(True|False)")
 
@@ -124,46 +122,6 @@ def detect(base: Path, label: str, s: dict, n: int, parallel: int) -> dict:
 
 
 # ---------------------------------------------------------------- flapping
-
-
-class FlakyProxy:
-    """TCP proxy to the sink answering 421 (then closing) to every ``every``-th connection."""
-
-    def __init__(self, target_port: int, every: int = 3):
-        self.port, self.target, self.every, self.n = free_port(), target_port, every, 0
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
-        ready.wait(5)
-
-    def _run(self, ready):
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._conn, "127.0.0.1", self.port))
-        ready.set()
-        self.loop.run_forever()
-
-    async def _conn(self, r, w):
-        self.n += 1
-        if self.n % self.every == 0:
-            w.write(REPLY_FLAP)
-            await w.drain()
-            w.close()
-            return
-        r2, w2 = await asyncio.open_connection("127.0.0.1", self.target)
-
-        async def pipe(a, b):
-            try:
-                while data := await a.read(65536):
-                    b.write(data)
-                    await b.drain()
-            except OSError:
-                pass
-            finally:
-                b.close()
-        await asyncio.gather(pipe(r, w2), pipe(r2, w))
-
-    def close(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def flap_scenario(base: Path, kind: str, seconds: float) -> dict:

@@ -79,14 +79,16 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(watcher, log))
+    reload_now = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, reload_now.set)
     try:
         admin = _admin_server(cfg, spool, qmgr, intake, controller, runner, log)
         async with asyncio.TaskGroup() as tg:
             runner_task = tg.create_task(qmgr.run(), name="qmgr")
             if admin is not None:
                 tg.create_task(admin.serve(), name="admin")
-            helpers = [tg.create_task(_watch_directory(watcher, cfg.directory.reload_interval, log))]
+            helpers = [tg.create_task(_watch_directory(watcher, cfg.directory.reload_interval, log,
+                                                       reload_now))]
             if controller is not None:
                 helpers.append(tg.create_task(runner.run(), name="probes"))
                 helpers.append(tg.create_task(controller.run(), name="continuity"))
@@ -120,18 +122,26 @@ def _admin_server(cfg: Config, spool, qmgr, intake, controller, runner, log):
     return admin
 
 
-def _reload(watcher: DirectoryWatcher, log) -> None:
-    try:
-        watcher.reload()
-        log.info("directory_reloaded", entries=len(watcher.current))
-    except Exception as e:
-        log.error("directory_reload_failed", error=str(e))
-
-
-async def _watch_directory(watcher: DirectoryWatcher, interval: float, log) -> None:
+async def _watch_directory(watcher: DirectoryWatcher, interval: float, log,
+                           reload_now: asyncio.Event) -> None:
+    """Reload the directory when its file changes (checked every ``interval`` s) or at once on
+    SIGHUP (``reload_now``), off the event loop; a failure is logged once per distinct error."""
+    reported = None
     while True:
-        await asyncio.sleep(interval)
-        if await asyncio.to_thread(watcher.maybe_reload):
+        try:
+            await asyncio.wait_for(reload_now.wait(), interval)
+        except TimeoutError:
+            reloaded = await asyncio.to_thread(watcher.maybe_reload)
+            error = None if reloaded else watcher.last_error
+        else:
+            reload_now.clear()
+            try:
+                await asyncio.to_thread(watcher.reload)
+                reloaded, error = True, None
+            except Exception as e:
+                reloaded, error = False, str(e)
+        if reloaded:
             log.info("directory_reloaded", entries=len(watcher.current))
-        elif watcher.last_error:
-            log.error("directory_reload_failed", error=watcher.last_error)
+        if error != reported and error:
+            log.error("directory_reload_failed", error=error)
+        reported = error

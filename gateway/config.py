@@ -113,6 +113,7 @@ class DeliveryConfig(_Section):
     maximal_lifetime: float = Field(5 * 86400.0, gt=0)
     bounce_lifetime: float = Field(5 * 86400.0, gt=0)
     idle_connection_timeout: float = Field(10.0, ge=0)  # reuse window for an idle connection
+    finished_retention: float = Field(7 * 86400.0, ge=0)  # seconds delivered/bounced records are kept
 
 
 class ProbesConfig(_Section):

@@ -110,6 +110,14 @@ def probe_history(conn: sqlite3.Connection, latest_only: bool = True, limit: int
     return [dict(r) for r in conn.execute("SELECT * FROM probe_results ORDER BY id DESC LIMIT ?", (limit,))]
 
 
+def replay_in_flight(conn: sqlite3.Connection) -> int:
+    """Released messages not finished yet (incoming, active or deferred after a hold): new mail
+    arriving meanwhile is not counted, so it neither slows the replay nor delays its end."""
+    return conn.execute(
+        "SELECT count(*) FROM messages WHERE state IN ('incoming','active','deferred') AND held_seconds > 0"
+    ).fetchone()[0]
+
+
 def replay_progress(conn: sqlite3.Connection, since: float, now: float | None = None) -> dict:
     """Replay progress since ``since`` (when recovering began), from the queue itself: done
     (released and finished), in flight, remaining (still held), rate (messages/s) and ETA (s)."""
@@ -117,9 +125,7 @@ def replay_progress(conn: sqlite3.Connection, since: float, now: float | None = 
     done = conn.execute(
         "SELECT count(*) FROM messages WHERE held_seconds > 0 AND state IN ('delivered','bounced')"
         " AND updated_at >= ?", (since,)).fetchone()[0]
-    in_flight = conn.execute(
-        "SELECT count(*) FROM messages WHERE held_seconds > 0 AND state IN ('incoming','active','deferred')"
-    ).fetchone()[0]
+    in_flight = replay_in_flight(conn)
     remaining = count_held(conn)
     rate = done / max(now - since, 1e-6)
     eta = (remaining + in_flight) / rate if rate > 0 else None

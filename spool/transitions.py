@@ -126,5 +126,12 @@ def flush(conn: sqlite3.Connection, queue_id: str | None = None, now: float | No
     return cur.rowcount
 
 
+def purge_finished(conn: sqlite3.Connection, before: float) -> int:
+    """Delete delivered and bounced messages (their bytes are already gone) last changed before
+    ``before`` (unix seconds), with their recipients. Returns how many were deleted."""
+    return conn.execute("DELETE FROM messages WHERE state IN ('delivered','bounced') AND updated_at < ?",
+                        (before,)).rowcount
+
+
 __all__ = ["move", "claim_due", "RcptOutcome", "record_attempt", "delete_message", "flush",
-           "check_transition"]
+           "purge_finished", "check_transition"]

@@ -147,8 +147,7 @@ class ContinuityController:
 
     async def _replay_step(self, now: float) -> None:
         held = await self.spool.read(store.count_held)
-        counts = await self.spool.counts()
-        in_flight = counts["incoming"] + counts["active"]
+        in_flight = await self.spool.read(store.replay_in_flight)
         rate = self.replay["rate"]
         if now - self._last_adapt >= self.cfg.tick:    # adapt the rate once per tick
             deferred = self.qmgr.stats["deferred"]

@@ -46,11 +46,14 @@ def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None,
                  detail=result.detail[:200])
         spool_write(result)
 
+    writes: set[asyncio.Task] = set()   # the loop keeps only weak references to tasks
+
     def spool_write(result) -> None:
-        import asyncio
-        asyncio.get_running_loop().create_task(spool.write(
+        task = asyncio.get_running_loop().create_task(spool.write(
             store.record_probe, result.probe, result.ok, result.at, result.latency, result.detail,
             result.critical))
+        writes.add(task)
+        task.add_done_callback(writes.discard)
 
     runner = ProbeRunner(probes, on_result=keep)
     alerter = Alerter(urls=cfg.continuity.alert_urls, mail_to=cfg.continuity.alert_mail_to,

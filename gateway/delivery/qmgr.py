@@ -24,7 +24,7 @@ from gateway.delivery.transport import Transport
 from gateway.router import Router
 from spool import NewMessage, QueueState, RcptState, Spool
 from spool.query import StoredMessage
-from spool.transitions import RcptOutcome
+from spool.transitions import RcptOutcome, purge_finished
 
 #: Seconds between looks at the queue when nothing wakes the manager (deferred mail, CLI flush).
 POLL_INTERVAL = 1.0
@@ -57,8 +57,15 @@ class QueueManager:
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled. Cancel it, then ``await drain()``."""
+        """Deliver until cancelled. Cancel it, then ``await drain()``. Once an hour, records of
+        finished messages older than ``delivery.finished_retention`` are purged."""
+        next_purge = 0.0
         while True:
+            if self.clock() >= next_purge:
+                next_purge = self.clock() + 3600.0
+                n = await self.spool.write(purge_finished, self.clock() - self.cfg.delivery.finished_retention)
+                if n:
+                    self.log.info("purged_finished", messages=n)
             self._wake.clear()
             free = self.capacity - len(self.inflight)
             if free > 0:

@@ -16,7 +16,9 @@ import time
 
 import httpx
 
-from .result import ProbeResult, describe, failure
+from gateway.delivery.transport import client_tls_context
+
+from .result import check_budget, ProbeResult, describe, failure
 
 __all__ = ["HttpProbe", "EXCHANGE_HEALTH_PATHS"]
 
@@ -46,21 +48,12 @@ class HttpProbe:
         self.name, self.url, self.interval, self.timeout = name, url, interval, timeout
         self.verify_tls, self.critical, self.expect_status = verify_tls, critical, expect_status
         # built once: loading the CA bundle takes ~50 ms, which would count as latency every check
-        if isinstance(verify_tls, ssl.SSLContext):
-            self._tls = verify_tls
-        elif verify_tls:
-            self._tls = ssl.create_default_context()
-        else:
-            self._tls = ssl.create_default_context()
-            self._tls.check_hostname, self._tls.verify_mode = False, ssl.CERT_NONE
+        self._tls = verify_tls if isinstance(verify_tls, ssl.SSLContext) else client_tls_context(verify_tls)
 
-    def _budget(self) -> float:
-        # finish a little before the runner's hard bound so the detail says what timed out
-        return max(self.timeout - min(0.5, self.timeout * 0.1), self.timeout * 0.5)
 
     async def check(self) -> ProbeResult:
         started = time.monotonic()
-        budget = self._budget()
+        budget = check_budget(self.timeout)
         try:
             async with httpx.AsyncClient(verify=self._tls, timeout=httpx.Timeout(budget),
                                          follow_redirects=False, trust_env=False,

@@ -45,6 +45,12 @@ class Probe(Protocol):
         ...
 
 
+def check_budget(timeout: float) -> float:
+    """Seconds a check may spend: a little less than ``timeout`` (10 %, at most 0.5 s), so the
+    check times out itself, before the runner's hard bound, and its detail says what timed out."""
+    return max(timeout - min(0.5, timeout * 0.1), timeout * 0.5)
+
+
 def failure(probe: str, started: float, detail: str, critical: bool) -> ProbeResult:
     """A failed result for ``probe`` whose check started at ``started`` (time.monotonic())."""
     return ProbeResult(probe, False, time.time(), time.monotonic() - started, detail, critical)

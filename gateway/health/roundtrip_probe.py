@@ -30,7 +30,7 @@ import aiosmtplib
 
 from gateway.delivery.transport import client_tls_context
 
-from .result import ProbeResult, describe, failure
+from .result import check_budget, ProbeResult, describe, failure
 
 __all__ = ["RoundTripProbe", "ProbeMailbox", "Consumed", "PROBE_HEADER"]
 
@@ -132,9 +132,6 @@ class RoundTripProbe:
         self.verify_tls, self.ca_file = verify_tls, ca_file
         self.username, self.password = username, password
 
-    def _budget(self) -> float:
-        # finish a little before the runner's hard bound so the detail says which step it was
-        return max(self.timeout - min(0.5, self.timeout * 0.1), self.timeout * 0.5)
 
     def message(self, token: str) -> bytes:
         """The probe message: small, plain text, the token in a header and in the Subject."""
@@ -149,7 +146,7 @@ class RoundTripProbe:
 
     async def check(self) -> ProbeResult:
         started = time.monotonic()
-        budget = self._budget()
+        budget = check_budget(self.timeout)
         token = secrets.token_hex(16)
         waiter = self.mailbox.expect(token)
         phase = ["resolve"]

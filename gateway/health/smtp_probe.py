@@ -23,7 +23,7 @@ import aiosmtplib
 
 from gateway.delivery.transport import client_tls_context
 
-from .result import ProbeResult, describe, failure
+from .result import check_budget, ProbeResult, describe, failure
 
 __all__ = ["SmtpInboundProbe", "mx_hosts"]
 
@@ -59,13 +59,10 @@ class SmtpInboundProbe:
         self.tls, self.verify_tls, self.ca_file, self.max_hosts = tls, verify_tls, ca_file, max_hosts
         self.last_hosts: list[ProbeResult] = []
 
-    def _budget(self) -> float:
-        # finish a little before the runner's hard bound so the per-host detail survives
-        return max(self.timeout - min(0.5, self.timeout * 0.1), self.timeout * 0.5)
 
     async def check(self) -> ProbeResult:
         started = time.monotonic()
-        budget = self._budget()
+        budget = check_budget(self.timeout)
         try:
             async with asyncio.timeout(budget):
                 hosts = list(await self.resolve())

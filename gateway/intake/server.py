@@ -14,7 +14,7 @@ from aiosmtpd.smtp import MISSING, SMTP
 
 from gateway.config import Config, parse_listen
 from gateway.intake import replies
-from gateway.intake.data import DataTooLarge, read_data
+from gateway.intake.data import DataTooLarge, LineTooLong, read_data
 
 
 class ConnectionLimits:
@@ -48,6 +48,7 @@ class GatewaySMTP(SMTP):
     def __init__(self, handler, *, limits: ConnectionLimits, data_slots: asyncio.Semaphore,
                  data_timeout: float, line_length_limit: int, **kw):
         self.line_length_limit = line_length_limit  # read by SMTP.__init__ for the stream limit
+        self._max_line = line_length_limit          # longest message line (intake.data)
         super().__init__(handler, **kw)
         self._limits = limits
         self._data_slots = data_slots
@@ -94,10 +95,15 @@ class GatewaySMTP(SMTP):
             try:
                 await self.push("354 End data with <CR><LF>.<CR><LF>")
                 try:
-                    content = await read_data(self._reader, self.data_size_limit or (1 << 62))
+                    content = await read_data(self._reader, self.data_size_limit or (1 << 62),
+                                              self._max_line)
                 except DataTooLarge:
                     self._set_post_data_state()
                     await self.push(replies.SIZE_EXCEEDED)
+                    return
+                except LineTooLong:
+                    self._set_post_data_state()
+                    await self.push(replies.LINE_TOO_LONG)
                     return
                 except asyncio.IncompleteReadError:  # the client went away before the dot
                     return

@@ -164,3 +164,20 @@ def test_continuity_hold_keeps_what_is_left_for_the_downstream(conn):
     assert (row["hold_reason"], row["held_at"]) == ("continuity", T0)
     assert body(conn, qid) is not None
     assert txn(conn, transitions.claim_due, 10, now=T0 + 10_000) == []   # held mail is not claimed
+
+
+def test_purge_finished_keeps_recent_and_unfinished(tmp_path):
+    from spool import db
+    from spool.commit import NewMessage, insert_message
+    from spool.states import RcptState
+    from spool.transitions import RcptOutcome, claim_due, purge_finished, record_attempt
+    conn = db.connect(tmp_path / "p.db")
+    for q in ("OLD", "NEW", "WAIT"):
+        insert_message(conn, NewMessage("a@r.test", ("b@example.com",), b"x", queue_id=q), now=10.0)
+    claim_due(conn, 3, now=11.0)
+    record_attempt(conn, "OLD", [RcptOutcome(0, RcptState.DELIVERED, 250)], 0, now=100.0)
+    record_attempt(conn, "NEW", [RcptOutcome(0, RcptState.BOUNCED, 550)], 0, now=900.0)
+    record_attempt(conn, "WAIT", [RcptOutcome(0, RcptState.PENDING, 451)], 2000.0, now=100.0)
+    assert purge_finished(conn, before=500.0) == 1
+    assert [r[0] for r in conn.execute("SELECT queue_id FROM messages ORDER BY queue_id")] == ["NEW", "WAIT"]
+    assert conn.execute("SELECT count(*) FROM recipients WHERE queue_id='OLD'").fetchone()[0] == 0

@@ -41,8 +41,9 @@ def test_transparency_dots_removed_from_every_line_including_the_first():
 def test_only_crlf_dot_crlf_ends_the_data():
     smuggle = b"a\r\n.\nMAIL FROM:<x>\r\nb\n.\r\nc\r\n.\r\n"
     data, rest = run([smuggle])
-    # neither LF "." LF nor LF "." CRLF ends it; a line starting with "." loses that dot
-    assert data == b"a\r\n\nMAIL FROM:<x>\r\nb\n.\r\nc\r\n" and rest == b""
+    # neither LF "." LF nor LF "." CRLF ends it; a line starting with "." (after CRLF or a bare
+    # LF) loses that dot
+    assert data == b"a\r\n\nMAIL FROM:<x>\r\nb\n\r\nc\r\n" and rest == b""
 
 
 def test_terminator_split_across_chunks():
@@ -70,3 +71,23 @@ def test_corpus_round_trip_in_small_chunks(path):
     chunks = [wire[i:i + 777] for i in range(0, len(wire), 777)]
     expected = msg if msg.endswith(b"\r\n") or not msg else msg + b"\r\n"
     assert run(chunks, limit=64 << 20)[0] == expected
+
+
+def test_dot_after_bare_lf_is_unstuffed_like_after_crlf():
+    assert run([b"a\n..b\nc\r\n..d\r\n.\r\n"])[0] == b"a\n.b\nc\r\n.d\r\n"
+
+
+def test_line_limit_counts_bare_lf_as_a_line_end():
+    from gateway.intake.data import LineTooLong
+
+    async def go(wire, max_line):
+        r = asyncio.StreamReader(limit=1001)
+        r.feed_data(wire)
+        r.feed_eof()
+        try:
+            return await read_data(r, 1 << 20, max_line)
+        except LineTooLong:
+            return LineTooLong
+    ok = b"x" * 99 + b"\n" + b"y" * 98 + b"\r\n"            # lines of 100 and 100 bytes
+    assert asyncio.run(go(ok + b".\r\n", 100)) == ok
+    assert asyncio.run(go(b"x" * 99 + b"\r\n.\r\n", 100)) is LineTooLong  # 101 with its CRLF
