@@ -251,7 +251,7 @@ class ContinuityController:
         """Mode, event, evidence and replay progress, for the CLI, the admin API and metrics."""
         s = asdict(self.state)
         s["mode"] = self.state.mode.value
-        s["health"] = asdict(self.health) if self.health else None
+        s["health"] = self._health_shown()
         r = dict(self.replay)
         if r["started_at"] and self.state.mode is Mode.RECOVERING:
             elapsed = max(self.monotonic() - self._replay_t0, 1e-6)
@@ -259,6 +259,17 @@ class ContinuityController:
             r["eta_seconds"] = r["remaining"] / r["done_rate"] if r["done_rate"] else None
         s["replay"] = r
         return s
+
+    def _health_shown(self) -> dict | None:
+        """The evidence with wall-clock times (unix seconds) for people: the runs are kept on
+        the monotonic clock and shifted to the wall clock of the last observation."""
+        h = self.health
+        if h is None:
+            return None
+        to_wall = h.at - h.now
+        return {"now": h.at, "detail": h.detail,
+                "failing_since": None if h.failing_since is None else h.failing_since + to_wall,
+                "healthy_since": None if h.healthy_since is None else h.healthy_since + to_wall}
 
     def _describe(self) -> str:
         h = self.health

@@ -19,7 +19,7 @@ from gateway.logs import make_logger
 from spool import Spool
 from spool import continuity as store
 from spool.commit import NewMessage, insert_message
-from spool.states import QueueState, RcptState
+from spool.states import RcptState
 from spool.transitions import RcptOutcome, claim_due, record_attempt
 
 WALL0 = 1_800_000_000.0
@@ -100,6 +100,8 @@ async def test_wall_clock_step_neither_starts_nor_delays_an_event(ctl, jump):
     assert seen == [(t0, Mode.DEGRADED), (t0 + 10.0, Mode.CONTINUITY)], seen
     st = await ctl.spool.read(store.load_state)
     assert st["mode"] == "continuity" and st["since"] == WALL0 + 10.0 + jump   # shown: the wall clock
+    h = ctl.status()["health"]                # shown with wall-clock times, the run kept monotonic
+    assert (h["now"], h["failing_since"]) == (ctl.clocks.wall - 1.0, ctl.clocks.wall - 20.0)
     ctl.probe.ok = True                      # recovery: hold_down on the monotonic clock too
     t1 = ctl.clocks.mono
     seen = await steps(ctl, 15, jump_at=2, jump=-jump)
