@@ -162,6 +162,7 @@ class ContinuityConfig(_Section):
     alert_mail_to: list[str] = []              # alternate addresses outside the accepted domains
     alert_repeat: float = Field(1800.0, gt=0)  # seconds between reminders while an event lasts
     mailbox_retention: float = Field(30 * 86400.0, gt=0)  # seconds continuity mailboxes are kept
+    command_ttl: float = Field(300.0, gt=0)    # seconds a queued admin command stays valid
 
 
 class AdminConfig(_Section):
