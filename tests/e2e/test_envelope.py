@@ -204,3 +204,44 @@ def test_internal_only_group_takes_mail_from_trusted_networks(site, group):
     got = wait_for(lambda: [env for env, _ in exchange.messages() if env["mail_from"] == sender],
                    20, what="the group message at Exchange")
     assert got[0]["rcpt_tos"] == [group]
+
+
+CONTINUITY = """
+[continuity]
+mode = "automatic"
+enter_after = 2.0
+hold_down = 2.0
+tick = 0.2
+[probes]
+smtp_interval = 0.5
+smtp_timeout = 1.0
+canary_rcpt = "kate@example.com"
+"""
+
+
+def test_during_an_event_outside_mail_to_internal_groups_is_refused_and_filed_nowhere(peers, tmp_path):
+    """The incident: mail from outside to a dynamic group reached four users' continuity
+    mailboxes. Now it is refused at RCPT; a colleague's mail to the group is still filed."""
+    exchange = peers.sink(EXCHANGE_IP, None, "exchange-ev", "--no-smtputf8")
+    directory = tmp_path / "directory.json"
+    directory.write_text(json.dumps(DIRECTORY, ensure_ascii=False))
+    port = free_port()
+    gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data", directory=directory,
+                                   trusted=[f"{TRUSTED_IP}/32"], accepted=("example.com",),
+                                   smarthost=f"[{EXCHANGE_IP}]:{exchange.port}", continuity=None,
+                                   extra=CONTINUITY), port)
+    assert gw.cli("continuity", "start", "--reason", "test").stdout.strip() == "ok: continuity"
+    for group in ("all-staff@example.com", "sales-dyn@example.com"):
+        with session(port) as c:
+            assert raw_mail(c, "stranger@remote.test")[0] == 250
+            assert raw_rcpt(c, group) == AUTH_REQUIRED
+    with session(port, TRUSTED_IP) as c:
+        c.sendmail("colleague@example.com", ["sales-dyn@example.com"],
+                   b"Subject: Inside news\r\n\r\nfor the team\r\n")
+    db = tmp_path / "data" / "spool.db"
+    wait_for(lambda: spool_rows(db, "SELECT COUNT(*) FROM mailbox_messages") == [(2,)], 15,
+             what="the colleague's mail filed for both members")
+    assert messages_from(db, "stranger@remote.test") == []
+    owners = spool_rows(db, "SELECT mailbox, envelope_from FROM mailbox_messages ORDER BY mailbox")
+    assert owners == [("alice@example.com", "colleague@example.com"),
+                      ("kate@example.com", "colleague@example.com")]
