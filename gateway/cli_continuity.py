@@ -86,7 +86,9 @@ def mailbox(cfg, args) -> int:
     """`mailgate mailbox list ADDRESS` / `mailgate mailbox search ADDRESS WORDS...`: what a user
     sees in their continuity mailbox (for the admin and for support)."""
     from gateway.cli import fmt_time
+    from gateway.continuity.filing import mailbox_key
     from spool import mailbox as mbx
+    args.address = mailbox_key(args.address)   # the key filing used (IDNA-normalised domain)
     conn = db.connect(cfg.spool_path)
     try:
         if args.mcmd == "list":

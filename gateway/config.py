@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from policies.rcpt_address import AddressError, normalize_domain
+
 
 class ConfigError(Exception):
     """The configuration file cannot be read or a key has a bad value (message names both)."""
@@ -58,8 +60,15 @@ class RelayConfig(_Section):
 
     @field_validator("accepted_domains")
     @classmethod
-    def _lower(cls, v: list[str]) -> list[str]:
-        return [d.strip().rstrip(".").lower() for d in v]
+    def _domains(cls, v: list[str]) -> list[str]:
+        # The one normalisation (idna, UTS #46; U-labels) that RCPT, router and mailboxes use.
+        out = []
+        for d in v:
+            try:
+                out.append(normalize_domain(d))
+            except AddressError as e:
+                raise ValueError(f"not a valid domain: {d!r} ({e})") from None
+        return list(dict.fromkeys(out))
 
     @field_validator("trusted_networks")
     @classmethod

@@ -27,12 +27,15 @@ log = logging.getLogger("mailgate.policies.directory")
 @dataclass(frozen=True)
 class Entry:
     """One address. `kind` is "mailbox", "group", "contact" or "alias"; `members` (groups)
-    and `target` (contact: external address; alias: primary address) as in the export."""
+    and `target` (contact: external address; alias: primary address) as in the export;
+    `internal_only` is Exchange's RequireSenderAuthenticationEnabled (only senders from inside,
+    i.e. the trusted networks, may send to it)."""
 
     address: str
     kind: str
     members: tuple[str, ...] = ()
     target: str = ""
+    internal_only: bool = False
 
 
 class Directory:
@@ -80,7 +83,8 @@ class Directory:
             primary = _key(rec.address, source, rec.where)
             members = tuple(_key(m, source, rec.where) for m in rec.members)
             target = _external(rec.target, source, rec.where) if rec.target else ""
-            add(primary, Entry(primary, rec.kind, members, target), rec.where)
+            add(primary, Entry(primary, rec.kind, members, target,
+                               rec.require_sender_authentication_enabled), rec.where)
             for alias in dict.fromkeys(_key(a, source, rec.where) for a in rec.aliases):
                 if alias != primary:
                     add(alias, Entry(alias, "alias", (), primary), rec.where)

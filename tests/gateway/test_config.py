@@ -55,6 +55,10 @@ def test_an_empty_file_is_the_defaults(tmp_path):
     ("[delivery]\nminimal_backoff = 0\n", "delivery.minimal_backoff", "greater than 0"),
     ("[log]\nlevel = \"loud\"\n", "log.level", "'debug'"),
     ("[smtp]\nlisten = [\"2525\"]\n", "smtp.listen", "host:port"),
+    ("[relay]\naccepted_domains = [\"xn--zz.example\"]\n", "relay.accepted_domains",
+     "not a valid domain: 'xn--zz.example'"),
+    ("[relay]\naccepted_domains = [\"exa mple.com\"]\n", "relay.accepted_domains",
+     "not a valid domain"),
 ])
 def test_bad_key_or_value_names_file_and_key(tmp_path, text, key, words):
     p = write(tmp_path, text)
@@ -140,3 +144,10 @@ def test_check_config_cli_prints_the_resolved_config(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f'"data_dir": "{tmp_path / "d"}"' in out.stdout
     assert '"hostname": "gw.test"' in out.stdout
+
+
+def test_accepted_domains_are_idna_normalised_at_load(tmp_path):
+    """issue 6 item 5: one normal form (U-label, idna UTS #46) whichever way the admin wrote it."""
+    p = write(tmp_path, '[relay]\naccepted_domains = ["Example.COM.", "XN--BCHER-KVA.example",'
+                        ' "MAÑANA.example", "mañana.example"]\n')
+    assert load(p).relay.accepted_domains == ["example.com", "bücher.example", "mañana.example"]

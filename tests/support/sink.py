@@ -2,11 +2,13 @@
 
     python tests/support/sink.py --listen 127.0.0.11:2600 --dir /tmp/sinkA [--name mx1]
         [--rcpt-reply bad@example.com=550] [--all-reply 451] [--require-tls CERT,KEY]
+        [--no-smtputf8]
 
 Each accepted message is written as ``<n>.eml`` (the bytes as received after DATA, dot-unstuffed)
 and ``<n>.json`` (MAIL FROM, RCPT TO, options, peer), the .json last, so a reader that sees the
 .json sees the whole message. ``--rcpt-reply ADDR=CODE`` answers CODE at RCPT for ADDR;
-``--all-reply CODE`` answers CODE to every RCPT (a sick Exchange). Stops on SIGTERM.
+``--all-reply CODE`` answers CODE to every RCPT (a sick Exchange); ``--no-smtputf8`` does not
+offer SMTPUTF8 and takes commands in ASCII only (on-premises Exchange). Stops on SIGTERM.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ async def main() -> None:
     p.add_argument("--rcpt-reply", action="append", default=[])
     p.add_argument("--all-reply", type=int)
     p.add_argument("--tls", help="CERT,KEY: offer STARTTLS")
+    p.add_argument("--no-smtputf8", action="store_true", help="do not offer SMTPUTF8")
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     rr = {k.lower(): int(v) for k, v in (x.rsplit("=", 1) for x in a.rcpt_reply)}
@@ -74,7 +77,7 @@ async def main() -> None:
     def factory():
         proto = SMTP.__new__(SMTP)
         proto.line_length_limit = 1 << 20
-        SMTP.__init__(proto, handler, hostname=f"{a.name}.sink.test", enable_SMTPUTF8=True,
+        SMTP.__init__(proto, handler, hostname=f"{a.name}.sink.test", enable_SMTPUTF8=not a.no_smtputf8,
                       decode_data=False, data_size_limit=64 << 20, tls_context=ctx, timeout=60)
         return proto
 
