@@ -1,7 +1,7 @@
 """The `mailgate` command.
 
     mailgate serve [--config FILE]
-    mailgate check-config [--config FILE]
+    mailgate check-config [--config FILE]      (secrets shown as ***)
     mailgate queue list [--all] | show ID | flush [ID] | hold ID | release ID | delete ID
     mailgate routes resolve DOMAIN
     mailgate continuity status | start --reason R | stop | confirm | maintenance start|stop
@@ -21,6 +21,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import sys
 
 from gateway import config as config_mod
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "serve":
         return _serve(cfg)
     if args.cmd == "check-config":
-        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        print(json.dumps(redacted(cfg.model_dump(mode="json")), indent=2))
         return 0
     if args.cmd == "queue":
         from gateway import cli_queue
@@ -87,6 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "routes":
         return asyncio.run(_resolve(cfg, args.domain))
     return 2
+
+
+SECRET = "***"
+
+
+def redacted(shown: dict) -> dict:
+    """The dumped configuration with its secrets replaced by "***" (an unset one stays ""):
+    admin.token, probes.roundtrip_password, everything after the scheme of continuity.alert_urls
+    (apprise URLs carry tokens in user, host and path), the user:password of probes.http URLs."""
+    shown["admin"]["token"] = SECRET if shown["admin"]["token"] else ""
+    p = shown["probes"]
+    p["roundtrip_password"] = SECRET if p["roundtrip_password"] else ""
+    p["http"] = {name: re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", rf"\1{SECRET}@", url, flags=re.I)
+                 for name, url in p["http"].items()}
+    shown["continuity"]["alert_urls"] = [u.partition("://")[0] + "://" + SECRET if "://" in u
+                                         else SECRET for u in shown["continuity"]["alert_urls"]]
+    return shown
 
 
 def _serve(cfg) -> int:
