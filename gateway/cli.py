@@ -25,7 +25,7 @@ import re
 import sys
 
 from gateway import config as config_mod
-from gateway.logs import make_logger
+from gateway.logs import make_logger, route_stdlib
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +110,7 @@ def redacted(shown: dict) -> dict:
 def _serve(cfg) -> int:
     from gateway.app import serve
     log = make_logger(cfg.log.level, cfg.log.format)
+    route_stdlib(log, cfg.log.level)      # aiosmtpd, asyncio and our stdlib loggers: the same log
     from policies.directory import DirectoryError
     from spool import SpoolError
     try:
