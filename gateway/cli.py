@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--limit", type=int, default=50)
     args = p.parse_args(argv)
     try:
-        cfg = config_mod.load(args.config)
+        cfg = config_mod.load(args.config, check_files=args.cmd in ("serve", "check-config"))
     except config_mod.ConfigError as e:
         print(f"mailgate: configuration error:\n{e}", file=sys.stderr)
         return 2

@@ -247,3 +247,17 @@ def test_roundtrip_return_in_the_directory_is_refused(tmp_path, ret):
         'roundtrip_to = "canary@example.com"', 'roundtrip_return = "mailgate-probe@example.com"']),
         "ok.toml")
     assert load(ok).probes.roundtrip_return == "mailgate-probe@example.com"
+
+
+def test_queue_commands_keep_working_when_the_directory_later_lists_the_return_address(tmp_path):
+    """serve and check-config refuse it; the queue and status commands, which read the spool
+    of a gateway that is already running (its probe mailbox disabled), do not."""
+    d = _directory(tmp_path)
+    p = write(tmp_path, "\n".join([
+        "[server]", f'data_dir = "{tmp_path / "data"}"', "[directory]", f'file = "{d}"',
+        "[probes]", "roundtrip = true", 'roundtrip_to = "canary@example.com"',
+        'roundtrip_return = "bob@example.com"']))
+    assert load(p, check_files=False).probes.roundtrip_return == "bob@example.com"
+    assert _cli("--config", str(p), "check-config").returncode == EXIT_CONFIG_ERROR
+    out = _cli("--config", str(p), "queue", "list")
+    assert out.returncode == 0 and "configuration error" not in out.stderr, out
