@@ -3,7 +3,10 @@
 Every key has a default that runs as it is (SMTP on 127.0.0.1:2525, SQLite spool under ./data).
 A bad value fails at start-up with ConfigError naming the file and the dotted key, e.g.
 ``deploy/mailgate.toml: smtp.max_recipients: Input should be greater than or equal to 100``.
-The annotated example is ``deploy/mailgate.example.toml``.
+The annotated example is ``deploy/mailgate.example.toml``. A list item is named by its index
+(``continuity.alert_urls[1]``). Checks beyond a key's type (open-relay networks, apprise URLs,
+backoff order, the round-trip return address against the directory) are in
+``gateway/config_checks.py``.
 """
 from __future__ import annotations
 
