@@ -174,7 +174,7 @@ class DirectoryWatcher:
         if self._signature() != before:
             raise DirectoryError(f"{self.path}: changed while being read; will retry")
         self.current, self._loaded, self._failed, self.last_error = directory, before, None, None
-        log.info("event=directory_loaded path=%s recipients=%d", self.path, len(directory))
+        log.info("directory_loaded", extra={"path": str(self.path), "recipients": len(directory)})
 
     def maybe_reload(self) -> bool:
         """Reload if the file's mtime, size or inode changed. True if a new directory is now
@@ -195,8 +195,8 @@ class DirectoryWatcher:
 
     def _fail(self, error: str, sig: tuple[int, int, int] | None) -> bool:
         if error != self.last_error:
-            log.error("event=directory_reload_failed path=%s error=%r kept_recipients=%d",
-                      self.path, error, len(self.current))
+            log.error("directory_reload_failed", extra={"path": str(self.path), "error": error,
+                                                        "kept_recipients": len(self.current)})
         self.last_error, self._failed = error, sig
         return False
 

@@ -28,9 +28,9 @@ class Alerter:
         if urls:
             import apprise  # imported only when configured: it loads many plugins
             self._apprise = apprise.Apprise()
-            for u in urls:
+            for i, u in enumerate(urls):     # checked at load (config_checks.alert_url)
                 if not self._apprise.add(u):
-                    raise ValueError(f"continuity.alert_urls: apprise cannot use {u!r}")
+                    raise ValueError(f"continuity.alert_urls[{i}]: apprise cannot use this URL")
 
     async def send(self, key: str, title: str, body: str) -> bool:
         """Send on every channel unless ``key`` was sent less than min_interval ago. Never raises."""

@@ -20,6 +20,8 @@ tests use this class against real SMTP sink processes.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -202,9 +204,17 @@ def _client_context(tls: TlsPolicy) -> ssl.SSLContext:
     return client_tls_context(tls.verify, tls.ca_file)
 
 
-def client_tls_context(verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
+def client_tls_context(verify: bool, ca_file: str | os.PathLike | None = None) -> ssl.SSLContext:
     """Client TLS for SMTP: verified against ``ca_file`` (default: the system's CAs), or, with
-    ``verify`` False, encrypted without authentication (RFC 3207 §4.1, RFC 7435)."""
+    ``verify`` False, encrypted without authentication (RFC 3207 §4.1, RFC 7435). One context
+    per (verify, CA file) policy, built (and the CA bundle read) on first use and shared by every
+    later connection and probe: callers must not modify it. A changed CA file is read at the
+    next start. Raises OSError/ssl.SSLError for an unreadable CA file."""
+    return _client_tls_context(bool(verify), os.fspath(ca_file) if verify and ca_file else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _client_tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
     if verify:
         return ssl.create_default_context(cafile=ca_file)
     ctx = ssl.create_default_context()
