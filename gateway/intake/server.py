@@ -146,6 +146,10 @@ class GatewaySMTP(SMTP):
         still buffered get no reply."""
         if self._closing or self.transport is None:
             return
+        log = getattr(self.event_handler, "log", None)
+        if log is not None:
+            log.warning("session_closed", client=self._slot_ip, reply=reply, errors=self._errors,
+                        junk=self._junk)
         await super().push(reply)
         self._closing = True
         self.transport.close()
