@@ -163,7 +163,10 @@ class GatewaySMTP(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         """DATA, read in bulk (gateway.intake.data) instead of aiosmtpd's line-by-line loop;
-        the checks before 354 and the handler call after the dot are aiosmtpd's own."""
+        the checks before 354 and the handler call after the dot are aiosmtpd's own. Nothing is
+        read or queued once the session is closing (a pipelined DATA after a 421)."""
+        if self._closing:
+            return
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         if not self.envelope.rcpt_tos:
@@ -198,6 +201,8 @@ class GatewaySMTP(SMTP):
                                           else replies.DATA_TIMEOUT)
                     return
                 except asyncio.IncompleteReadError:  # the client went away before the dot
+                    return
+                if self._closing:              # cut off meanwhile: never queue without a 250
                     return
                 self.envelope.content = self.envelope.original_content = content
                 del content

@@ -215,3 +215,18 @@ def test_120_junk_commands_then_421_and_the_connection_is_closed(slots_gw, junk)
     assert c.reply() == TOO_MANY_ERRORS
     assert c.closed()
     c.close()
+
+
+def test_a_message_pipelined_after_the_421_is_not_queued(slots_gw):
+    gateway, sink = slots_gw
+    c = Client(gateway.port, "127.0.0.10")
+    c.s.sendall(b"EHLO pipeline.test\r\nMAIL FROM:<late@remote.test>\r\n"
+                + b"".join(f"RCPT TO:<v{i}@foreign.test>\r\n".encode() for i in range(20))
+                + b"RCPT TO:<bob@example.com>\r\nDATA\r\nSubject: late\r\n\r\nlate\r\n.\r\n")
+    c.reply(), c.reply()
+    assert [c.reply() for _ in range(20)] == [RELAY_DENIED] * 20
+    assert c.reply() == TOO_MANY_ERRORS
+    assert c.closed()
+    c.close()
+    queued = gateway.cli("queue", "list", "--all", "--json").stdout
+    assert "late@remote.test" not in queued
