@@ -4,12 +4,17 @@
 Starts a downstream (Postfix's smtp-sink on 127.0.0.1:2600 as root, else tests/support/sink.py
 writing to a temporary directory) and the gateway with bench/gateway.toml (fresh spool), then
 sends ``--messages`` messages of ``--size`` body bytes over ``--sessions`` concurrent SMTP
-sessions with Postfix's smtp-source (one message per connection: 50 sessions x 5 messages by
-default = 250 MiB through the gateway), waits until the downstream has them all, and reports the
-gateway process's peak RSS (VmHWM of /proc/PID/status: the kernel's high-water mark, so no
-sample can miss the peak) with the RSS sampled every 0.1 s along the way.
+sessions with Postfix's smtp-source (one message per connection), waits until the downstream
+has them all, and reports the gateway process's peak RSS (VmHWM of /proc/PID/status: the
+kernel's high-water mark, so no sample can miss the peak) with the RSS sampled every 0.1 s.
 
-    python3 bench/memory.py                 # 50 sessions, 250 x 1 MiB; target peak RSS < 500 MiB
+The default is the worst case the defaults allow: as many concurrent uploads as
+``smtp.max_concurrent_data`` (default 32), each just under the default ``max_message_size``
+(36 MiB). All the load comes from 127.0.0.1, so the per-client DATA limit is lifted to
+``--sessions`` in a copy of the configuration (memory-gateway.toml under /tmp/mailgate-bench):
+the global limit is what bounds memory.
+
+    python3 bench/memory.py                      # 32 sessions x 1 x 36 MiB; limit 2,500 MiB
     python3 bench/memory.py --sessions 50 --messages 250 --size 1048576 --limit-mib 500
 
 Exit status 0 if everything was delivered and the peak is under --limit-mib, 1 otherwise.
@@ -112,19 +117,44 @@ def fresh_spool() -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def bench_config(per_client: int, extra_smtp: list[str], deliver: bool = True) -> Path:
+    """bench/gateway.toml with the per-client DATA limit lifted (and ``extra_smtp`` lines), written
+    under BENCH_DIR with the directory file's path made absolute."""
+    text = (REPO / CONFIG).read_text()
+    text = text.replace('file = "directory.json"', f'file = "{REPO / "bench/directory.json"}"')
+    if per_client:
+        text = re.sub(r"(?m)^max_concurrent_data_per_client = .*\n", "", text)
+    keys = [*([f"max_concurrent_data_per_client = {per_client}"] if per_client else []), *extra_smtp]
+    text = text.replace("[smtp]\n", "[smtp]\n" + "".join(k + "\n" for k in keys), 1)
+    if not deliver:     # nothing listens on port 9: every delivery fails at once (intake only)
+        text = text.replace('default_smarthost = "[127.0.0.1]:2600"', 'default_smarthost = "[127.0.0.1]:9"')
+    out = BENCH_DIR / "memory-gateway.toml"
+    out.write_text(text)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sessions", type=int, default=50)
-    ap.add_argument("--messages", type=int, default=250, help="in total (default 5 per session)")
-    ap.add_argument("--size", type=int, default=1024 * 1024, help="body bytes per message")
-    ap.add_argument("--limit-mib", type=float, default=500.0)
+    ap.add_argument("--sessions", type=int, default=32)
+    ap.add_argument("--messages", type=int, default=None, help="in total (default: one per session)")
+    ap.add_argument("--size", type=int, default=36 * 1024 * 1024 - 64 * 1024,
+                    help="body bytes per message (default: just under max_message_size)")
+    ap.add_argument("--limit-mib", type=float, default=2500.0)
     ap.add_argument("--max-s", type=float, default=300.0, help="bound on the whole load")
+    ap.add_argument("--smtp", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra [smtp] setting for the gateway, e.g. max_concurrent_data=16")
+    ap.add_argument("--old-config", action="store_true",
+                    help="for code before max_concurrent_data_per_client existed (before/after runs)")
+    ap.add_argument("--intake-only", action="store_true",
+                    help="relay to a closed port: the peak of intake and spool commit alone")
     a = ap.parse_args()
+    a.messages = a.messages or a.sessions
     logdir = BENCH_DIR / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     fresh_spool()
+    config = bench_config(0 if a.old_config else a.sessions, a.smtp, deliver=not a.intake_only)
     sink = Downstream(logdir)
-    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", CONFIG, "serve"], cwd=REPO,
+    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=REPO,
                           stdout=open(logdir / "memory-gateway.log", "ab"), stderr=subprocess.STDOUT)
     samples: list[tuple[float, int]] = []
     try:
@@ -139,7 +169,7 @@ def main() -> int:
             samples.append((round(time.monotonic() - t0, 2), status_kib(gw.pid)["VmRSS"]))
             if ingress_s is None and src.poll() is not None:
                 ingress_s = time.monotonic() - t0
-            if ingress_s is not None and sink.count() >= a.messages:
+            if ingress_s is not None and (a.intake_only or sink.count() >= a.messages):
                 break
             time.sleep(0.1)
         e2e_s = time.monotonic() - t0
@@ -152,7 +182,7 @@ def main() -> int:
         sink.close()
     delivered = sink.count()
     peak_sampled = max((kib for _, kib in samples), default=0)
-    report = dict(sessions=a.sessions, messages=a.messages, size=a.size, delivered=delivered,
+    report = dict(sessions=a.sessions, messages=a.messages, size=a.size, smtp=a.smtp, intake_only=a.intake_only, code=str(REPO), delivered=delivered,
                   source_rc=src.returncode, source_err=err[-300:], baseline_rss_mib=round(base / 1024, 1),
                   peak_rss_mib=round(hwm / 1024, 1), peak_sampled_rss_mib=round(peak_sampled / 1024, 1),
                   ingress_s=round(ingress_s or float("nan"), 2), e2e_s=round(e2e_s, 2),
@@ -161,7 +191,7 @@ def main() -> int:
     step = max(1, len(samples) // 20)
     print("RSS MiB over time: " + " ".join(f"{t}s:{kib / 1024:.0f}" for t, kib in samples[::step]),
           file=sys.stderr)
-    ok = delivered >= a.messages and src.returncode == 0 and hwm / 1024 < a.limit_mib
+    ok = (a.intake_only or delivered >= a.messages) and src.returncode == 0 and hwm / 1024 < a.limit_mib
     print(f"peak RSS {hwm / 1024:.1f} MiB (limit {a.limit_mib:.0f}), delivered {delivered}/{a.messages}: "
           f"{'PASS' if ok else 'FAIL'}", file=sys.stderr)
     return 0 if ok else 1

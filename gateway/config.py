@@ -41,9 +41,15 @@ class SmtpConfig(_Section):
     max_recipients: int = Field(1000, ge=100)                    # per message; 452 4.5.3 beyond
     max_connections: int = Field(500, ge=1)                      # all clients; 421 4.7.0 beyond
     max_connections_per_client: int = Field(50, ge=1)            # per client IP; 421 4.7.0 beyond
-    max_concurrent_data: int = Field(64, ge=1)                   # DATA transfers buffered at once
+    max_concurrent_data: int = Field(32, ge=1)                   # DATA transfers buffered at once
+    max_concurrent_data_per_client: int = Field(8, ge=1)         # of those, per client IP; more wait
     command_timeout: float = Field(300.0, gt=0)                  # seconds idle between commands
     data_timeout: float = Field(600.0, gt=0)                     # seconds for a whole DATA upload
+    data_read_timeout: float = Field(300.0, gt=0)                # seconds without a byte in DATA → 421 4.4.2
+    min_data_rate: float = Field(500.0, ge=0)                    # bytes/s average in DATA, 0: off → 421 4.4.2
+    min_data_rate_grace: float = Field(180.0, gt=0)              # seconds after 354 before the rate counts
+    hard_error_limit: int = Field(20, ge=1)                      # errors in a session → 421 4.7.0, close
+    junk_command_limit: int = Field(100, ge=0)                   # NOOP/RSET/VRFY/EXPN/HELP; beyond: errors
     max_line_length: int = Field(65536, ge=1001)                 # bytes; longer lines get 500 5.5.2
     tls_cert: Path | None = None                                 # PEM; enables STARTTLS
     tls_key: Path | None = None

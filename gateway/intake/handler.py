@@ -99,7 +99,7 @@ class IntakeHandler:
             self._leave()
 
     async def _queue(self, queue_id: str, session, envelope) -> str:
-        data: bytes = envelope.original_content   # unstuffed and line-checked by intake.data
+        data = envelope.original_content   # bytearray: unstuffed and line-checked by intake.data
         if count_received(data, HOP_LIMIT + 1) > HOP_LIMIT:
             self.log.warning("rejected_loop", queue_id=queue_id, client=_client_ip(session))
             return replies.TOO_MANY_HOPS
@@ -118,11 +118,16 @@ class IntakeHandler:
             protocol=protocol_name(session.extended_smtp, tls, envelope.smtp_utf8),
             queue_id=queue_id, rcpt_tos=envelope.rcpt_tos, timestamp=now)
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
+        body_8bit = ("BODY=8BITMIME" in envelope.mail_options) or not data.isascii()
+        if isinstance(data, bytearray):   # intake.data's buffer: prepend in place, no second copy
+            data[0:0] = header
+        else:
+            data = header + data
         msg = NewMessage(
             queue_id=queue_id, mail_from=mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
-            data=header + data, client_addr=_client_ip(session),
+            data=data, client_addr=_client_ip(session),
             client_helo=session.host_name or "", smtputf8=envelope.smtp_utf8,
-            body_8bit=("BODY=8BITMIME" in envelope.mail_options) or not data.isascii())
+            body_8bit=body_8bit)
         try:
             await self.spool.commit(msg)
         except SpoolError as e:

@@ -59,3 +59,8 @@ def enhance(reply: str) -> str:
         if reply.startswith(prefix):
             return f"{reply[:4]}{status} {reply[4:]}"
     return reply
+
+# Session limits (intake.server, issue 6 item 9): each is sent before the connection is closed.
+TOO_MANY_ERRORS = "421 4.7.0 Error: too many errors, closing connection"
+DATA_TIMEOUT = "421 4.4.2 Timeout exceeded while reading the message data, closing connection"
+DATA_TOO_SLOW = "421 4.4.2 Message data arrives too slowly (minimum data rate), closing connection"

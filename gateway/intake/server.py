@@ -1,20 +1,37 @@
 """The SMTP listener: aiosmtpd's protocol class run in the application's own event loop, with the
-limits aiosmtpd lacks (LIBRARY-NOTES.md): connections in total and per client address
-(421 4.7.0 beyond), concurrent DATA transfers (each buffers the whole message in memory), a
-DATA timeout separate from the command timeout, and an enhanced status code on every reply.
+limits aiosmtpd lacks (LIBRARY-NOTES.md), and an enhanced status code on every reply:
+
+- connections in total and per client address (421 4.7.0 beyond);
+- concurrent DATA transfers in total and per client address (each holds its whole message in
+  memory): a session over either limit waits for a slot before its 354, so one address's slow
+  sessions cannot hold the slots of every other sender;
+- slow DATA (intake.data): a per-read timeout, a whole-upload timeout and a minimum average rate
+  after a grace period; the client gets 421 4.4.2 and the connection is closed;
+- Postfix's error and junk-command limits: after ``hard_error_limit`` error replies (4xx/5xx for
+  the client's doing, e.g. unknown recipients, bad syntax) the client gets 421 4.7.0 and the
+  connection is closed; NOOP/RSET/VRFY/EXPN/HELP beyond ``junk_command_limit`` each count as an
+  error. Both counts restart after a message is queued (Postfix: "without delivering mail").
+
 Policy lives in intake.handler; this module owns only the session mechanics.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import ssl
 from collections import Counter
+from typing import AsyncIterator
 
 from aiosmtpd.smtp import MISSING, SMTP
 
-from gateway.config import Config, parse_listen
+from gateway.config import Config, SmtpConfig, parse_listen
 from gateway.intake import replies
-from gateway.intake.data import DataTooLarge, LineTooLong, read_data
+from gateway.intake.data import DataTimeout, DataTooLarge, LineTooLong, read_data
+
+#: Replies "452 4.5.3 Too many recipients" that do not count as errors (Postfix's
+#: smtpd_recipient_overshoot_limit): a client may send more than max_recipients and retry the rest.
+RECIPIENT_OVERSHOOT = 1000
 
 
 class ConnectionLimits:
@@ -42,18 +59,42 @@ class ConnectionLimits:
             del self.by_ip[ip]
 
 
+class DataSlots:
+    """Concurrent DATA transfers: at most ``total`` at once, ``per_client`` per client IP. A
+    transfer first waits for a slot of its address, then for one of the total, so sessions that
+    wait for their own address never hold a slot another address could use."""
+
+    def __init__(self, total: int, per_client: int):
+        self.total, self.per_client = total, per_client
+        self._all = asyncio.Semaphore(total)
+        self._by_ip: dict[str, list] = {}    # ip -> [Semaphore, sessions holding or waiting]
+
+    @contextlib.asynccontextmanager
+    async def hold(self, ip: str) -> AsyncIterator[None]:
+        entry = self._by_ip.setdefault(ip, [asyncio.Semaphore(self.per_client), 0])
+        entry[1] += 1
+        try:
+            async with entry[0], self._all:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._by_ip[ip]
+
+
 class GatewaySMTP(SMTP):
     """aiosmtpd's SMTP protocol with mailgate's session limits. One instance per connection."""
 
-    def __init__(self, handler, *, limits: ConnectionLimits, data_slots: asyncio.Semaphore,
-                 data_timeout: float, line_length_limit: int, **kw):
-        self.line_length_limit = line_length_limit  # read by SMTP.__init__ for the stream limit
-        self._max_line = line_length_limit          # longest message line (intake.data)
+    def __init__(self, handler, *, limits: ConnectionLimits, data_slots: DataSlots,
+                 smtp: SmtpConfig, **kw):
+        self.line_length_limit = smtp.max_line_length  # read by SMTP.__init__ for the stream limit
         super().__init__(handler, **kw)
+        self._smtp = smtp
         self._limits = limits
         self._data_slots = data_slots
-        self._data_timeout = data_timeout
         self._slot_ip: str | None = None
+        self._errors = self._junk = self._overshoot = 0
+        self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # a new connection, not the STARTTLS re-wrap
@@ -75,13 +116,57 @@ class GatewaySMTP(SMTP):
         super().connection_lost(error)
 
     async def push(self, status) -> None:
+        """Send a reply (with an enhanced status code); count it if it is an error, and after
+        the ``hard_error_limit``-th send 421 4.7.0 and close. Nothing is sent once closing."""
+        if self._closing:
+            return
         if isinstance(status, str):
             status = replies.enhance(status)
+            if self._is_error(status):
+                self._errors += 1
         await super().push(status)
+        if self._errors >= self._smtp.hard_error_limit:
+            await self.close_with(replies.TOO_MANY_ERRORS)
+
+    def _is_error(self, reply: str) -> bool:
+        """A final 4xx/5xx reply for the client's doing: not 421 (we close anyway), not a
+        condition of our own system (X.3.X: local error, storage, shutdown, size), not the
+        first RECIPIENT_OVERSHOOT replies "too many recipients"."""
+        if len(reply) < 9 or reply[3] != " " or reply[0] not in "45" or reply.startswith("421"):
+            return False
+        if reply[5:7] == ".3":
+            return False
+        if reply == replies.TOO_MANY_RECIPIENTS:
+            self._overshoot += 1
+            return self._overshoot > RECIPIENT_OVERSHOOT
+        return True
+
+    async def close_with(self, reply: str) -> None:
+        """Send ``reply`` (a 421), close the connection and end the session: pipelined commands
+        still buffered get no reply."""
+        if self._closing or self.transport is None:
+            return
+        log = getattr(self.event_handler, "log", None)
+        if log is not None:
+            log.warning("session_closed", client=self._slot_ip, reply=reply, errors=self._errors,
+                        junk=self._junk)
+        await super().push(reply)
+        self._closing = True
+        self.transport.close()
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+
+    def _count_junk(self) -> None:
+        self._junk += 1
+        if self._junk > self._smtp.junk_command_limit:
+            self._errors += 1
 
     async def smtp_DATA(self, arg: str) -> None:
         """DATA, read in bulk (gateway.intake.data) instead of aiosmtpd's line-by-line loop;
-        the checks before 354 and the handler call after the dot are aiosmtpd's own."""
+        the checks before 354 and the handler call after the dot are aiosmtpd's own. Nothing is
+        read or queued once the session is closing (a pipelined DATA after a 421)."""
+        if self._closing:
+            return
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         if not self.envelope.rcpt_tos:
@@ -90,13 +175,18 @@ class GatewaySMTP(SMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
-        async with self._data_slots:
-            self._reset_timeout(self._data_timeout)
+        s = self._smtp
+        async with self._data_slots.hold(self._slot_ip or ""):
+            # the whole upload is bounded by read_data (data_timeout, with a 421); this timer
+            # is the backstop for the upload and the commit after it
+            self._reset_timeout(s.data_timeout + s.command_timeout)
             try:
                 await self.push("354 End data with <CR><LF>.<CR><LF>")
                 try:
-                    content = await read_data(self._reader, self.data_size_limit or (1 << 62),
-                                              self._max_line)
+                    content = await read_data(
+                        self._reader, self.data_size_limit or (1 << 62), s.max_line_length,
+                        read_timeout=s.data_read_timeout, total_timeout=s.data_timeout,
+                        min_rate=s.min_data_rate, grace=s.min_data_rate_grace)
                 except DataTooLarge:
                     self._set_post_data_state()
                     await self.push(replies.SIZE_EXCEEDED)
@@ -105,18 +195,44 @@ class GatewaySMTP(SMTP):
                     self._set_post_data_state()
                     await self.push(replies.LINE_TOO_LONG)
                     return
+                except DataTimeout as e:
+                    self._set_post_data_state()
+                    await self.close_with(replies.DATA_TOO_SLOW if e.reason == "rate"
+                                          else replies.DATA_TIMEOUT)
+                    return
                 except asyncio.IncompleteReadError:  # the client went away before the dot
                     return
+                if self._closing:              # cut off meanwhile: never queue without a 250
+                    return
                 self.envelope.content = self.envelope.original_content = content
+                del content
                 status = await self._call_handler_hook("DATA")
-                self._set_post_data_state()
-                await self.push("250 OK" if status is MISSING else status)
+                self._set_post_data_state()    # drops the message buffer before the reply
+                status = "250 OK" if status is MISSING else status
+                if status.startswith("250"):   # mail delivered: the error counts start again
+                    self._errors = self._junk = self._overshoot = 0
+                await self.push(status)
             finally:
                 if self.transport is not None:
                     self._reset_timeout()
 
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("502 5.5.1 AUTH not supported: this is an MX, not a submission server")
+
+
+def _junk(name: str):
+    """GatewaySMTP.smtp_NAME: aiosmtpd's own, counted as a junk command (HELP syntax kept)."""
+    base = getattr(SMTP, f"smtp_{name}")
+
+    @functools.wraps(base)
+    async def method(self: GatewaySMTP, arg) -> None:
+        self._count_junk()
+        await base(self, arg)
+    return method
+
+
+for _name in ("NOOP", "RSET", "VRFY", "EXPN", "HELP"):   # Postfix: NOOP, VRFY, ETRN, RSET
+    setattr(GatewaySMTP, f"smtp_{_name}", _junk(_name))
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext | None:
@@ -135,15 +251,15 @@ class IntakeServer:
     def __init__(self, cfg: Config, handler):
         self.cfg, self.handler = cfg, handler
         self.limits = ConnectionLimits(cfg.smtp.max_connections, cfg.smtp.max_connections_per_client)
-        self.data_slots = asyncio.Semaphore(cfg.smtp.max_concurrent_data)
+        self.data_slots = DataSlots(cfg.smtp.max_concurrent_data,
+                                    cfg.smtp.max_concurrent_data_per_client)
         self._tls = tls_context(cfg)
         self._servers: list[asyncio.base_events.Server] = []
 
     def _protocol(self) -> GatewaySMTP:
         s = self.cfg.smtp
         return GatewaySMTP(
-            self.handler, limits=self.limits, data_slots=self.data_slots,
-            data_timeout=s.data_timeout, line_length_limit=s.max_line_length,
+            self.handler, limits=self.limits, data_slots=self.data_slots, smtp=s,
             hostname=self.cfg.server.hostname, ident="ESMTP mailgate",
             data_size_limit=s.max_message_size, enable_SMTPUTF8=True, decode_data=False,
             tls_context=self._tls, require_starttls=s.require_tls and self._tls is not None,

@@ -91,3 +91,100 @@ def test_line_limit_counts_bare_lf_as_a_line_end():
     ok = b"x" * 99 + b"\n" + b"y" * 98 + b"\r\n"            # lines of 100 and 100 bytes
     assert asyncio.run(go(ok + b".\r\n", 100)) == ok
     assert asyncio.run(go(b"x" * 99 + b"\r\n.\r\n", 100)) is LineTooLong  # 101 with its CRLF
+
+
+# -- chunked reading: the same content whatever the chunking, one buffer, slow clients ----------
+import random  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+from gateway.intake.data import DataTimeout, LineTooLong  # noqa: E402
+
+_LF_DOT = re.compile(rb"(?<!\r)\n\.")
+
+
+def unstuffed_reference(content: bytes) -> bytes:
+    """The previous whole-message implementation: dots after CRLF, then after bare LF."""
+    body = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")
+    return _LF_DOT.sub(b"\n", body[2:])
+
+
+async def fed(wire: bytes, chunk: int, pause: float = 0.0, **kw):
+    """read_data() while another task feeds ``wire`` in ``chunk``-byte pieces, as a socket would."""
+    r = asyncio.StreamReader(limit=1001)
+
+    async def feed():
+        for i in range(0, len(wire), chunk):
+            r.feed_data(wire[i:i + chunk])
+            await asyncio.sleep(pause)
+        r.feed_eof()
+    task = asyncio.create_task(feed())
+    try:
+        return await read_data(r, kw.pop("limit", 1 << 20), kw.pop("max_line", None), **kw)
+    finally:
+        task.cancel()
+
+
+def test_random_messages_in_random_chunks_match_the_whole_message_reference():
+    rng = random.Random(6)
+    for _ in range(3000):
+        content = bytes(rng.choice(b"\r\n.ab") for _ in range(rng.randint(0, 40))) + b"\r\n"
+        wire = content.replace(b"\r\n.\r\n", b"\r\n..\r\n")
+        if (b"\r\n" + wire + b".\r\n").find(b"\r\n.\r\n") != len(wire):
+            continue                          # a terminator inside: not a complete message
+        max_line = rng.choice([None, 3, 6, 1000])
+        expected = unstuffed_reference(wire)
+        if max_line is not None and max(map(len, expected.split(b"\n"))) + 1 > max_line:
+            expected = LineTooLong
+        try:
+            got = asyncio.run(fed(wire + b".\r\n", rng.randint(1, 9), max_line=max_line))
+        except LineTooLong:
+            got = LineTooLong
+        assert got == expected, (wire, max_line)
+
+
+def test_a_large_message_is_held_once_in_memory():
+    line = b"y" * 76 + b"\r\n"
+    wire = b"Subject: big\r\n\r\n" + line * (8 * 1024 * 1024 // len(line)) + b".\r\n"
+    async def measured():
+        tracemalloc.start()
+        try:
+            out = await fed(wire, 64 * 1024, limit=64 << 20, max_line=65536)
+            return out, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    content, peak = asyncio.run(measured())
+    assert len(content) == len(wire) - 3
+    assert peak < 1.3 * len(wire), peak / len(wire)    # the content, its slack, a few chunks
+
+
+def test_no_byte_for_read_timeout_raises_idle():
+    async def go():
+        r = asyncio.StreamReader()
+        r.feed_data(b"Subject: x\r\n\r\npartial")
+        return await read_data(r, 1 << 20, read_timeout=0.2)
+    with pytest.raises(DataTimeout) as e:
+        asyncio.run(go())
+    assert e.value.reason == "idle"
+
+
+def test_below_the_minimum_rate_after_the_grace_period_raises_rate():
+    with pytest.raises(DataTimeout) as e:                 # 1 byte per 0.05 s = 20 bytes/s
+        asyncio.run(fed(b"x" * 400 + b"\r\n.\r\n", 1, pause=0.05, min_rate=500, grace=0.3,
+                        read_timeout=5))
+    assert e.value.reason == "rate"
+
+
+def test_a_fast_message_is_not_cut_by_the_rate_or_the_timeouts():
+    wire = b"a" * 70 + b"\r\n"
+    assert asyncio.run(fed(wire * 2000 + b".\r\n", 4096, min_rate=500, grace=1.0,
+                           read_timeout=5, total_timeout=30)) == wire * 2000
+
+
+def test_the_whole_upload_is_bounded_by_total_timeout():
+    start = time.monotonic()
+    with pytest.raises(DataTimeout) as e:             # bytes keep coming, but too long in all
+        asyncio.run(fed(b"x" * 2000 + b"\r\n.\r\n", 10, pause=0.01, total_timeout=0.3,
+                        read_timeout=5))
+    assert e.value.reason == "total" and time.monotonic() - start < 30
