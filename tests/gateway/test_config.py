@@ -55,6 +55,12 @@ def test_an_empty_file_is_the_defaults(tmp_path):
     ("[delivery]\nminimal_backoff = 0\n", "delivery.minimal_backoff", "greater than 0"),
     ("[log]\nlevel = \"loud\"\n", "log.level", "'debug'"),
     ("[smtp]\nlisten = [\"2525\"]\n", "smtp.listen", "host:port"),
+    ("[routing]\ndefault_smarthost = \"[10.0.0.1]:25x\"\n", "routing.default_smarthost", "bad port"),
+    ("[routing]\ndefault_smarthost = \"smart host.test\"\n", "routing.default_smarthost", "bad host"),
+    ("[[routing.routes]]\ndomain = \"example.com\"\nsmarthost = \"[mail.example.com\"\n",
+     "routing.routes.0.smarthost", "unclosed bracket"),
+    ("[[routing.routes]]\ndomain = \"example.com\"\nsmarthost = \"mail..example.com\"\n",
+     "routing.routes.0.smarthost", "bad host"),
 ])
 def test_bad_key_or_value_names_file_and_key(tmp_path, text, key, words):
     p = write(tmp_path, text)
