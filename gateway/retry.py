@@ -16,7 +16,9 @@ loop::
         faults.recovered()                       # one "<event>_recovered" line after a failure
         backoff.reset()
 
-or, for one operation that must eventually succeed, ``await retry(op, faults, retry_on=...)``.
+or, for one operation that must eventually succeed, ``await retry(op, faults, retry_on=...)``,
+and, for a whole task of the application's TaskGroup, ``await supervise(name, factory, log)``:
+if the task ever raises, it is started again after a backoff instead of ending the gateway.
 Reads and writes no queue state. Errors are compared by type and message: a thousand deliveries
 failing with "database or disk is full" log one line, until something succeeds again.
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable, TypeVar
 
-__all__ = ["Backoff", "FaultLog", "retry"]
+__all__ = ["Backoff", "FaultLog", "retry", "supervise"]
 
 T = TypeVar("T")
 
@@ -76,7 +78,7 @@ class FaultLog:
         if key in self._seen:
             return False
         self._seen.add(key)
-        self.log.error(self.event, error=f"{key[0]}: {key[1]}"[:500], **fields)
+        self.log.error(self.event, error=f"{key[0]}: {key[1]}"[:500], exc_info=exc, **fields)
         return True
 
     def recovered(self, **fields) -> None:
@@ -103,3 +105,24 @@ async def retry(op: Callable[[], Awaitable[T]], faults: FaultLog, *,
             continue
         faults.recovered(**fields)
         return result
+
+
+async def supervise(name: str, factory: Callable[[], Awaitable[None]], log, *,
+                    backoff: Backoff | None = None) -> None:
+    """Run ``await factory()`` until cancelled. If it raises (it should not: each loop handles
+    its own faults), log ``task_failed`` once per distinct error, wait the next ``backoff`` delay
+    and start it again; a run that lasted over a minute resets the backoff."""
+    backoff = backoff or Backoff(1.0, 30.0)
+    faults = FaultLog(log, "task_failed")
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        try:
+            await factory()
+            return
+        except Exception as e:
+            faults.failed(e, task=name)
+            if loop.time() - started > 60.0:
+                backoff.reset()
+            await asyncio.sleep(backoff.next())
+            log.info("task_restarted", task=name)
