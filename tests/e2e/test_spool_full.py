@@ -98,6 +98,7 @@ def test_a_full_disk_answers_452_keeps_the_gateway_up_and_it_recovers_sending_no
         refused = (code, text)
         break
     assert refused is not None, "the disk is full but every message was queued"
+    print(f"queued after the fill before the first refusal: {len(accepted) - 5}")
     assert refused[:1] == INSUFFICIENT_STORAGE[:1] and refused[1].startswith("4.3.1"), refused
 
     # the five deliveries finish at the sink, their outcomes cannot be written; the deferred
@@ -125,3 +126,4 @@ def test_a_full_disk_answers_452_keeps_the_gateway_up_and_it_recovers_sending_no
     at_sink = tokens_at(sink)
     assert sorted(at_sink) == sorted(accepted), (len(at_sink), len(accepted))
     assert len(set(at_sink)) == len(at_sink)           # exactly once each
+    print(f"accepted {len(accepted)}, at the sink {len(at_sink)}, distinct {len(set(at_sink))}")
