@@ -66,7 +66,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, log)
     controller = runner = None
     # returning round-trip probes are consumed by intake even with continuity off
-    mailbox = ProbeMailbox(cfg.probes.roundtrip_return) if cfg.probes.roundtrip else None
+    mailbox = (ProbeMailbox(cfg.probes.roundtrip_return, directory=lambda: watcher.current, log=log)
+               if cfg.probes.roundtrip else None)   # disabled while the directory lists the address
     if cfg.continuity.mode != "off":
         from gateway.continuity import wiring
         controller, runner = wiring.build(cfg, spool, qmgr, qmgr.resolver, log,

@@ -1,7 +1,7 @@
 """The `mailgate` command.
 
     mailgate serve [--config FILE]
-    mailgate check-config [--config FILE]
+    mailgate check-config [--config FILE]      (secrets shown as ***)
     mailgate queue list [--all] | show ID | flush [ID] | hold ID | release ID | delete ID
     mailgate routes resolve DOMAIN
     mailgate continuity status | start --reason R | stop | confirm | maintenance start|stop
@@ -21,10 +21,11 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import sys
 
 from gateway import config as config_mod
-from gateway.logs import make_logger
+from gateway.logs import make_logger, route_stdlib
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--limit", type=int, default=50)
     args = p.parse_args(argv)
     try:
-        cfg = config_mod.load(args.config)
+        cfg = config_mod.load(args.config, check_files=args.cmd in ("serve", "check-config"))
     except config_mod.ConfigError as e:
         print(f"mailgate: configuration error:\n{e}", file=sys.stderr)
         return 2
     if args.cmd == "serve":
         return _serve(cfg)
     if args.cmd == "check-config":
-        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        print(json.dumps(redacted(cfg.model_dump(mode="json")), indent=2))
         return 0
     if args.cmd == "queue":
         from gateway import cli_queue
@@ -89,9 +90,27 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+SECRET = "***"
+
+
+def redacted(shown: dict) -> dict:
+    """The dumped configuration with its secrets replaced by "***" (an unset one stays ""):
+    admin.token, probes.roundtrip_password, everything after the scheme of continuity.alert_urls
+    (apprise URLs carry tokens in user, host and path), the user:password of probes.http URLs."""
+    shown["admin"]["token"] = SECRET if shown["admin"]["token"] else ""
+    p = shown["probes"]
+    p["roundtrip_password"] = SECRET if p["roundtrip_password"] else ""
+    p["http"] = {name: re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", rf"\1{SECRET}@", url, flags=re.I)
+                 for name, url in p["http"].items()}
+    shown["continuity"]["alert_urls"] = [u.partition("://")[0] + "://" + SECRET if "://" in u
+                                         else SECRET for u in shown["continuity"]["alert_urls"]]
+    return shown
+
+
 def _serve(cfg) -> int:
     from gateway.app import serve
     log = make_logger(cfg.log.level, cfg.log.format)
+    route_stdlib(log, cfg.log.level)      # aiosmtpd, asyncio and our stdlib loggers: the same log
     from policies.directory import DirectoryError
     from spool import SpoolError
     try:

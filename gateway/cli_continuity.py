@@ -2,7 +2,11 @@
 
 Commands are queued in the spool database (continuity_commands) and applied by the running
 gateway within one engine tick; the CLI waits for the result (up to ``--wait`` seconds) and
-prints it. An admin override always wins over the engine's own decisions.
+prints it: ``ok: MODE``, ``refused: WHY``, or ``expired: ...`` when the gateway picked it up more
+than ``continuity.command_ttl`` seconds after it was queued (it is then not applied, so a command
+typed while the gateway is down never fires days later). If the wait ends first, the CLI says
+the command is queued and until when it stays valid. An admin override always wins over the
+engine's own decisions.
 """
 from __future__ import annotations
 
@@ -27,11 +31,17 @@ def run(cfg, args) -> int:
             print(f"event:     {st['event_id'] or '-'} {st['origin']}\nreason:    {st['reason'] or '-'}")
             print(f"held:      {store.count_held(conn)} message(s) on continuity hold")
             if st["mode"] == "recovering":
-                p = store.replay_progress(conn, st["since"])
+                p = store.replay_progress(conn, store.replay_id(st["event_id"], st["since"]), st["since"])
                 eta = f"{p['eta_seconds']:.0f} s" if p["eta_seconds"] is not None else "unknown"
-                print(f"replay:    {p['done']} done, {p['in_flight']} in flight, {p['remaining']} remaining,"
-                      f" {p['rate']:.1f} msg/s, ETA {eta}")
+                print(f"replay:    {p['done']} done, {p['in_flight']} in flight, {p['deferred']} deferred,"
+                      f" {p['remaining']} remaining, {p['rate']:.1f} msg/s, ETA {eta}")
             print(f"engine:    {cfg.continuity.mode}")
+            ttl = cfg.continuity.command_ttl
+            for c in store.pending_commands(conn):
+                late = time.time() - c["at"] > ttl
+                print(f"command:   {c['id']} {c['command']} by {c['actor']}, queued {fmt_time(c['at'])}, "
+                      + ("expired: the gateway did not pick it up in time" if late
+                         else f"pending, valid until {fmt_time(c['at'] + ttl)}"))
             for a in reversed(store.audit(conn, 10)):
                 print(f"  {fmt_time(a['at'])}  {a['src']:>10} -> {a['dst']:<10} {a['actor']}: {a['reason'][:120]}")
             return 0
@@ -48,7 +58,10 @@ def run(cfg, args) -> int:
                 print(row["result"])
                 return 0 if row["result"].startswith("ok") else 1
             time.sleep(0.2)
-        print(f"queued as command {cid}; the gateway has not applied it yet (is it running?)")
+        ttl, row = cfg.continuity.command_ttl, store.get_command(conn, cid)
+        print(f"queued as command {cid}; the gateway has not applied it yet (is it running?). It stays"
+              f" valid until {fmt_time(row['at'] + ttl)} (continuity.command_ttl {ttl:g} s), then"
+              " expires without effect.")
         return 1
     finally:
         conn.close()
@@ -73,7 +86,9 @@ def mailbox(cfg, args) -> int:
     """`mailgate mailbox list ADDRESS` / `mailgate mailbox search ADDRESS WORDS...`: what a user
     sees in their continuity mailbox (for the admin and for support)."""
     from gateway.cli import fmt_time
+    from gateway.continuity.filing import mailbox_key
     from spool import mailbox as mbx
+    args.address = mailbox_key(args.address)   # the key filing used (IDNA-normalised domain)
     conn = db.connect(cfg.spool_path)
     try:
         if args.mcmd == "list":

@@ -2,7 +2,10 @@
 
 Each change is one ``BEGIN IMMEDIATE`` transaction with a state-guarded UPDATE (spool.transitions),
 so it is safe beside a running gateway: a message being delivered (``active``) is refused with a
-clear message rather than changed under the queue manager's feet.
+clear message rather than changed under the queue manager's feet. ``hold`` is an operator hold
+(``hold_reason='operator'``, never released by a continuity replay; a message on continuity hold
+becomes an operator hold); ``release`` adds the time on hold to ``held_seconds`` (it does not count
+against the queue lifetime): spool.continuity.operator_hold / operator_release.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import sys
 import time
 
 from spool import QueueState, db, query, transitions
+from spool import continuity as hold_store
 from spool.states import InvalidTransition
 
 
@@ -66,10 +70,10 @@ def _show(conn, args) -> int:
     return 0
 
 
-def _move(src, dst, verb, done):
+def _move(change, dst, verb, done):
     def cmd(conn, args) -> int:
         try:
-            db.transaction(conn, lambda: transitions.move(conn, args.queue_id, src, dst, next_attempt_at=time.time()))
+            db.transaction(conn, lambda: change(conn, args.queue_id, time.time()))
         except InvalidTransition as e:
             print(f"mailgate: {args.queue_id}: " + ("no such message" if e.actual is None
                   else f"cannot {verb}: message is {e.actual}"), file=sys.stderr)
@@ -101,6 +105,6 @@ def _flush(conn, args) -> int:
 
 _COMMANDS = {
     "list": _list, "show": _show, "delete": _delete, "flush": _flush,
-    "hold": _move((QueueState.INCOMING, QueueState.DEFERRED), QueueState.HOLD, "hold", "held"),
-    "release": _move(QueueState.HOLD, QueueState.INCOMING, "release", "released"),
+    "hold": _move(hold_store.operator_hold, QueueState.HOLD, "hold", "held"),
+    "release": _move(hold_store.operator_release, QueueState.INCOMING, "release", "released"),
 }

@@ -3,17 +3,23 @@
 Every key has a default that runs as it is (SMTP on 127.0.0.1:2525, SQLite spool under ./data).
 A bad value fails at start-up with ConfigError naming the file and the dotted key, e.g.
 ``deploy/mailgate.toml: smtp.max_recipients: Input should be greater than or equal to 100``.
-The annotated example is ``deploy/mailgate.example.toml``.
+The annotated example is ``deploy/mailgate.example.toml``. A list item is named by its index
+(``continuity.alert_urls[1]``). Checks beyond a key's type (open-relay networks, apprise URLs,
+backoff order, the round-trip return address against the directory) are in
+``gateway/config_checks.py``.
 """
 from __future__ import annotations
 
-import ipaddress
 import socket
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway import config_checks as checks
+
+from policies.rcpt_address import AddressError, normalize_domain
 
 
 class ConfigError(Exception):
@@ -54,22 +60,20 @@ class SmtpConfig(_Section):
 
 class RelayConfig(_Section):
     accepted_domains: list[str] = ["example.com"]                # mail for these goes to the smarthost
-    trusted_networks: list[str] = []                             # may relay to foreign domains (CIDR)
+    trusted_networks: list[Annotated[str, AfterValidator(checks.trusted_network)]] = []  # may relay
+    #   to foreign domains (CIDR); a network wide enough to be an open relay is refused
 
     @field_validator("accepted_domains")
     @classmethod
-    def _lower(cls, v: list[str]) -> list[str]:
-        return [d.strip().rstrip(".").lower() for d in v]
-
-    @field_validator("trusted_networks")
-    @classmethod
-    def _cidrs(cls, v: list[str]) -> list[str]:
-        for c in v:
+    def _domains(cls, v: list[str]) -> list[str]:
+        # The one normalisation (idna, UTS #46; U-labels) that RCPT, router and mailboxes use.
+        out = []
+        for d in v:
             try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError:
-                raise ValueError(f"not a CIDR network: {c!r}") from None
-        return v
+                out.append(normalize_domain(d))
+            except AddressError as e:
+                raise ValueError(f"not a valid domain: {d!r} ({e})") from None
+        return list(dict.fromkeys(out))
 
 
 class DirectoryConfig(_Section):
@@ -170,10 +174,12 @@ class ContinuityConfig(_Section):
     tick: float = Field(1.0, gt=0)             # seconds between decisions
     replay_rate: float = Field(50.0, gt=0)     # held messages released per second, at most
     replay_concurrency: int = Field(20, ge=1)  # released messages in flight at once
-    alert_urls: list[str] = []                 # apprise URLs (SMS gateway, Teams, Slack, webhook)
+    alert_urls: list[Annotated[str, AfterValidator(checks.alert_url)]] = []  # apprise URLs (SMS
+    #   gateway, Teams, Slack, webhook); one apprise cannot use is refused without its secrets
     alert_mail_to: list[str] = []              # alternate addresses outside the accepted domains
     alert_repeat: float = Field(1800.0, gt=0)  # seconds between reminders while an event lasts
     mailbox_retention: float = Field(30 * 86400.0, gt=0)  # seconds continuity mailboxes are kept
+    command_ttl: float = Field(300.0, gt=0)    # seconds a queued admin command stays valid
 
 
 class AdminConfig(_Section):
@@ -212,9 +218,12 @@ class Config(_Section):
         return self.server.data_dir / "spool.db"
 
 
-def load(path: str | Path | None) -> Config:
+def load(path: str | Path | None, *, check_files: bool = True) -> Config:
     """Read and validate ``path`` (None: embedded defaults). Relative paths in the file are
-    resolved against the file's directory. Raises ConfigError naming the file and key."""
+    resolved against the file's directory. Raises ConfigError naming the file and key.
+    ``check_files`` also checks keys against the files they name (config_checks.with_files:
+    the round-trip return address against the directory); the queue and status commands skip
+    it, so they keep working on a gateway whose directory changed under it."""
     if path is None:
         return Config()
     path = Path(path)
@@ -224,7 +233,10 @@ def load(path: str | Path | None) -> Config:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse(raw, str(path), base=path.parent)
+    cfg = parse(raw, str(path), base=path.parent)
+    if check_files:
+        _raise_errors(cfg.source, checks.with_files(cfg))
+    return cfg
 
 
 def parse(raw: dict, source: str, base: Path | None = None) -> Config:
@@ -232,12 +244,15 @@ def parse(raw: dict, source: str, base: Path | None = None) -> Config:
     try:
         cfg = Config.model_validate({**raw, "source": source})
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{source}: {key}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+        _raise_errors(source, [(checks.dotted(err["loc"]), err["msg"]) for err in e.errors()])
+    _raise_errors(source, checks.across_keys(cfg))
     return _resolve_paths(cfg, base) if base is not None else cfg
+
+
+def _raise_errors(source: str, errors: list[tuple[str, str]]) -> None:
+    """ConfigError with one ``FILE: KEY: MESSAGE`` line per (key, message), if any."""
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {key}: {msg}" for key, msg in errors)) from None
 
 
 def _resolve_paths(cfg: Config, base: Path) -> Config:

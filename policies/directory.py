@@ -27,12 +27,15 @@ log = logging.getLogger("mailgate.policies.directory")
 @dataclass(frozen=True)
 class Entry:
     """One address. `kind` is "mailbox", "group", "contact" or "alias"; `members` (groups)
-    and `target` (contact: external address; alias: primary address) as in the export."""
+    and `target` (contact: external address; alias: primary address) as in the export;
+    `internal_only` is Exchange's RequireSenderAuthenticationEnabled (only senders from inside,
+    i.e. the trusted networks, may send to it)."""
 
     address: str
     kind: str
     members: tuple[str, ...] = ()
     target: str = ""
+    internal_only: bool = False
 
 
 class Directory:
@@ -80,7 +83,8 @@ class Directory:
             primary = _key(rec.address, source, rec.where)
             members = tuple(_key(m, source, rec.where) for m in rec.members)
             target = _external(rec.target, source, rec.where) if rec.target else ""
-            add(primary, Entry(primary, rec.kind, members, target), rec.where)
+            add(primary, Entry(primary, rec.kind, members, target,
+                               rec.require_sender_authentication_enabled), rec.where)
             for alias in dict.fromkeys(_key(a, source, rec.where) for a in rec.aliases):
                 if alias != primary:
                     add(alias, Entry(alias, "alias", (), primary), rec.where)
@@ -170,7 +174,7 @@ class DirectoryWatcher:
         if self._signature() != before:
             raise DirectoryError(f"{self.path}: changed while being read; will retry")
         self.current, self._loaded, self._failed, self.last_error = directory, before, None, None
-        log.info("event=directory_loaded path=%s recipients=%d", self.path, len(directory))
+        log.info("directory_loaded", extra={"path": str(self.path), "recipients": len(directory)})
 
     def maybe_reload(self) -> bool:
         """Reload if the file's mtime, size or inode changed. True if a new directory is now
@@ -191,8 +195,8 @@ class DirectoryWatcher:
 
     def _fail(self, error: str, sig: tuple[int, int, int] | None) -> bool:
         if error != self.last_error:
-            log.error("event=directory_reload_failed path=%s error=%r kept_recipients=%d",
-                      self.path, error, len(self.current))
+            log.error("directory_reload_failed", extra={"path": str(self.path), "error": error,
+                                                        "kept_recipients": len(self.current)})
         self.last_error, self._failed = error, sig
         return False
 

@@ -29,6 +29,8 @@ class Record:
     members: tuple[str, ...] = ()
     target: str = ""
     where: str = ""                # "line 7" or "groups[2]"
+    #: Exchange RequireSenderAuthenticationEnabled: only internal senders may send to it
+    require_sender_authentication_enabled: bool = False
 
 
 # Exchange RecipientTypeDetails → kind; any other type (UserMailbox, SharedMailbox,
@@ -47,14 +49,18 @@ KIND_BY_TYPE = {
 }
 
 _CSV_REQUIRED = ("primarysmtpaddress", "recipienttypedetails")
-_CSV_OPTIONAL = ("emailaddresses", "members", "externalemailaddress")
+_CSV_OPTIONAL = ("emailaddresses", "members", "externalemailaddress",
+                 "requiresenderauthenticationenabled")
+_RSAE = "require_sender_authentication_enabled"
+# How Export-Csv writes a [bool]; "" (the property is absent for this recipient type) is False.
+_CSV_BOOL = {"true": True, "false": False, "": False}
 # What PowerShell writes when a multi-valued property is exported without -join.
 _UNJOINED = ("proxyaddresscollection", "system.object[]", "multivaluedproperty")
 
 _JSON_TOP = {"mailboxes", "groups", "contacts", "generated", "source", "comment"}
 _JSON_ITEM = {
-    "mailboxes": {"address", "aliases", "name"},
-    "groups": {"address", "aliases", "members", "name", "dynamic"},
+    "mailboxes": {"address", "aliases", "name", _RSAE},
+    "groups": {"address", "aliases", "members", "name", "dynamic", _RSAE},
     "contacts": {"address", "aliases", "target", "name"},
 }
 _JSON_KIND = {"mailboxes": "mailbox", "groups": "group", "contacts": "contact"}
@@ -104,17 +110,22 @@ def read_json(source: str, text: str) -> list[Record]:
             target = item.get("target", "")
             if not isinstance(target, str):
                 raise DirectoryError(f"{source}: {where}: \"target\" must be a string")
+            internal_only = item.get(_RSAE, False)
+            if not isinstance(internal_only, bool):
+                raise DirectoryError(f"{source}: {where}: \"{_RSAE}\" must be true or false")
             records.append(Record(
                 kind, address.strip(),
                 aliases=_str_list(item.get("aliases", []), "aliases", source, where),
                 members=_str_list(item.get("members", []), "members", source, where),
-                target=target.strip(), where=where))
+                target=target.strip(), where=where,
+                require_sender_authentication_enabled=internal_only))
     return records
 
 
 def read_csv(source: str, text: str) -> list[Record]:
     """Parse Exchange's Export-Csv output (header PrimarySmtpAddress,RecipientTypeDetails,
-    EmailAddresses,Members; optional ExternalEmailAddress; a leading #TYPE line is skipped)."""
+    EmailAddresses,Members; optional ExternalEmailAddress and RequireSenderAuthenticationEnabled
+    (True/False, empty is False); a leading #TYPE line is skipped)."""
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     records: list[Record] = []
@@ -165,8 +176,13 @@ def _csv_record(row: dict[str, str], source: str, where: str) -> Record:
     members = tuple(_strip_smtp(m) for m in _split(row.get("members", "")))
     if members and kind != "group":
         raise DirectoryError(f"{source}: {where}: Members given for a {kind}")
+    flag = row.get("requiresenderauthenticationenabled", "").strip()
+    if flag.lower() not in _CSV_BOOL:
+        raise DirectoryError(f"{source}: {where}: RequireSenderAuthenticationEnabled is "
+                             f"{flag!r}, expected True or False")
     return Record(kind, address, tuple(aliases), members,
-                  _strip_smtp(row.get("externalemailaddress", "").strip()), where)
+                  _strip_smtp(row.get("externalemailaddress", "").strip()), where,
+                  _CSV_BOOL[flag.lower()])
 
 
 def _split(value: str) -> list[str]:

@@ -6,8 +6,11 @@ extensions of RFC 6531 (SMTPUTF8). What the parser does with each oddity:
 
 - source route `@a,@b:user@dom` (RFC 5321 §4.1.1.3, Appendix C): syntax checked, route ignored;
 - quoted local part `"a@b"@dom`: kept as given in `local`; `routed` reports the `@` inside;
-- domain: surrounding spaces and one trailing dot dropped, lower-cased, `xn--` labels decoded
-  to Unicode (NFC), ideographic full stops read as dots (RFC 3490 §3.1);
+- domain: surrounding spaces and one trailing dot dropped, lower-cased, ideographic full stops
+  read as dots (RFC 3490 §3.1); internationalised labels (non-ASCII or `xn--`) mapped and checked
+  by the `idna` package (UTS #46 mapping, IDNA 2008 rules) and kept as U-labels, so
+  `xn--bcher-kva.de`, `BÜCHER.de` and `bücher.de` are one domain; `to_ascii_domain` gives the
+  A-label form for the wire and DNS;
 - address literal `[192.0.2.1]`, `[IPv6:2001:db8::1]`: validated, kept in canonical form;
 - `postmaster` with no domain (RFC 5321 §4.5.1): `Mailbox("postmaster", "")`;
 - empty path `<>`, anything else without a domain, bad characters: `AddressError` (501 5.1.3).
@@ -21,9 +24,11 @@ import ipaddress
 import unicodedata
 from dataclasses import dataclass
 
+import idna
+
 from policies.verdict import RCPT_BAD_SYNTAX, RCPT_TOO_LONG, Verdict
 
-__all__ = ["Mailbox", "AddressError", "parse_rcpt", "normalize_domain"]
+__all__ = ["Mailbox", "AddressError", "parse_rcpt", "normalize_domain", "to_ascii_domain"]
 
 _ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
                    "!#$%&'*+-/=?^_`{|}~")
@@ -115,9 +120,11 @@ def parse_rcpt(addr: str) -> Mailbox:
 
 
 def normalize_domain(domain: str) -> str:
-    """`Example.COM.` → `example.com`; `xn--bcher-kva.de` → `bücher.de`; `[IPv6:::1]` →
-    `[ipv6:::1]`. Raises AddressError (501 5.1.3) for an empty label, bad characters, a bad
-    punycode label or literal, or a name over 255 octets."""
+    """`Example.COM.` → `example.com`; `xn--bcher-kva.de`, `BÜCHER.de` → `bücher.de`;
+    `[IPv6:::1]` → `[ipv6:::1]`. The one normalisation for configuration, RCPT, routing and
+    continuity mailboxes: IDNA labels via the `idna` package (UTS #46, non-transitional, so
+    `faß.de` stays `faß.de`). Raises AddressError (501 5.1.3) for an empty label, bad
+    characters, a label IDNA 2008 refuses, a bad literal, or a name over 255 octets."""
     name = domain.strip()
     if name.startswith("["):
         return _normalize_literal(name)
@@ -126,32 +133,51 @@ def normalize_domain(domain: str) -> str:
         name = name[:-1]
     if not name:
         raise AddressError(f"empty domain in {domain!r}")
+    if not name.isascii():
+        try:  # UTS #46 mapping: case, width, compatibility forms (the Kelvin sign → k)
+            name = idna.uts46_remap(name, std3_rules=False, transitional=False)
+        except idna.IDNAError as exc:
+            raise AddressError(f"bad domain {domain!r}: {exc}") from None
+        name = unicodedata.normalize("NFC", name)
     labels = [_normalize_label(label, domain) for label in name.lower().split(".")]
-    result = unicodedata.normalize("NFC", ".".join(labels)).lower()
-    if len(result.encode("idna" if result.isascii() else "utf-8")) > MAX_DOMAIN:
+    result = ".".join(labels)
+    if len(to_ascii_domain(result)) > MAX_DOMAIN:
         raise AddressError(f"domain over {MAX_DOMAIN} octets", RCPT_TOO_LONG)
     return result
+
+
+def to_ascii_domain(domain: str) -> str:
+    """The A-label form of a normalised domain (`bücher.de` → `xn--bcher-kva.de`), for DNS and
+    for the SMTP wire without SMTPUTF8 (RFC 5890 §2.3.2.1). ASCII names and address literals
+    are returned unchanged. Raises AddressError for a label that cannot be encoded."""
+    if domain.isascii():
+        return domain
+    try:
+        return ".".join(label if label.isascii() else idna.alabel(label).decode("ascii")
+                        for label in domain.split("."))
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise AddressError(f"bad IDNA domain {domain!r}: {exc}") from None
 
 
 def _normalize_label(label: str, domain: str) -> str:
     if not label or len(label) > 63:
         raise AddressError(f"empty or over-long label in domain {domain!r}")
-    if label.startswith("xn--"):
-        try:
-            decoded = label[4:].encode("ascii").decode("punycode")
-        except (UnicodeError, ValueError):
-            decoded = ""
-        # An A-label must decode to non-ASCII and encode back to itself (RFC 5891 §5.4).
-        if decoded.isascii() or decoded.encode("punycode").decode().lower() != label[4:]:
-            raise AddressError(f"bad IDNA label {label!r} in domain {domain!r}")
-        label = decoded.lower()
-    for c in label:
-        if c.isascii():
+    if label.isascii() and not label.startswith("xn--"):
+        for c in label:
             if c not in _LDH:
                 raise AddressError(f"bad character {c!r} in domain {domain!r}")
-        elif unicodedata.category(c)[0] in "ZC":
-            raise AddressError(f"bad character {c!r} in domain {domain!r}")
-    return label
+        return label
+    try:
+        # A-label in: must decode and re-encode to itself (RFC 5891 §5.4); U-label in: must be
+        # valid IDNA 2008. Either way the result is the U-label.
+        ulabel = idna.ulabel(label)
+        if len(idna.alabel(ulabel)) > 63:
+            raise idna.IDNAError("A-label over 63 octets")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise AddressError(f"bad IDNA label {label!r} in domain {domain!r}: {exc}") from None
+    if ulabel.isascii():
+        raise AddressError(f"bad IDNA label {label!r} in domain {domain!r}")
+    return ulabel
 
 
 def _normalize_literal(text: str) -> str:

@@ -19,6 +19,12 @@ __all__ = [
     "RELAY_DENIED",
     "RELAY_ROUTING_DENIED",
     "RCPT_TOO_MANY",
+    "RCPT_NEEDS_SMTPUTF8",
+    "RCPT_AUTH_REQUIRED",
+    "MAIL_OK",
+    "MAIL_BAD_SYNTAX",
+    "MAIL_CONTROL_CHAR",
+    "MAIL_NEEDS_SMTPUTF8",
     "TEMP_FAILURE",
 ]
 
@@ -71,4 +77,13 @@ RCPT_NO_DOMAIN = Verdict(550, "5.1.2", "Recipient address rejected: no local dom
 RELAY_DENIED = Verdict(550, "5.7.1", "Relay access denied")
 RELAY_ROUTING_DENIED = Verdict(550, "5.7.1", "Relay access denied: sender-specified routing")
 RCPT_TOO_MANY = Verdict(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.8
+# RFC 6531 §3.4: a non-ASCII address needs SMTPUTF8 on MAIL (Postfix's wording)
+RCPT_NEEDS_SMTPUTF8 = Verdict(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
+# Exchange RequireSenderAuthenticationEnabled: the group takes mail from inside only
+RCPT_AUTH_REQUIRED = Verdict(
+    550, "5.7.1", "Recipient address rejected: this group accepts mail only from internal senders")
+MAIL_OK = Verdict(250, "2.1.0", "Sender OK")
+MAIL_BAD_SYNTAX = Verdict(501, "5.1.7", "Bad sender address syntax")
+MAIL_CONTROL_CHAR = Verdict(501, "5.1.7", "Bad sender address syntax: control character")
+MAIL_NEEDS_SMTPUTF8 = Verdict(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 TEMP_FAILURE = Verdict(451, "4.3.0", "Temporary local problem, please try again later")

@@ -1,21 +1,49 @@
 #!/usr/bin/env bash
-# Install everything the tests need on a fresh Debian machine, then run them.
-#   Debian: dnsmasq-base (the real DNS server of the routing tests), swaks (a real SMTP client),
-#           postfix (smtp-sink/smtp-source, and the benchmark yardstick; never started as a service)
-#   Python: the project with its [test] extras
-# Extra arguments go to pytest.
+# Install everything the tests need on a fresh Debian machine, check that each tool works, then
+# run the tests. Every Debian package a test uses is named here: `--no-install-recommends` is kept
+# (a lean, repeatable install), so what a package only *recommends* (swaks' Perl TLS modules) must
+# be listed by name.
+#   dnsmasq-base            the real DNS server of the routing tests
+#   swaks                   a real SMTP client
+#   libnet-ssleay-perl,     swaks --tls (STARTTLS); only recommended by swaks
+#   libio-socket-ssl-perl
+#   libio-socket-inet6-perl swaks over IPv6; only recommended by swaks
+#   postfix                 smtp-sink/smtp-source and the benchmark yardstick (never started)
+#   iproute2, util-linux    ip (loopback aliases), mount/umount (a small tmpfs is a real full disk)
+# Python: the project with its [test] extras. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(dnsmasq-base swaks libnet-ssleay-perl libio-socket-ssl-perl
+                 libio-socket-inet6-perl postfix iproute2 util-linux)
+
 need=()
-command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
-command -v swaks >/dev/null || need+=(swaks)
-[ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
+  echo "test.sh: installing Debian packages: ${need[*]}"
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
+
 python3 -m pip install -q -e '.[test]'
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+
+# Preflight: each tool the tests use must work, or the run stops here with the reason.
+fail() { echo "test.sh: preflight failed: $*" >&2; exit 3; }
+[ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || fail "dnsmasq not found (dnsmasq-base)"
+/usr/sbin/dnsmasq --version >/dev/null 2>&1 || dnsmasq --version >/dev/null 2>&1 \
+  || fail "dnsmasq does not run"
+command -v swaks >/dev/null || fail "swaks not found"
+support="$(swaks --support 2>&1 || true)"
+grep -q "=== TLS supported" <<<"$support" \
+  || fail "swaks has no TLS: $(grep TLS <<<"$support") (install libnet-ssleay-perl libio-socket-ssl-perl)"
+[ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] || fail "smtp-sink/smtp-source not found (postfix)"
+python3 - <<'EOF' || fail "Python test dependencies do not import"
+import aiosmtpd, aiosmtplib, dns.asyncresolver, pytest, pytest_asyncio, trustme  # noqa: F401
+EOF
+
+python3 -m pytest -q -p no:cacheprovider "$@"

@@ -12,7 +12,9 @@ with 503 so the API is never open by accident)::
     GET  /api/probes[?history=1]              latest result per probe | every kept result
 
 With continuity mode "off" the continuity routes answer 404. Reads the spool (counts) and the
-live controller, runner and queue manager; writes only through controller.command().
+live controller, runner and queue manager; writes only through controller.command(), which
+queues the command behind any the CLI queued and applies them in order under the controller's
+state lock (one audit record each); a spool fault answers 503 (not applied now).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from starlette.routing import Route
 
 from gateway.admin.metrics import build_registry, render
 from gateway.continuity.engine import CommandRefused
+from spool import SpoolError
 
 __all__ = ["AdminContext", "build_app", "NO_TOKEN", "CONTINUITY_OFF"]
 
@@ -111,6 +114,10 @@ def build_app(ctx: AdminContext) -> Starlette:
             await ctx.controller.command(command, body.get("reason", ""), body.get("actor") or "admin-api")
         except CommandRefused as e:
             return _error(409, str(e))
+        except SpoolError as e:     # not applied now: a command and its effect are one write
+            return _error(503, f"spool unavailable: {e}; the command was not applied (if it was queued,"
+                          " the gateway applies it once the spool recovers, unless it expires first)",
+                          **{"Retry-After": "5"})
         return JSONResponse(ctx.controller.status())
 
     async def queue(request: Request) -> JSONResponse:

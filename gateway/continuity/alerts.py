@@ -3,7 +3,9 @@
 Two channels: apprise URLs (SMS gateways, Teams, Slack, generic webhooks: ``json://host/path``),
 and mail to alternate addresses, queued in our own spool and delivered by our own outbound path
 (MX of the alternate domain), never through the downstream Exchange. Rate-limited per alert key:
-the same key is sent at most once per ``min_interval`` seconds (reminders use their own key).
+the same key is sent at most once per ``min_interval`` seconds (reminders use their own key),
+measured on ``clock`` (monotonic: a wall-clock step neither repeats nor suppresses an alert);
+``wall`` (unix seconds) stamps the ``sent`` record.
 """
 from __future__ import annotations
 
@@ -16,18 +18,19 @@ from spool import NewMessage, Spool
 
 class Alerter:
     def __init__(self, *, urls: list[str], mail_to: list[str], spool: Spool, hostname: str, log,
-                 on_queued=None, min_interval: float = 60.0, clock=time.time):
+                 on_queued=None, min_interval: float = 60.0, clock=time.monotonic, wall=time.time):
         self.urls, self.mail_to, self.spool, self.hostname = urls, mail_to, spool, hostname
         self.log, self.on_queued, self.min_interval, self.clock = log, on_queued, min_interval, clock
+        self.wall = wall
         self._last: dict[str, float] = {}
-        self.sent: list[tuple[float, str, str]] = []   # (at, key, title) of every alert sent
+        self.sent: list[tuple[float, str, str]] = []   # (unix seconds, key, title) of every alert sent
         self._apprise = None
         if urls:
             import apprise  # imported only when configured: it loads many plugins
             self._apprise = apprise.Apprise()
-            for u in urls:
+            for i, u in enumerate(urls):     # checked at load (config_checks.alert_url)
                 if not self._apprise.add(u):
-                    raise ValueError(f"continuity.alert_urls: apprise cannot use {u!r}")
+                    raise ValueError(f"continuity.alert_urls[{i}]: apprise cannot use this URL")
 
     async def send(self, key: str, title: str, body: str) -> bool:
         """Send on every channel unless ``key`` was sent less than min_interval ago. Never raises."""
@@ -35,7 +38,7 @@ class Alerter:
         if now - self._last.get(key, -1e18) < self.min_interval:
             return False
         self._last[key] = now
-        self.sent.append((now, key, title))
+        self.sent.append((self.wall(), key, title))
         self.log.warning("alert", key=key, title=title)
         if self._apprise is not None:
             try:

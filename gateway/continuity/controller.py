@@ -7,12 +7,22 @@ the transition: entering continuity sets the queue manager to hold downstream ma
 deferred mail due so it is held at once); recovering releases held mail in arrival order,
 throttled, halving the rate when the downstream answers 4xx (Exchange back-pressure) and growing
 it again when it takes mail; replay done → normal. State survives restarts (continuity_state).
+
+One owner of the state: every read-modify-write of the engine state and its spool write runs
+under one asyncio.Lock (a whole step, or one admin command). Admin commands, from the CLI or the
+API, all go through the spool's command table and are applied in the order they were queued;
+each gets exactly one audit record in the same transaction as its effect (applied, refused, or
+expired when older than ``command_ttl`` seconds on pick-up).
+
+Clocks: durations and deadlines (hysteresis, probe freshness, the replay's token bucket,
+reminders, purges) use ``monotonic``; ``clock`` (wall, unix seconds) stamps what is persisted or
+shown (``since``, audit records, command ages across processes).
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable, Iterable
 
 from gateway.continuity import engine
@@ -32,7 +42,8 @@ def aggregate(results: Iterable, now: float, fresh_within: float) -> tuple[bool 
     ``at``, ``critical``, ``detail``. Synthetic probes decide when they have fresh results: ok if
     any passed (some path into Exchange works), False if all failed. The organic signal (real
     deliveries, named "organic") decides only when no probe has a fresh result, because its
-    window still holds successes from before an outage. None: no fresh critical evidence."""
+    window still holds successes from before an outage. None: no fresh critical evidence.
+    ``at`` and ``now`` are on one clock (the controller passes monotonic seconds)."""
     fresh = [r for r in results if r is not None and r.critical and now - r.at <= fresh_within]
     probes = [r for r in fresh if r.probe != "organic"]
     use = probes or fresh
@@ -44,20 +55,25 @@ def aggregate(results: Iterable, now: float, fresh_within: float) -> tuple[bool 
 
 class ContinuityController:
     def __init__(self, cfg, spool, qmgr, evidence: Callable[[], Iterable], alerter, log,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
         c = cfg.continuity
         self.cfg, self.spool, self.qmgr, self.evidence = c, spool, qmgr, evidence
-        self.alerter, self.log, self.clock = alerter, log, clock
+        self.alerter, self.log, self.clock, self.monotonic = alerter, log, clock, monotonic
         self.settings = Settings(automatic=c.mode == "automatic", enter_after=c.enter_after,
                                  hold_down=c.hold_down)
         self.state = EngineState(since=clock())
         self.tracker = HealthTracker()
         self.health: Health | None = None
         self.replay = {"released": 0, "rate": c.replay_rate, "started_at": None, "remaining": 0}
+        self._replay_t0 = 0.0                 # monotonic start of this replay (for its rate)
         self._last_deferred = 0
         self._tokens, self._last_release, self._last_adapt = 1.0, 0.0, 0.0
         self._next_reminder = 0.0
-        self._next_purge = 0.0
+        self._next_purge = monotonic()
+        self._purge_due = True
+        self._seen: dict[str, tuple[object, float]] = {}   # probe -> (its latest result, first seen)
+        self._lock = asyncio.Lock()           # the one owner of self.state and its spool record
 
     async def start(self) -> None:
         """Load the persisted state (a restart during an event stays in the event). A failing
@@ -91,57 +107,109 @@ class ContinuityController:
             await asyncio.sleep(min(self.cfg.tick, REPLAY_STEP) if recovering else self.cfg.tick)
 
     async def step(self) -> None:
-        now = self.clock()
-        for cmd in await self.spool.read(store.pending_commands):
-            try:
-                t = engine.admin(self.state, cmd["command"], now, cmd["actor"] or "admin", cmd["reason"])
-                await self._commit(t)
-                result = f"ok: {t.new.mode.value}"
-            except engine.CommandRefused as e:
-                result = f"refused: {e}"
-            await self.spool.write(store.command_done, cmd["id"], result)
-        ok, detail = aggregate(self.evidence(), now, self.cfg.fresh_within)
-        self.health = self.tracker.observe(ok, now, detail)
+        """One decision: admin commands, evidence, the engine, the replay, housekeeping."""
+        async with self._lock:
+            await self._step()
+
+    async def _step(self) -> None:
+        now, wall = self.monotonic(), self.clock()
+        await self._apply_commands()
+        ok, detail = aggregate(self._stamped(self.evidence(), now), now, self.cfg.fresh_within)
+        self.health = self.tracker.observe(ok, now, detail, wall=wall)
         t = engine.decide(self.state, self.health, self.settings)
         if t is not None:
             await self._commit(t)
         if self.state.mode is Mode.RECOVERING:
             await self._replay_step(now)
-        if now >= self._next_purge:
-            self._next_purge = now + 3600.0
-            n = await self.spool.write(mailbox.purge, now - self.cfg.mailbox_retention)
+        if self._purge_due or now >= self._next_purge:
+            self._purge_due, self._next_purge = False, now + 3600.0
+            n = await self.spool.write(mailbox.purge, wall - self.cfg.mailbox_retention)
             if n:
                 self.log.info("mailbox_purged", entries=n)
         if self.state.mode is Mode.CONTINUITY and now >= self._next_reminder:
             self._next_reminder = now + self.cfg.alert_repeat
-            await self.alerter.send(f"reminder-{now // self.cfg.alert_repeat}",
+            await self.alerter.send(f"reminder-{self.state.event_id}-{now // self.cfg.alert_repeat}",
                                     f"continuity event {self.state.event_id} still running",
                                     self._describe())
 
     async def command(self, command: str, reason: str, actor: str) -> Transition:
-        """Apply an admin command now (admin API). Raises engine.CommandRefused."""
-        t = engine.admin(self.state, command, self.clock(), actor, reason)
-        await self._commit(t)
-        return t
+        """Apply an admin command (admin API) and return its transition: queued in the spool's
+        command table behind any command the CLI queued earlier, applied in that order under the
+        state lock, audited once. Raises engine.CommandRefused (refused in the current state)."""
+        async with self._lock:
+            cid = await self.spool.write(store.queue_command, command, reason, actor, self.clock())
+            outcome = (await self._apply_commands())[cid]
+        if isinstance(outcome, engine.CommandRefused):
+            raise outcome
+        return outcome
 
-    async def _commit(self, t: Transition) -> None:
+    async def _apply_commands(self) -> dict[int, Transition | engine.CommandRefused]:
+        """Apply every pending command in queue order (the caller holds the lock). A command
+        older than command_ttl is expired: audited, not applied."""
+        out: dict[int, Transition | engine.CommandRefused] = {}
+        ttl = self.cfg.command_ttl
+        for cmd in await self.spool.read(store.pending_commands):
+            wall, cid, actor = self.clock(), cmd["id"], cmd["actor"] or "admin"
+            age = wall - cmd["at"]
+            if abs(age) > ttl:
+                result = f"expired: the gateway did not pick it up within {ttl:g} s"
+                await self.spool.write(lambda c: store.audit_command(
+                    c, cid, mode=self.state.mode.value, event_id=self.state.event_id, actor=actor,
+                    reason=f"{cmd['command']} expired: queued {age:.0f} s ago, command_ttl {ttl:g} s",
+                    result=result, at=wall))
+                self.log.warning("continuity_command_expired", command=cmd["command"], command_id=cid,
+                                 actor=actor, age=round(age, 1), command_ttl=ttl)
+                out[cid] = engine.CommandRefused(result)
+                continue
+            try:
+                t = engine.admin(self.state, cmd["command"], wall, actor, cmd["reason"])
+            except engine.CommandRefused as e:
+                await self.spool.write(lambda c: store.audit_command(
+                    c, cid, mode=self.state.mode.value, event_id=self.state.event_id, actor=actor,
+                    reason=f"{cmd['command']} refused: {e}", result=f"refused: {e}", at=wall))
+                self.log.info("continuity_command_refused", command=cmd["command"], command_id=cid,
+                              actor=actor, error=str(e))
+                out[cid] = e
+                continue
+            await self._commit(t, command_id=cid)
+            out[cid] = t
+        return out
+
+    def _stamped(self, results: Iterable, now: float) -> list:
+        """Results re-stamped with the monotonic time they were first seen, so that freshness
+        is a monotonic duration (a result's own ``at`` is the wall clock)."""
+        out = []
+        for r in results:
+            if r is None:
+                continue
+            seen = self._seen.get(r.probe)
+            if seen is None or seen[0] is not r:
+                seen = self._seen[r.probe] = (r, now)
+            out.append(replace(r, at=seen[1]))
+        return out
+
+    async def _commit(self, t: Transition, command_id: int | None = None) -> None:
         n = t.new
         await self.spool.write(lambda c: store.save_transition(
             c, mode=n.mode.value, since=n.since, origin=n.origin, reason=n.reason,
-            awaiting_confirm=n.awaiting_confirm, event_id=n.event_id, src=t.old.mode.value, actor=t.actor))
+            awaiting_confirm=n.awaiting_confirm, event_id=n.event_id, src=t.old.mode.value, actor=t.actor,
+            command_id=command_id, result=f"ok: {n.mode.value}"))
         self.state = n
         self.log.warning("continuity_transition", src=t.old.mode.value, dst=n.mode.value, actor=t.actor,
-                         reason=t.reason, event_id=n.event_id, awaiting_confirm=n.awaiting_confirm)
+                         reason=t.reason, event_id=n.event_id, awaiting_confirm=n.awaiting_confirm,
+                         command_id=command_id)
         entering = n.mode is Mode.CONTINUITY and t.old.mode is not Mode.CONTINUITY
         self._apply_mode()
+        mono = self.monotonic()
         if entering:
-            self._next_reminder = self.clock() + self.cfg.alert_repeat
+            self._next_reminder = mono + self.cfg.alert_repeat
             await self.spool.write(store.hold_due_now)
             self.qmgr.notify()
         if n.mode is Mode.RECOVERING:
-            self.replay.update(released=0, rate=self.cfg.replay_rate, started_at=self.clock())
+            self.replay.update(released=0, rate=self.cfg.replay_rate, started_at=n.since)
+            self._replay_t0 = mono
             self._last_deferred = self.qmgr.stats["deferred"]
-            self._tokens, self._last_release = 1.0, self.clock()
+            self._tokens, self._last_release = 1.0, mono
             self._last_adapt = self._last_release
         title = f"{t.old.mode.value} -> {n.mode.value}"
         if n.awaiting_confirm:
@@ -158,8 +226,11 @@ class ContinuityController:
         self.qmgr.hold_downstream = engine.holds_mail(self.state)
 
     async def _replay_step(self, now: float) -> None:
+        """One step of the replay at ``now`` (monotonic seconds): release what the token bucket
+        and replay_concurrency allow; only this replay's unsettled releases count as in flight."""
+        replay_id = store.replay_id(self.state.event_id, self.state.since)
         held = await self.spool.read(store.count_held)
-        in_flight = await self.spool.read(store.replay_in_flight)
+        in_flight = await self.spool.read(store.replay_in_flight, replay_id)
         rate = self.replay["rate"]
         if now - self._last_adapt >= self.cfg.tick:    # adapt the rate once per tick
             deferred = self.qmgr.stats["deferred"]
@@ -176,7 +247,7 @@ class ContinuityController:
         budget = min(int(self._tokens), self.cfg.replay_concurrency - in_flight)
         released = 0
         if held and budget > 0:
-            ids = await self.spool.write(store.release_held, budget)
+            ids = await self.spool.write(store.release_held, budget, None, replay_id)
             released = len(ids)
             self._tokens -= released
             self.replay["released"] += released
@@ -192,14 +263,25 @@ class ContinuityController:
         """Mode, event, evidence and replay progress, for the CLI, the admin API and metrics."""
         s = asdict(self.state)
         s["mode"] = self.state.mode.value
-        s["health"] = asdict(self.health) if self.health else None
+        s["health"] = self._health_shown()
         r = dict(self.replay)
         if r["started_at"] and self.state.mode is Mode.RECOVERING:
-            elapsed = max(self.clock() - r["started_at"], 1e-6)
+            elapsed = max(self.monotonic() - self._replay_t0, 1e-6)
             r["done_rate"] = r["released"] / elapsed
             r["eta_seconds"] = r["remaining"] / r["done_rate"] if r["done_rate"] else None
         s["replay"] = r
         return s
+
+    def _health_shown(self) -> dict | None:
+        """The evidence with wall-clock times (unix seconds) for people: the runs are kept on
+        the monotonic clock and shifted to the wall clock of the last observation."""
+        h = self.health
+        if h is None:
+            return None
+        to_wall = h.at - h.now
+        return {"now": h.at, "detail": h.detail,
+                "failing_since": None if h.failing_since is None else h.failing_since + to_wall,
+                "healthy_since": None if h.healthy_since is None else h.healthy_since + to_wall}
 
     def _describe(self) -> str:
         h = self.health

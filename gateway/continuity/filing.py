@@ -5,7 +5,10 @@ as the hold).
 Recipients are expanded through the local directory as Exchange would: a mailbox → itself, an
 alias → its mailbox, a distribution group (dynamic ones too) → its members, nested groups
 expanded; a mail contact has no mailbox here (it is external). With no directory configured
-(filtering off) each envelope recipient is its own mailbox. Parsing never fails on broken mail:
+(filtering off) each envelope recipient is its own mailbox. Mailbox owners are keyed by
+``mailbox_key``: the directory's key (policies.rcpt_address: local part case-folded, domain in the
+one IDNA normal form), so ``Carol@XN--BCHER-KVA.example`` and ``carol@bücher.example`` are one
+mailbox. Parsing never fails on broken mail:
 a header that cannot be decoded is kept raw, a part that cannot be decoded is skipped.
 """
 from __future__ import annotations
@@ -14,21 +17,32 @@ import email
 import email.policy
 from html.parser import HTMLParser
 
+from policies.rcpt_address import AddressError, parse_rcpt
 from spool.mailbox import FilingEntry
 
 #: Most characters of body text indexed per message.
 MAX_TEXT = 200_000
 
 
+def mailbox_key(address: str) -> str:
+    """The owner key of a continuity mailbox for ``address`` (``Mailbox.key``: case-folded,
+    IDNA-normalised domain); an address that does not parse is only case-folded."""
+    try:
+        return parse_rcpt(address).key
+    except AddressError:
+        return address.casefold()
+
+
 def mailboxes_for(rcpts: list[str], directory, filtering: bool) -> dict[str, str]:
-    """{owner mailbox (case-folded): envelope recipient that reached it}, first recipient wins."""
+    """{owner mailbox (``mailbox_key``): envelope recipient that reached it}, first recipient
+    wins."""
     out: dict[str, str] = {}
     for rcpt in rcpts:
         members = directory.expand(rcpt)
         if not members and not filtering and directory.lookup(rcpt) is None:
-            members = [rcpt.casefold()]
+            members = [rcpt]
         for m in members:
-            out.setdefault(m.casefold(), rcpt)
+            out.setdefault(mailbox_key(m), rcpt)
     return out
 
 

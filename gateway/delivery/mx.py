@@ -233,8 +233,8 @@ class MxResolver:
                 if isinstance(res, BaseException) and not isinstance(res, ResolveError):
                     raise res
                 errors.append(res or _no_address(name))
-                log.warning("event=mx_target_skipped domain=%s target=%s preference=%d reason=%r",
-                            host, name, pref, str(errors[-1]))
+                log.warning("mx_target_skipped", extra={"domain": host, "target": name,
+                                                        "preference": pref, "reason": str(errors[-1])})
             out += [hosts] if hosts else []
         if out:
             return out

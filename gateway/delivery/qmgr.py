@@ -242,6 +242,7 @@ class QueueManager:
             try:
                 dsn = NewMessage(
                     mail_from="", rcpt_tos=(msg.mail_from,), is_dsn=True,
+                    smtputf8=not msg.mail_from.isascii(),   # a non-ASCII sender: RFC 6533 §3
                     data=build_dsn(reporting_mta=self.cfg.server.hostname,
                                    original_mail_from=msg.mail_from, original_queue_id=msg.queue_id,
                                    arrival_date=msg.arrived_at, recipients=failed,

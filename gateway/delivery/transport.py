@@ -7,18 +7,30 @@ relays: RFC 5321 §2.3.8), and returns a per-recipient result. It never raises f
 network failure: those are results. Connections are limited per destination address and kept
 idle for reuse for ``idle_timeout`` seconds.
 
+SMTPUTF8 (RFC 6531): the envelope goes on the wire with A-label domains (``bücher.de`` →
+``xn--bcher-kva.de``, RFC 5890) unless the transaction uses SMTPUTF8, which it does when the
+message was declared SMTPUTF8, or needs it, and the next hop offers it. A message that needs it
+(a non-ASCII local part in the envelope, or, when declared SMTPUTF8, non-ASCII in its header)
+to a next hop that does not offer it fails every recipient at once with ``550 5.6.7`` (RFC 6531
+§3.2, as Postfix: "SMTPUTF8 is required, but was not offered by host X"): a bounce, never a retry.
+
 The Transport protocol is the boundary; tests of the scheduler may pass a double, the end-to-end
 tests use this class against real SMTP sink processes.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiosmtplib
+
+from policies.mail_from import has_control
+from policies.rcpt_address import AddressError, to_ascii_domain
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,8 @@ class SmtpTransport:
                 smtp = await self._connection(key, address, port, server_name, tls)
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as e:
                 return TransactionResult(False, error=_describe(e))
-            result, reusable = await self._transaction(smtp, mail_from, rcpts, data, smtputf8, body_8bit)
+            result, reusable = await self._transaction(smtp, server_name, mail_from, rcpts, data,
+                                                       smtputf8, body_8bit)
             if reusable and smtp.is_connected:
                 self._idle.setdefault(key, []).append((time.monotonic(), smtp))
             else:
@@ -103,18 +116,27 @@ class SmtpTransport:
             raise
         return smtp
 
-    async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from, rcpts, data, smtputf8, body_8bit):
-        options = []
-        if smtputf8 and smtp.supports_extension("smtputf8"):
-            options.append("SMTPUTF8")
+    async def _transaction(self, smtp: aiosmtplib.SMTP, server_name, mail_from, rcpts, data,
+                           smtputf8, body_8bit):
+        res = TransactionResult(True)
+        if any(has_control(a) for a in (mail_from, *rcpts)):   # queued before intake checked it
+            return _fail_rest(res, rcpts, 553, "5.1.7 control character in the envelope"), True
+        offered = smtp.supports_extension("smtputf8")
+        needed = needs_smtputf8(mail_from, rcpts, data, smtputf8)
+        if needed and not offered:
+            return _fail_rest(res, rcpts, 550, f"5.6.7 SMTPUTF8 is required, but was not offered "
+                                               f"by host {server_name or smtp.hostname}"), True
+        utf8 = offered and (smtputf8 or needed)
+        options = ["SMTPUTF8"] if utf8 else []
         if body_8bit and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
-        enc = "utf-8" if "SMTPUTF8" in options else "ascii"
-        res = TransactionResult(True)
+        enc = "utf-8" if utf8 else "ascii"
+        wire = {r: r if utf8 else wire_address(r) for r in rcpts}
         phase = "MAIL FROM"
         try:
             try:
-                await smtp.mail(mail_from, options=options, encoding=enc)
+                await smtp.mail(mail_from if utf8 else wire_address(mail_from), options=options,
+                                encoding=enc)
             except aiosmtplib.SMTPSenderRefused as e:
                 _fail_rest(res, rcpts, e.code, f"MAIL FROM: {e.message}")
                 await _rset(smtp)
@@ -123,7 +145,7 @@ class SmtpTransport:
             accepted = []
             for r in rcpts:
                 try:
-                    await smtp.rcpt(r, encoding=enc)
+                    await smtp.rcpt(wire[r], encoding=enc)
                     accepted.append(r)
                 except aiosmtplib.SMTPRecipientRefused as e:
                     res.rcpt[r] = (e.code, e.message)
@@ -153,13 +175,46 @@ class SmtpTransport:
         self._idle.clear()
 
 
+def wire_address(address: str) -> str:
+    """``address`` with its domain as an A-label (``jörg@bücher.de`` → ``jörg@xn--bcher-kva.de``);
+    the null sender, ASCII domains and domains that cannot be encoded are left as they are."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{to_ascii_domain(domain.lower())}"
+    except AddressError:
+        return address
+
+
+def needs_smtputf8(mail_from: str, rcpts: list[str], data: bytes, declared: bool) -> bool:
+    """True if the transaction cannot go without SMTPUTF8: an envelope address still non-ASCII
+    with its domain as an A-label, or, for mail ``declared`` SMTPUTF8, a non-ASCII header
+    (RFC 6532; an 8-bit body alone needs only 8BITMIME)."""
+    if any(not wire_address(a).isascii() for a in (mail_from, *rcpts)):
+        return True
+    if not declared:
+        return False
+    end = data.find(b"\r\n\r\n")
+    head = data[:end] if end >= 0 else data[:65536]
+    return not head.isascii()
+
+
 def _client_context(tls: TlsPolicy) -> ssl.SSLContext:
     return client_tls_context(tls.verify, tls.ca_file)
 
 
-def client_tls_context(verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
+def client_tls_context(verify: bool, ca_file: str | os.PathLike | None = None) -> ssl.SSLContext:
     """Client TLS for SMTP: verified against ``ca_file`` (default: the system's CAs), or, with
-    ``verify`` False, encrypted without authentication (RFC 3207 §4.1, RFC 7435)."""
+    ``verify`` False, encrypted without authentication (RFC 3207 §4.1, RFC 7435). One context
+    per (verify, CA file) policy, built (and the CA bundle read) on first use and shared by every
+    later connection and probe: callers must not modify it. A changed CA file is read at the
+    next start. Raises OSError/ssl.SSLError for an unreadable CA file."""
+    return _client_tls_context(bool(verify), os.fspath(ca_file) if verify and ca_file else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _client_tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
     if verify:
         return ssl.create_default_context(cafile=ca_file)
     ctx = ssl.create_default_context()

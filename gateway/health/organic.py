@@ -7,7 +7,9 @@ is Exchange answering (it is up and refuses that one message), so it does not co
 
 ``snapshot()`` is None while the window holds fewer than ``min_events`` attempts (too little
 traffic to say anything); otherwise a critical ``ProbeResult`` named ``organic`` that is ok
-unless *every* attempt in the window was unavailable. Pure: no I/O, the clock is injected.
+unless *every* attempt in the window was unavailable. Pure: no I/O, the clocks are injected: the
+window runs on ``clock`` (monotonic seconds: a wall-clock step neither empties nor stretches it),
+the result's ``at`` is ``wall`` (unix seconds, shown).
 Reads and writes no queue state.
 """
 from __future__ import annotations
@@ -28,10 +30,11 @@ class OrganicSignal:
     critical = True
 
     def __init__(self, window: float = 120.0, min_events: int = 5,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         if window <= 0 or min_events < 1:
             raise ValueError("window must be positive and min_events at least 1")
-        self.window, self.min_events, self.clock = window, min_events, clock
+        self.window, self.min_events, self.clock, self.wall = window, min_events, clock, wall
         # (at, ok, connection_failure, code)
         self._events: deque[tuple[float, bool, bool, int | None]] = deque()
 
@@ -61,4 +64,4 @@ class OrganicSignal:
         detail = (f"{n} deliveries in {self.window:g}s: {delivered} ok, {conn} connection failures, "
                   f"{soft} temporary failures, {hard} permanent failures; "
                   f"unavailable {unavailable / n:.0%}, delivered {delivered / n:.0%}")
-        return ProbeResult(self.name, unavailable < n, now, 0.0, detail, self.critical)
+        return ProbeResult(self.name, unavailable < n, self.wall(), 0.0, detail, self.critical)

@@ -8,11 +8,17 @@ gateway's own intake before the deadline; ``latency`` is the round trip.
 
 ``ProbeMailbox`` is the meeting point of probe and intake: the probe registers the token it
 awaits (an asyncio future); intake calls ``consume(envelope, data)`` for every message before it
-commits it, and a message that is a probe (addressed to the return address, or carrying an
-awaited token) is consumed: never spooled, never delivered. A bounce of the probe (null sender,
-to the return address, the token anywhere inside) fails the check at once with its Subject.
-Mail to the return address with an unknown or expired token is consumed too (and logged by
-intake). Reads and writes no queue state.
+commits it. Only mail to the return address is ever consumed (never spooled, never delivered),
+and only the probe's own envelope (MAIL FROM and RCPT TO both the return address, as the probe
+sends it and a forward keeps it) with an awaited token passes the check. A bounce of the probe
+(null sender, to the return address, the token anywhere inside) fails the check at once with its
+Subject. Mail to the return address with an unknown or expired token, or under another sender,
+is consumed too (and logged by intake). Mail to anyone else is never a probe, whatever it quotes.
+
+With ``directory`` (a callable returning the current policies.directory.Directory) the mailbox
+is disabled while the directory lists the return address (checked again after every reload,
+logged once as ``probe_mailbox_disabled``): mail to it is then that recipient's, and the probe
+fails at once without submitting, never as critical. Reads and writes no queue state.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from typing import Awaitable, Callable
 
 import aiosmtplib
 
+from gateway.config_checks import return_address_conflict
 from gateway.delivery.transport import client_tls_context
 
 from .result import check_budget, ProbeResult, describe, failure
@@ -47,7 +54,8 @@ HostList = list[tuple[str, str, int]]
 class Consumed:
     """What ``ProbeMailbox.consume`` did with a message. ``outcome``: ``returned`` (an awaited
     token: the check passes), ``bounced`` (a bounce of an awaited probe: the check fails),
-    ``late`` (a token whose check already ended), ``unknown`` (no token we ever sent)."""
+    ``late`` (a token whose check already ended), ``unknown`` (no token we ever sent),
+    ``forged`` (an awaited token under another envelope than the probe's: it does not pass)."""
 
     outcome: str
     token: str = ""
@@ -56,15 +64,36 @@ class Consumed:
 class ProbeMailbox:
     """Tokens awaited by round-trip probes, and the intake hook that consumes probe messages."""
 
-    def __init__(self, return_address: str, remember: int = 64) -> None:
+    def __init__(self, return_address: str, remember: int = 64, *,
+                 directory: Callable[[], object] | None = None, log=None) -> None:
         self.return_address = return_address.strip("<>").lower()
         self._awaited: dict[str, asyncio.Future] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()   # recent tokens, to tell late from forged
         self._remember = remember
+        self._directory, self._log = directory, log
+        self._checked: object = None             # the Directory last checked
+        self._disabled: str | None = None
+
+    @property
+    def disabled(self) -> str | None:
+        """Why the mailbox is disabled (the current directory lists the return address), or None."""
+        if self._directory is None:
+            return None
+        current = self._directory()
+        if current is not self._checked:
+            self._checked, was = current, self._disabled
+            self._disabled = return_address_conflict(self.return_address, current)
+            if self._log is not None and self._disabled and self._disabled != was:
+                self._log.error("probe_mailbox_disabled", address=self.return_address,
+                                reason=self._disabled)
+            elif self._log is not None and was and not self._disabled:
+                self._log.info("probe_mailbox_enabled", address=self.return_address)
+        return self._disabled
 
     def accepts(self, address: str) -> bool:
-        """True for the return address (intake accepts it at RCPT, whatever the directory says)."""
-        return address.strip("<>").lower() == self.return_address
+        """True for the return address (intake accepts it at RCPT, whatever the directory says),
+        unless the mailbox is disabled."""
+        return address.strip("<>").lower() == self.return_address and not self.disabled
 
     def expect(self, token: str) -> asyncio.Future:
         """Register ``token``; the future gets (ok, detail, monotonic time) when it comes back."""
@@ -86,12 +115,15 @@ class ProbeMailbox:
     def consume(self, envelope, data: bytes) -> Consumed | None:
         """None if ``data`` is not a probe message (intake queues it as usual); otherwise what was
         done with it (intake answers 250 and neither spools nor delivers it)."""
+        to_return = any(self.accepts(r) for r in envelope.rcpt_tos)
+        if not to_return:
+            return None                # mail to anyone else is theirs, whatever token it quotes
         ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
         head = data[:min(ends)] if ends else data      # the header block only, without copying the body
         m = _HEADER_RE.search(head) or _SUBJECT_RE.search(head)
         token = m.group(1).decode().lower() if m else ""
-        to_return = any(self.accepts(r) for r in envelope.rcpt_tos)
-        if envelope.mail_from in ("", "<>") and to_return:
+        sender = envelope.mail_from.strip("<>").lower()
+        if not sender:
             for awaited in list(self._awaited):
                 if awaited.encode() in data:      # a bounce quoting our probe
                     s = _ANY_SUBJECT.search(head)
@@ -99,10 +131,10 @@ class ProbeMailbox:
                     self._resolve(awaited, False, f"bounced: {subject or 'null sender'}")
                     return Consumed("bounced", awaited)
         if token in self._awaited:
+            if sender != self.return_address or len(envelope.rcpt_tos) != 1:
+                return Consumed("forged", token)       # not the envelope the probe sent
             self._resolve(token, True, "")
             return Consumed("returned", token)
-        if not to_return:
-            return None
         return Consumed("late" if token in self._ended else "unknown", token)
 
     def _resolve(self, token: str, ok: bool, detail: str) -> None:
@@ -146,6 +178,9 @@ class RoundTripProbe:
 
     async def check(self) -> ProbeResult:
         started = time.monotonic()
+        disabled = self.mailbox.disabled
+        if disabled:          # a configuration fault of ours, not Exchange's: never critical
+            return failure(self.name, started, f"disabled: {disabled}", False)
         budget = check_budget(self.timeout)
         token = secrets.token_hex(16)
         waiter = self.mailbox.expect(token)

@@ -64,7 +64,7 @@ class ProbeRunner:
         except TimeoutError:
             result = failure(probe.name, started, f"timeout after {probe.timeout:g}s", probe.critical)
         except Exception as e:           # a probe must not raise; if one does, it failed
-            log.exception("event=probe_raised probe=%s", probe.name)
+            log.exception("probe_raised", extra={"probe": probe.name})
             result = failure(probe.name, started, f"probe error: {describe(e)}", probe.critical)
         self._store(probe.name, result)
         return result
@@ -73,13 +73,13 @@ class ProbeRunner:
         self._history[name].append(result)
         self._latest[name] = result
         self._failures[name] = 0 if result.ok else self._failures[name] + 1
-        log.debug("event=probe_result probe=%s ok=%s latency=%.3f critical=%s detail=%r",
-                 name, result.ok, result.latency, result.critical, result.detail)
+        log.debug("probe_result", extra={"probe": name, "ok": result.ok, "critical": result.critical,
+                                         "latency": round(result.latency, 4), "detail": result.detail})
         if self.on_result is not None:
             try:
                 self.on_result(result)
             except Exception:
-                log.exception("event=probe_callback_failed probe=%s", name)
+                log.exception("probe_callback_failed", extra={"probe": name})
 
     def latest(self) -> dict[str, ProbeResult]:
         """The most recent result of every probe checked so far, by probe name."""

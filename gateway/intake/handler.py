@@ -20,6 +20,7 @@ from typing import Callable
 from gateway.config import Config
 from gateway.intake import replies
 from gateway.intake.received import count_received, protocol_name, received_header
+from policies.mail_from import check_mail_from
 from policies.rcpt_chain import RcptContext, check_rcpt
 from policies.verdict import RCPT_OK
 from spool import NewMessage, Spool, SpoolError
@@ -54,9 +55,13 @@ class IntakeHandler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if not self.accepting:
             return replies.SHUTTING_DOWN
-        if "\r" in address or "\n" in address:
-            return replies.BAD_SENDER
-        envelope.mail_from = address          # '<>' for the null sender (kept truthy for aiosmtpd)
+        # envelope.smtp_utf8 is set by aiosmtpd from the MAIL parameters before this hook
+        decision = check_mail_from(address, envelope.smtp_utf8)
+        if not decision.verdict.ok:
+            self.log.info("mail_rejected", client=_client_ip(session), mail_from=ascii(address),
+                          reply=decision.verdict.reply())
+            return decision.verdict.reply()
+        envelope.mail_from = decision.address  # '<>' for the null sender (truthy for aiosmtpd)
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK
 
@@ -70,7 +75,8 @@ class IntakeHandler:
                 return replies.TOO_MANY_RECIPIENTS    # the probe return address travels alone
             envelope.rcpt_tos[:] = [mb.return_address]
             return RCPT_OK.reply()
-        decision = check_rcpt(address, client_ip, self.rcpt_context())
+        decision = check_rcpt(address, client_ip, self.rcpt_context(),
+                              smtputf8=envelope.smtp_utf8)
         if not decision.verdict.ok:
             self.log.info("rcpt_rejected", client=client_ip, mail_from=envelope.mail_from,
                           rcpt=address, reply=decision.verdict.reply())

@@ -155,3 +155,30 @@ def test_recovery_shorter_than_hold_down_does_not_end_the_event(peers, tmp_path,
     wait_for(lambda: mode(gw) == "normal", 30, what="end of the event after hold_down")
     wait_for(lambda: sink.count() == 3, 10, what="replay")
     assert sorted(tokens_at(sink)) == sorted(held)
+
+
+def test_a_short_outage_during_the_replay_does_not_restart_the_event(peers, tmp_path, webhook):
+    """Hysteresis on the way back: Exchange gone for about a second (several failed probes, less
+    than enter_after = 5 s) while a slow replay runs leaves the engine in recovering (before the
+    fix one failed probe sent it straight back to continuity); the replay then finishes."""
+    hook_port, _ = webhook
+    sink = peers.sink(name="exchange")
+    port = free_port()
+    extra = (FAST.format(mode="automatic", hook=hook_port).replace("enter_after = 2.0", "enter_after = 5.0")
+             .replace("replay_rate = 200.0", "replay_rate = 4.0"))
+    gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data", smarthost=f"[127.0.0.1]:{sink.port}",
+                                   continuity=None, extra=extra), port)
+    assert gw.cli("continuity", "start").stdout.strip() == "ok: continuity"
+    held = send(gw.port, 40, "slow")
+    wait_for(lambda: gw.cli("queue", "list").stdout.count(" hold ") == 40, 15, what="40 held")
+    assert gw.cli("continuity", "stop").stdout.strip() == "ok: recovering"
+    wait_for(lambda: sink.count() >= 2, 10, what="the replay under way")
+    sink.stop()
+    wait_for(lambda: "FAIL" in gw.cli("probes").stdout, 5, interval=0.1, what="a failed probe")
+    sink.start()
+    assert mode(gw) == "recovering"
+    wait_for(lambda: mode(gw) == "normal", 60, interval=0.3, what="the replay finished")
+    wait_for(lambda: len(set(tokens_at(sink))) == 40, 15, what="every message")
+    assert sorted(set(tokens_at(sink))) == sorted(held)
+    status = gw.cli("continuity", "status").stdout
+    assert "recovering -> continuity" not in status and "recovering -> normal" in status, status

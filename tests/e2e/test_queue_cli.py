@@ -114,3 +114,49 @@ def test_unknown_ids_and_refused_moves_exit_1_with_a_message(peers, tmp_path):
     bad = gw.cli("queue", "show", check=False)                # usage error
     assert bad.returncode == 2 and "queue_id" in bad.stderr
     assert states(gw) == {qid: "deferred"}
+
+
+CONTINUITY = """
+[continuity]
+mode = "automatic"
+tick = 0.2
+[probes]
+smtp_interval = 0.5
+canary_rcpt = "postmaster@example.com"
+"""
+
+
+def hold_row(tmp_path, qid):
+    import sqlite3
+    db = sqlite3.connect(f"file:{tmp_path / 'data' / 'spool.db'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT state, hold_reason, held_at IS NOT NULL, held_seconds FROM messages"
+                          " WHERE queue_id=?", (qid,)).fetchone()
+    finally:
+        db.close()
+
+
+def test_operator_hold_survives_a_replay_and_release_keeps_held_seconds(peers, tmp_path):
+    """`queue hold` writes hold_reason='operator' (a message on continuity hold too), so the
+    replay after the event leaves it held; `queue release` delivers it with its time on hold
+    added to held_seconds (it does not count against the queue lifetime)."""
+    sink = peers.sink(name="exchange")
+    port = free_port()
+    gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data", continuity=None,
+                                   smarthost=f"[127.0.0.1]:{sink.port}", extra=CONTINUITY), port)
+    assert gw.cli("continuity", "start").stdout.strip() == "ok: continuity"
+    kept, replayed = send_all(gw.port, ["kept", "replayed"])
+    wait_for(lambda: states(gw) == {kept: "hold", replayed: "hold"}, 10, what="two on continuity hold")
+    out = gw.cli("queue", "hold", kept)
+    assert out.returncode == 0 and out.stdout.strip() == f"{kept}: held (hold)", out
+    assert hold_row(tmp_path, kept)[:3] == ("hold", "operator", 1)
+    assert gw.cli("continuity", "stop").stdout.strip() == "ok: recovering"
+    wait_for(lambda: gw.cli("continuity", "status").stdout.split()[1] == "normal", 15, what="replay done")
+    wait_for(lambda: sink.count() == 1, 10, what="the replayed message")
+    assert tokens(sink) == ["replayed"] and states(gw) == {kept: "hold"}
+    time.sleep(1.0)
+    out = gw.cli("queue", "release", kept)
+    assert out.returncode == 0 and out.stdout.strip() == f"{kept}: released (incoming)", out
+    wait_for(lambda: sink.count() == 2, 10, what="the released message")
+    state, reason, has_held_at, held_seconds = hold_row(tmp_path, kept)
+    assert (state, reason, has_held_at) == ("delivered", "", 0) and held_seconds >= 1.0

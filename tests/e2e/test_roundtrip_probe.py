@@ -7,6 +7,7 @@ are consumed: never in `mailgate queue list --all`, never at any sink but the fo
 Measured here (printed): round-trip latency through a gateway and forwarder process."""
 import json
 import re
+import signal
 import smtplib
 
 from tests.conftest import config_toml
@@ -36,7 +37,7 @@ roundtrip_deadline = {deadline}
 """
 
 
-def start(peers, tmp_path, *forwarder_args, deadline=3.0):
+def start(peers, tmp_path, *forwarder_args, deadline=3.0, directory=None):
     """(gateway, forwarder, other sink): the forwarder is the default smarthost and the
     submission target; the other sink is where example.net mail goes."""
     port = free_port()
@@ -46,7 +47,7 @@ def start(peers, tmp_path, *forwarder_args, deadline=3.0):
     peers.procs.append(fwd)
     fwd.start()
     toml = config_toml(port=port, data_dir=tmp_path / "data", smarthost=f"[127.0.0.21]:{fwd.port}",
-                       accepted=("example.com", "example.net"), continuity=None,
+                       accepted=("example.com", "example.net"), continuity=None, directory=directory,
                        extra=PROBES.format(other=other.port, canary=CANARY, ret=RETURN,
                                            deadline=deadline))
     return peers.gateway(toml, port), fwd, other
@@ -139,3 +140,42 @@ def test_forged_message_to_the_return_address_is_consumed_not_delivered(peers, t
     assert all(b"please deliver me" not in data for _env, data in fwd.messages())
     assert "outcome='unknown'" in gw.log_text()
     assert "f" * 32 in gw.log_text()                   # the forged token is logged for the admin
+
+
+def test_a_users_mail_quoting_an_awaited_token_is_delivered_not_consumed(peers, tmp_path):
+    """Only the probe's own envelope (MAIL FROM and RCPT TO the return address) passes a check:
+    mail to a user that carries an awaited token (a reply to the probe, a forward) is theirs."""
+    gw, fwd, other = start(peers, tmp_path, "--drop", deadline=30.0)
+    probe, = wait_for(lambda: probe_messages(fwd)[:1], 20, what="a probe at Exchange")
+    token = probe.split(b"X-Mailgate-Probe: ")[1][:32]       # awaited for 30 s: dropped
+    quoting = (b"From: alice@remote.test\r\nSubject: RE: mailgate round-trip probe " + token +
+               b"\r\nX-Mailgate-Probe: " + token + b"\r\n\r\nwhat is this mail?\r\n")
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=30) as c:
+        assert c.sendmail("alice@remote.test", ["bob@example.com"], quoting) == {}
+    wait_for(lambda: any(env["rcpt_tos"] == ["bob@example.com"] for env, _ in fwd.messages()), 15,
+             what="the quoting message at Exchange for bob")
+    assert [m["state"] for m in queue_all(gw)] == ["delivered"]
+    assert not [r for r in roundtrip_results(gw) if r[0] == "ok"]   # it did not pass the check
+
+
+def test_return_address_added_to_the_directory_disables_the_probe_mailbox(peers, tmp_path):
+    """A directory reload that lists the return address gives it back to that recipient: mail to
+    it is queued and delivered, the probe fails "disabled" at once (never critical)."""
+    directory = tmp_path / "directory.json"
+    directory.write_text(json.dumps({"mailboxes": ["bob@example.com"]}))
+    gw, fwd, other = start(peers, tmp_path, directory=directory)
+    wait_for(lambda: [r for r in roundtrip_results(gw) if r[0] == "ok"], 20, what="a round trip")
+    directory.write_text(json.dumps({"mailboxes": ["bob@example.com", RETURN]}))
+    gw.p.send_signal(signal.SIGHUP)                          # reload now
+    wait_for(lambda: [r for r in roundtrip_results(gw) if r[2].startswith("disabled: ")], 20,
+             what="a disabled probe")
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=30) as c:
+        c.ehlo("remote.test")
+        assert c.mail("alice@remote.test")[0] == 250
+        assert c.rcpt(RETURN)[0] == 250
+        code, text = c.data(b"Subject: for the user now\r\n\r\nhello\r\n")
+        assert code == 250 and QUEUED.match(text), text
+    wait_for(lambda: other.count() == 1, 15, what="the message at the return address's host")
+    (env, _data), = other.messages()
+    assert env["rcpt_tos"] == [RETURN]
+    assert gw.cli("continuity", "status").stdout.split()[1] == "normal"

@@ -58,3 +58,42 @@ def test_hand_written_csv_without_prefixes(tmp_path):
     assert d.lookup("g@example.com").members == ("a@example.com", "b@partner.example")
     assert d.expand("g@example.com") == ["a@example.com"]
     assert d.lookup("r@example.com").kind == "mailbox"
+
+
+CSV_RSAE = ('"PrimarySmtpAddress","RecipientTypeDetails","EmailAddresses","Members",'
+            '"RequireSenderAuthenticationEnabled"\n')
+
+
+def test_csv_require_sender_authentication_enabled(tmp_path):
+    """issue 6 item 16: the Exchange flag is read per recipient (True/False; empty is False)."""
+    d = load(tmp_path, "d.csv", CSV_RSAE
+             + '"a@example.com","UserMailbox","","",""\n'
+             + '"g@example.com","MailUniversalDistributionGroup","","a@example.com","True"\n'
+             + '"dyn@example.com","DynamicDistributionGroup","smtp:dyn2@example.com","","TRUE"\n'
+             + '"open@example.com","MailUniversalDistributionGroup","","a@example.com","False"\n')
+    assert [d.lookup(a).internal_only for a in ("a@example.com", "g@example.com",
+            "dyn@example.com", "dyn2@example.com", "open@example.com")] == [
+        False, True, True, True, False]
+
+
+def test_json_require_sender_authentication_enabled(tmp_path):
+    d = load(tmp_path, "d.json", '{"mailboxes": ["a@example.com"], "groups": ['
+             '{"address": "g@example.com", "members": ["a@example.com"],'
+             ' "require_sender_authentication_enabled": true},'
+             '{"address": "h@example.com", "dynamic": true}]}')
+    assert (d.lookup("g@example.com").internal_only, d.lookup("h@example.com").internal_only,
+            d.lookup("a@example.com").internal_only) == (True, False, False)
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("d.csv", CSV_RSAE + '"g@example.com","MailUniversalDistributionGroup","","","yes"\n',
+     r"line 2 \(g@example.com\): RequireSenderAuthenticationEnabled is 'yes'"),
+    ("d.json", '{"groups": [{"address": "g@example.com", '
+               '"require_sender_authentication_enabled": "true"}]}',
+     r"groups\[0\] \(g@example.com\): \"require_sender_authentication_enabled\" must be true"),
+    ("d.json", '{"contacts": [{"address": "c@example.com", "target": "x@y.test", '
+               '"require_sender_authentication_enabled": true}]}', r"contacts\[0\].*unknown key"),
+])
+def test_bad_require_sender_authentication_value_names_file_and_place(tmp_path, name, text, message):
+    with pytest.raises(DirectoryError, match=message):
+        load(tmp_path, name, text)

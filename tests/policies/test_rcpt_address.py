@@ -1,6 +1,6 @@
 import pytest
 
-from policies.rcpt_address import AddressError, Mailbox, normalize_domain, parse_rcpt
+from policies.rcpt_address import AddressError, Mailbox, normalize_domain, parse_rcpt, to_ascii_domain
 
 BAD_SYNTAX = (501, "5.1.3")
 
@@ -75,3 +75,24 @@ def test_normalize_domain():
     assert normalize_domain("XN--BCHER-KVA.example") == "bücher.example"
     with pytest.raises(AddressError):
         normalize_domain("")
+
+
+@pytest.mark.parametrize("domain, normal, alabel", [
+    ("ＥＸＡＭＰＬＥ.com", "example.com", "example.com"),           # UTS #46 width mapping
+    ("BÜCHER.example", "bücher.example", "xn--bcher-kva.example"),
+    ("XN--BCHER-KVA.Example.", "bücher.example", "xn--bcher-kva.example"),
+    ("faß.example", "faß.example", "xn--fa-hia.example"),         # non-transitional (IDNA 2008)
+    ("mañana。example", "mañana.example", "xn--maana-pta.example"),
+    ("\u212aelvin.example", "kelvin.example", "kelvin.example"),   # Kelvin sign maps to k
+])
+def test_idna_uts46_normalisation_and_a_label(domain, normal, alabel):
+    """issue 6 item 5: one normalisation, by the idna package, for config, RCPT and router."""
+    assert normalize_domain(domain) == normal
+    assert to_ascii_domain(normal) == alabel
+    assert normalize_domain(alabel) == normal
+
+
+@pytest.mark.parametrize("domain", ["xn--zz.example", "xn--abc.example", "\u2603.example"])
+def test_idna_refuses_bad_labels(domain):
+    with pytest.raises(AddressError):
+        normalize_domain(domain)

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from policies.directory import Directory
+from policies.directory_formats import read_json
 from policies.rcpt_address import Mailbox
 from policies.rcpt_chain import RcptContext, check_rcpt
 from policies.relay_networks import TrustedNetworks
@@ -128,3 +129,47 @@ def test_context_normalises_and_validates_domains():
     assert c.accepted_domains == frozenset({"example.com", "example.net", "bücher.example"})
     with pytest.raises(ValueError, match="not an accepted domain"):
         ctx(postmaster_domain="foreign.org")
+
+
+KELVIN = "\u212a"   # KELVIN SIGN: case-folds to "k"
+
+
+@pytest.mark.parametrize("addr", [f"{KELVIN}ate@example.com", "carol@bücher.example",
+                                  "Jörg@example.com"])
+def test_non_ascii_rcpt_without_smtputf8_is_refused_with_5_6_7(addr):
+    """issue 6 item 3: RFC 6531 §3.4; the Kelvin sign would otherwise reach a real user."""
+    d = check_rcpt(addr, UNTRUSTED, ctx(), smtputf8=False)
+    assert (d.verdict.code, d.verdict.status) == (553, "5.6.7")
+
+
+def test_a_label_rcpt_without_smtputf8_is_fine():
+    d = check_rcpt("carol@xn--bcher-kva.example", UNTRUSTED, ctx(), smtputf8=False)
+    assert (d.verdict.code, d.verdict.status, d.mailbox.domain) == (250, "2.1.5", "bücher.example")
+
+
+INTERNAL_ONLY = """{"mailboxes": ["erin@example.org"], "groups": [
+  {"address": "staff@example.org", "aliases": ["staff-alias@example.org"],
+   "members": ["erin@example.org"], "require_sender_authentication_enabled": true},
+  {"address": "everyone-dyn@example.org", "dynamic": true, "members": ["erin@example.org"],
+   "require_sender_authentication_enabled": true},
+  {"address": "team@example.org", "members": ["erin@example.org"],
+   "require_sender_authentication_enabled": false}]}"""
+
+
+def internal_ctx() -> RcptContext:
+    directory = Directory.from_records(read_json("inline.json", INTERNAL_ONLY), "inline.json")
+    return RcptContext(frozenset(["example.org"]), directory, True, NETS)
+
+
+@pytest.mark.parametrize("addr", ["staff@example.org", "STAFF@example.org",
+                                  "everyone-dyn@example.org", "staff-alias@example.org"])
+def test_internal_only_group_refuses_untrusted_and_accepts_trusted(addr):
+    """issue 6 item 16: RequireSenderAuthenticationEnabled → 550 5.7.1 from outside."""
+    c = internal_ctx()
+    d = check_rcpt(addr, UNTRUSTED, c)
+    assert (d.verdict.code, d.verdict.status, d.local) == (550, "5.7.1", True)
+    assert check_rcpt(addr, TRUSTED, c).verdict.code == 250
+
+
+def test_ordinary_group_still_takes_outside_mail():
+    assert check_rcpt("team@example.org", UNTRUSTED, internal_ctx()).verdict.code == 250

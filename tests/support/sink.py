@@ -2,14 +2,15 @@
 
     python tests/support/sink.py --listen 127.0.0.11:2600 --dir /tmp/sinkA [--name mx1]
         [--rcpt-reply bad@example.com=550] [--all-reply 451] [--require-tls CERT,KEY]
-        [--data-delay SECONDS]
+        [--data-delay SECONDS] [--no-smtputf8]
 
 Each accepted message is written as ``<n>.eml`` (the bytes as received after DATA, dot-unstuffed)
 and ``<n>.json`` (MAIL FROM, RCPT TO, options, peer), the .json last, so a reader that sees the
 .json sees the whole message. ``--rcpt-reply ADDR=CODE`` answers CODE at RCPT for ADDR;
 ``--rcpt-reply 'ADDR=550 5.1.1000 text'`` answers that whole reply line instead;
 ``--all-reply CODE`` answers CODE to every RCPT (a sick Exchange); ``--data-delay SECONDS`` waits
-that long after the final dot before storing and answering (a slow Exchange). Stops on SIGTERM.
+that long after the final dot before storing and answering (a slow Exchange); ``--no-smtputf8``
+does not offer SMTPUTF8 and takes commands in ASCII only (on-premises Exchange). Stops on SIGTERM.
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ async def main() -> None:
     p.add_argument("--all-reply", type=int)
     p.add_argument("--data-delay", type=float, default=0.0)
     p.add_argument("--tls", help="CERT,KEY: offer STARTTLS")
+    p.add_argument("--no-smtputf8", action="store_true", help="do not offer SMTPUTF8")
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     rr: dict[str, int | str] = {}
@@ -88,7 +90,7 @@ async def main() -> None:
     def factory():
         proto = SMTP.__new__(SMTP)
         proto.line_length_limit = 1 << 20
-        SMTP.__init__(proto, handler, hostname=f"{a.name}.sink.test", enable_SMTPUTF8=True,
+        SMTP.__init__(proto, handler, hostname=f"{a.name}.sink.test", enable_SMTPUTF8=not a.no_smtputf8,
                       decode_data=False, data_size_limit=64 << 20, tls_context=ctx, timeout=60)
         return proto
 

@@ -56,11 +56,40 @@ def test_recovery_after_hold_down_replays_then_normal():
     assert t.new.mode is Mode.NORMAL and t.new.event_id == ""
 
 
-def test_failure_during_replay_goes_back_to_continuity():
+def test_failure_during_replay_goes_back_to_continuity_only_after_enter_after():
+    """Hysteresis on the way back too: one failed probe while recovering changes nothing; a
+    failure lasting enter_after (60 s) returns to continuity, as normal -> continuity would."""
+    _, state = run([False] * 61 + [True] * 301)
+    assert state.mode is Mode.RECOVERING
+    tracker = HealthTracker()
+    assert decide(state, tracker.observe(False, 500.0, "down again"), AUTO) is None
+    assert decide(state, tracker.observe(False, 559.0, "down again"), AUTO) is None
+    t = decide(state, tracker.observe(False, 560.0, "down again"), AUTO)
+    assert t.new.mode is Mode.CONTINUITY and t.new.origin == "auto"
+
+
+def test_flapping_during_replay_never_goes_back_to_continuity():
     _, state = run([False] * 61 + [True] * 301)
     tracker = HealthTracker()
-    t = decide(state, tracker.observe(False, 500.0, "down again"), AUTO)
-    assert t.new.mode is Mode.CONTINUITY and t.new.origin == "auto"
+    for i in range(600):                       # one probe in three fails, for 10 minutes
+        assert decide(state, tracker.observe(i % 3 != 2, 1000.0 + i, "flap"), AUTO) is None
+    assert state.mode is Mode.RECOVERING
+
+
+def test_durations_use_health_now_and_since_uses_the_wall_clock():
+    """``Health.now`` is the monotonic clock (durations); ``Health.wall`` the wall clock stamped
+    on ``since`` (persisted, shown). A wall-clock step of an hour either way changes no decision."""
+    for step in (3600.0, -3600.0):
+        tracker, state, entered = HealthTracker(), EngineState(), None
+        for i in range(200):
+            mono = 50.0 + i
+            wall = 1_800_000_000.0 + i + (step if i >= 30 else 0.0)   # the NTP step at i = 30
+            t = decide(state, tracker.observe(False, mono, "down", wall=wall), AUTO)
+            if t is not None:
+                state = t.new
+                if state.mode is Mode.CONTINUITY and entered is None:
+                    entered = (mono, state.since)
+        assert entered == (50.0 + 60, 1_800_000_000.0 + 60 + step), (step, entered)
 
 
 def test_alert_only_waits_for_confirmation():

@@ -52,3 +52,10 @@ def test_text_and_attachments_are_extracted():
                 filtering=True)
     assert e.subject == "Résumé" and e.has_attachments
     assert "Hello world" in e.body_text and "steal" not in e.body_text
+
+
+def test_idn_forms_of_one_address_are_one_mailbox():
+    """issue 6 item 5: A-label, U-label and any case of the domain key the same mailbox."""
+    owners = mailboxes_for(["Carol@XN--BCHER-KVA.example", "carol@bücher.example",
+                            "carol@BÜCHER.example"], Directory.empty(), filtering=False)
+    assert owners == {"carol@bücher.example": "Carol@XN--BCHER-KVA.example"}

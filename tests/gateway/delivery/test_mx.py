@@ -145,7 +145,7 @@ async def test_mx_present_means_no_fallback_to_domain_address(resolver):
 
 async def test_mx_target_without_address_is_skipped(resolver, caplog):
     assert names(await resolver.resolve("partial.test")) == [[MX1_B]]
-    assert "ghost.partial.test" in caplog.text
+    assert any(getattr(r, "target", "") == "ghost.partial.test" for r in caplog.records)
     assert names(await resolver.resolve("halfbroken.test")) == [[MX1_B]]
 
 

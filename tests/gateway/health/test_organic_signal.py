@@ -33,7 +33,7 @@ def test_too_few_events_says_nothing():
 
 def test_all_connection_failures_is_down():
     clock = Clock()
-    sig = OrganicSignal(clock=clock)
+    sig = OrganicSignal(clock=clock, wall=clock)
     fill(sig, 6, conn=True)
     clock.t += 3
     r = sig.snapshot()
@@ -89,3 +89,17 @@ def test_bad_parameters_rejected():
         OrganicSignal(window=0)
     with pytest.raises(ValueError):
         OrganicSignal(min_events=0)
+
+
+def test_a_wall_clock_step_neither_empties_nor_stretches_the_window():
+    """The window runs on the monotonic clock; only the result's ``at`` is the wall clock."""
+    mono, wall = Clock(5000.0), Clock()
+    sig = OrganicSignal(window=120, min_events=5, clock=mono, wall=wall)
+    fill(sig, 6, conn=True)
+    wall.t += 3600                              # NTP step forward: the failures are still recent
+    mono.t += 10
+    r = sig.snapshot()
+    assert r is not None and not r.ok and r.at == T0 + 3600
+    wall.t -= 7200                              # and back: they still age out after 120 s
+    mono.t += 111
+    assert sig.snapshot() is None

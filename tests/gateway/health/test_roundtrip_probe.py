@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import smtplib
 from types import SimpleNamespace
 
@@ -18,7 +19,7 @@ from gateway.health import ProbeMailbox, ProbeRunner, RoundTripProbe
 from gateway.intake.handler import IntakeHandler
 from gateway.intake.server import IntakeServer
 from gateway.logs import make_logger
-from policies.directory import DirectoryWatcher
+from policies.directory import Directory, DirectoryWatcher
 from spool import Spool
 from tests.support.forwarder import ForwarderProc
 from tests.support.peers import free_port
@@ -179,10 +180,67 @@ async def test_ordinary_mail_is_not_a_probe(gateway_intake):
     assert mb.consume(env, b"Subject: mailgate round-trip probe\r\n\r\nX-Mailgate-Probe: " +
                       b"c" * 32 + b"\r\n") is None   # a token in the body is not a header
     fut = mb.expect("d" * 32)
-    got = mb.consume(env, b"X-Mailgate-Probe: " + b"d" * 32 + b"\r\n\r\nbody\r\n")
-    assert (got.outcome, got.token) == ("returned", "d" * 32)   # awaited: consumed wherever it goes
+    token_mail = b"X-Mailgate-Probe: " + b"d" * 32 + b"\r\n\r\nbody\r\n"
+    assert mb.consume(env, token_mail) is None      # an awaited token under another envelope: mail
+    forged = mb.consume(SimpleNamespace(mail_from="eve@attacker.test", rcpt_tos=[RETURN]), token_mail)
+    assert (forged.outcome, forged.token) == ("forged", "d" * 32)   # consumed, does not pass
+    assert not fut.done()
+    own = SimpleNamespace(mail_from=RETURN.upper(), rcpt_tos=[RETURN])   # the probe's own envelope
+    got = mb.consume(own, token_mail)
+    assert (got.outcome, got.token) == ("returned", "d" * 32)
     assert fut.result()[0] is True
     mb.forget("d" * 32)
+
+
+async def test_awaited_token_in_a_users_mail_is_queued_for_the_user(gateway_intake):
+    """Mail quoting an awaited token (a reply, a forward of the probe) under any envelope but the
+    probe's own is ordinary mail: queued for its recipient, and the check is not passed."""
+    gw = gateway_intake
+    token = "e" * 32
+    fut = gw.mailbox.expect(token)
+    body = (b"Subject: RE: mailgate round-trip probe " + token.encode() + b"\r\n"
+            b"X-Mailgate-Probe: " + token.encode() + b"\r\n\r\nwhat is this?\r\n")
+
+    def send():
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+            c.ehlo("client.test")
+            c.mail("alice@remote.test")
+            c.rcpt("bob@example.com")
+            return c.data(body)
+
+    code, text = await asyncio.to_thread(send)
+    assert code == 250 and text.startswith(b"2.0.0 Ok: queued as "), text
+    assert await stored(gw.spool) == 1
+    assert not fut.done()
+    gw.mailbox.forget(token)
+
+
+def directory_file(tmp_path, *addresses):
+    d = tmp_path / "directory.json"
+    d.write_text(json.dumps({"mailboxes": list(addresses)}))
+    return Directory.load(d)
+
+
+async def test_return_address_in_a_reloaded_directory_disables_the_probe_mailbox(peers, tmp_path):
+    """After a reload lists the return address, it is that user's again: RCPT goes through the
+    directory, mail to it is queued, the probe fails at once (never critical) without
+    submitting; a later reload without it enables the mailbox again."""
+    current = [directory_file(tmp_path, "bob@example.com")]
+    stream = io.StringIO()
+    mb = ProbeMailbox(RETURN, directory=lambda: current[0],
+                      log=make_logger("info", "kv", stream=stream))
+    env = SimpleNamespace(mail_from=RETURN, rcpt_tos=[RETURN])
+    assert mb.accepts(RETURN) and mb.disabled is None
+    current[0] = directory_file(tmp_path, "bob@example.com", RETURN)
+    assert not mb.accepts(RETURN) and "recipient directory" in mb.disabled
+    assert mb.consume(env, b"X-Mailgate-Probe: " + b"f" * 32 + b"\r\n\r\nx\r\n") is None
+    ex = exchange(peers, tmp_path, free_port())
+    r = await probe(mb, [("exchange", "127.0.0.21", ex.port)], critical=True).check()
+    assert (r.ok, r.critical) == (False, False) and r.detail.startswith("disabled: "), r
+    assert ex.count() == 0
+    assert "event='probe_mailbox_disabled'" in stream.getvalue()
+    current[0] = directory_file(tmp_path, "bob@example.com")
+    assert mb.accepts(RETURN) and mb.disabled is None
 
 
 async def test_auth_without_tls_is_refused_before_the_password_goes_out(peers, tmp_path, gateway_intake):
