@@ -4,7 +4,8 @@ asyncio loop (a TaskGroup), with one shutdown path.
 Start-up order: open the spool and run crash recovery (before any delivery), load the recipient
 directory, bind the SMTP listeners, then start the queue manager. SIGTERM/SIGINT: stop accepting,
 let sessions inside DATA finish their commit, let deliveries in flight finish (bounded), close the
-spool. SIGHUP: reload the recipient directory now.
+spool. SIGHUP: reload the recipient directory now. No task's error ends the process: each
+loop survives its own faults (gateway.retry), and a task that raises anyway is restarted.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from gateway.delivery.transport import SmtpTransport
 from gateway.health.roundtrip_probe import ProbeMailbox
 from gateway.intake.handler import IntakeHandler
 from gateway.intake.server import IntakeServer
+from gateway.retry import supervise
 from gateway.router import Router
 from policies.directory import DirectoryWatcher
 from policies.rcpt_chain import RcptContext
@@ -85,14 +87,17 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     try:
         admin = _admin_server(cfg, spool, qmgr, intake, controller, runner, log)
         async with asyncio.TaskGroup() as tg:
-            runner_task = tg.create_task(qmgr.run(), name="qmgr")
+            # each long-running task handles its own faults; supervise() restarts one that
+            # raises anyway, so no single task's exception ends the gateway (port 25 stays up)
+            runner_task = tg.create_task(supervise("qmgr", qmgr.run, log), name="qmgr")
             if admin is not None:
                 tg.create_task(admin.serve(), name="admin")
-            helpers = [tg.create_task(_watch_directory(watcher, cfg.directory.reload_interval, log,
-                                                       reload_now))]
+            helpers = [tg.create_task(supervise("directory", lambda: _watch_directory(
+                watcher, cfg.directory.reload_interval, log, reload_now), log), name="directory")]
             if controller is not None:
-                helpers.append(tg.create_task(runner.run(), name="probes"))
-                helpers.append(tg.create_task(controller.run(), name="continuity"))
+                helpers.append(tg.create_task(supervise("probes", runner.run, log), name="probes"))
+                helpers.append(tg.create_task(supervise("continuity", controller.run, log),
+                                              name="continuity"))
             await stop.wait()
             log.info("shutting_down")
             await intake.stop()

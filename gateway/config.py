@@ -87,9 +87,19 @@ class DirectoryConfig(_Section):
     reload_interval: float = Field(5.0, gt=0)   # seconds between mtime checks
 
 
+def _route_spec(v: str) -> str:
+    """A smarthost route spec must parse (gateway.delivery.mx.parse_target) when the file is
+    loaded: a typo fails the start naming the key, instead of every delivery at run time."""
+    from gateway.delivery.mx import parse_target
+    parse_target(v, 25)           # ValueError: "bad host in route 'x y'", "bad port '25x'", ...
+    return v
+
+
 class Route(_Section):
     domain: str                       # an accepted domain, or "*" for the default route
     smarthost: str                    # "name" (MX, then A/AAAA), "[host]:port", an IP literal
+
+    _smarthost = field_validator("smarthost")(_route_spec)
 
 
 class RoutingConfig(_Section):
@@ -101,6 +111,8 @@ class RoutingConfig(_Section):
     smarthost_ca_file: Path | None = None
     mx_port: int = Field(25, ge=1, le=65535)            # port for internet MX delivery (tests change it)
     mx_tls: Literal["none", "opportunistic", "required"] = "opportunistic"  # unverified, RFC 3207
+
+    _default_smarthost = field_validator("default_smarthost")(_route_spec)
 
 
 class DnsConfig(_Section):

@@ -7,13 +7,17 @@ queue: it runs every operation waiting at that moment inside one ``BEGIN IMMEDIA
 WAL fsync for the batch, ``synchronous=FULL``), and only then resolves the callers' futures.
 Reads run on a small pool of reader threads with their own connections.
 
-Errors: an operation's own exception is re-raised to its caller; a failed COMMIT raises
-SpoolError to every caller of the batch (nothing of the batch is durable, so nothing may be
-acknowledged).
+Errors: an operation's own exception is re-raised to its caller; a failed BEGIN or COMMIT, or
+a storage failure inside any operation (disk full, I/O error, database locked: SQLite may then
+have rolled the whole transaction back), raises SpoolError to every caller of the batch (nothing
+of the batch is durable, so nothing may be acknowledged). ``SpoolError.full`` marks a full disk
+(SQLITE_FULL, ENOSPC). The writer keeps its connection: the next batch tries again, so the spool
+works again by itself once space is back. Reads raise SpoolError for the same storage failures.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import queue
 import sqlite3
 import threading
@@ -36,8 +40,39 @@ MAX_BATCH_OPS = 512
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 
+#: SQLite primary result codes that mean the storage failed, not the operation: BUSY, LOCKED,
+#: NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+STORAGE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+SQLITE_FULL = 13
+
+
 class SpoolError(Exception):
-    """The spool could not make an operation durable (disk full, I/O error, database locked)."""
+    """The spool could not make an operation durable (disk full, I/O error, database locked).
+    ``full`` is True when the disk (or quota) is full: intake answers 452 4.3.1 then."""
+
+    def __init__(self, message: str, *, full: bool = False):
+        super().__init__(message)
+        self.full = full
+
+
+def storage_failure(e: BaseException) -> bool:
+    """True if ``e`` is a failure of the storage (see STORAGE_CODES, or an OSError), not an
+    error of the operation itself (a constraint, a refused transition)."""
+    if isinstance(e, sqlite3.Error):
+        code = getattr(e, "sqlite_errorcode", None)
+        if code is None:
+            return isinstance(e, sqlite3.OperationalError)
+        return code & 0xFF in STORAGE_CODES
+    return isinstance(e, OSError)
+
+
+def _spool_error(what: str, e: BaseException) -> SpoolError:
+    if isinstance(e, SpoolError):
+        return e
+    code = getattr(e, "sqlite_errorcode", None)
+    full = (code is not None and code & 0xFF == SQLITE_FULL) or \
+        getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    return SpoolError(f"{what}: {e}", full=full)
 
 
 class Spool:
@@ -117,10 +152,15 @@ class Spool:
         return await self.read(_query.next_due_at)
 
     def _run_read(self, fn, args):
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = _db.connect(self.path)
-        return fn(conn, *args)
+        try:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = _db.connect(self.path)
+            return fn(conn, *args)
+        except Exception as e:
+            if storage_failure(e):
+                raise _spool_error("spool read failed", e) from e
+            raise
 
     # -- the writer thread --------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -158,7 +198,10 @@ class Spool:
                 conn.execute("SAVEPOINT op")
                 try:
                     r = fn(conn, *args)
-                except Exception as e:  # the caller's own error: undo its part only
+                except Exception as e:
+                    if storage_failure(e) or not conn.in_transaction:
+                        raise           # the storage failed: the whole batch fails (below)
+                    # the caller's own error: undo its part only
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append((fut, None, e))
@@ -171,7 +214,7 @@ class Spool:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            err = SpoolError(f"spool commit failed: {e}")
+            err = _spool_error("spool commit failed", e)
             results = [(fut, None, err) for _fn, _args, fut, _size in batch]
         self.batches += 1
         self.batched_ops += len(batch)
@@ -197,4 +240,4 @@ def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False,
     return state
 
 
-__all__ = ["Spool", "SpoolError", "NewMessage", "StoredMessage", "Recipient"]
+__all__ = ["Spool", "SpoolError", "NewMessage", "StoredMessage", "Recipient", "storage_failure"]

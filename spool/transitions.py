@@ -102,6 +102,24 @@ def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptO
     return dst
 
 
+def record_delivered(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptOutcome],
+                     now: float | None = None) -> int:
+    """Record the recipients of an attempt still in progress that were already delivered, as soon
+    as their part of the attempt is over (a kill now does not send them again). Only DELIVERED
+    outcomes of recipients still ``pending`` of an ``active`` message are written; the message
+    does not move (``record_attempt`` ends the attempt). Returns how many recipients changed."""
+    now = time.time() if now is None else now
+    rows = [(o.state.value, o.code, o.text[:1000], o.remote_host, now, queue_id, o.idx)
+            for o in outcomes if o.state is RcptState.DELIVERED]
+    if not rows:
+        return 0
+    cur = conn.executemany(
+        "UPDATE recipients SET state=?, attempts=attempts+1, reply_code=?, reply_text=?, remote_host=?,"
+        " updated_at=? WHERE queue_id=? AND idx=? AND state='pending' AND EXISTS (SELECT 1 FROM"
+        " messages m WHERE m.queue_id=recipients.queue_id AND m.state='active')", rows)
+    return cur.rowcount
+
+
 def delete_message(conn: sqlite3.Connection, queue_id: str) -> bool:
     """Remove a message and its recipients and bytes (postsuper -d). Refuses an ``active`` one
     (a delivery is in flight: InvalidTransition). Returns False if there was no such message."""
@@ -133,5 +151,6 @@ def purge_finished(conn: sqlite3.Connection, before: float) -> int:
                         (before,)).rowcount
 
 
-__all__ = ["move", "claim_due", "RcptOutcome", "record_attempt", "delete_message", "flush",
+__all__ = ["move", "claim_due", "RcptOutcome", "record_attempt", "record_delivered",
+           "delete_message", "flush",
            "purge_finished", "check_transition"]

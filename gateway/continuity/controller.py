@@ -27,6 +27,8 @@ from typing import Callable, Iterable
 
 from gateway.continuity import engine
 from gateway.continuity.engine import EngineState, Health, HealthTracker, Mode, Settings, Transition
+from gateway.retry import Backoff, FaultLog, retry
+from spool import SpoolError
 from spool import continuity as store
 from spool import mailbox
 
@@ -74,8 +76,10 @@ class ContinuityController:
         self._lock = asyncio.Lock()           # the one owner of self.state and its spool record
 
     async def start(self) -> None:
-        """Load the persisted state (a restart during an event stays in the event)."""
-        row = await self.spool.read(store.load_state)
+        """Load the persisted state (a restart during an event stays in the event). A failing
+        spool is retried (logged once per distinct error, backing off) until it answers."""
+        row = await retry(lambda: self.spool.read(store.load_state),
+                          FaultLog(self.log, "continuity_start_failed"), retry_on=(SpoolError,))
         if row:
             self.state = EngineState(Mode(row["mode"]), row["since"], row["origin"], row["reason"],
                                      bool(row["awaiting_confirm"]), row["event_id"])
@@ -84,13 +88,21 @@ class ContinuityController:
                       event_id=self.state.event_id)
 
     async def run(self) -> None:
+        """Step until cancelled. A failing step (the spool cannot write: disk full) is logged once
+        per distinct error and retried after a backoff (one tick, doubling to 10 s)."""
+        faults = FaultLog(self.log, "continuity_step_failed")
+        backoff = Backoff(self.cfg.tick, max(self.cfg.tick, 10.0))
         while True:
             try:
                 await self.step()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self.log.exception("continuity_step_failed")
+            except Exception as e:
+                faults.failed(e)
+                await asyncio.sleep(backoff.next())
+                continue
+            faults.recovered()
+            backoff.reset()
             recovering = self.state.mode is Mode.RECOVERING
             await asyncio.sleep(min(self.cfg.tick, REPLAY_STEP) if recovering else self.cfg.tick)
 

@@ -12,6 +12,7 @@ from gateway.health import (HttpProbe, OrganicSignal, ProbeMailbox, ProbeRunner,
                             SmtpInboundProbe, mx_hosts)
 from gateway.router import Router
 from policies.directory import Directory
+from gateway.retry import FaultLog
 from spool import Spool
 from spool import continuity as store
 
@@ -47,13 +48,23 @@ def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None,
         spool_write(result)
 
     writes: set[asyncio.Task] = set()   # the loop keeps only weak references to tasks
+    write_faults = FaultLog(log, "probe_record_failed")   # a full disk: logged once, not per probe
+
+    def written(task: asyncio.Task) -> None:
+        writes.discard(task)
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            write_faults.failed(task.exception())
+        else:
+            write_faults.recovered()
 
     def spool_write(result) -> None:
         task = asyncio.get_running_loop().create_task(spool.write(
             store.record_probe, result.probe, result.ok, result.at, result.latency, result.detail,
             result.critical))
         writes.add(task)
-        task.add_done_callback(writes.discard)
+        task.add_done_callback(written)
 
     runner = ProbeRunner(probes, on_result=keep)
     alerter = Alerter(urls=cfg.continuity.alert_urls, mail_to=cfg.continuity.alert_mail_to,

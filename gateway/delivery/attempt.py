@@ -8,8 +8,8 @@ the same attempt, with no admin action and no queue retry. A 5xx for a recipient
 recipient only. Recipients still without a final answer after the last host stay pending
 (deferred). A smarthost name that fails to resolve, even permanently (NXDOMAIN, null MX, no
 address), defers with 4.3.5: it is a configuration problem, never a reason to bounce. Addresses
-that refused a connection are remembered as down (hostcache) and skipped for a while, unless
-every address is down.
+that refused a connection are remembered as down (hostcache) and tried after every other address
+for a while: last, never skipped, so the memory alone never defers mail.
 """
 from __future__ import annotations
 
@@ -51,12 +51,11 @@ async def deliver_group(hop: NextHop, mail_from: str, rcpts: list[str], data: by
             code, text = 451, f"4.3.5 smarthost configuration problem: {text}"
         log.info("resolve_failed", next_hop=hop.spec, permanent=permanent, error=text)
         return {r: RcptResult(state, code, text) for r in rcpts}
-    candidates = [(h, a) for group in groups for h in group for a in h.addresses][:MAX_ADDRESSES]
-    live = [(h, a) for h, a in candidates if not hosts.is_down(a, h.port)]
+    candidates = [(h, a, h.port) for group in groups for h in group for a in h.addresses]
     results: dict[str, RcptResult] = {}
     remaining = list(rcpts)
     last = RcptResult(RcptState.PENDING, 451, f"4.4.1 no usable host for {hop.spec}")
-    for host, addr in (live or candidates):
+    for host, addr, _port in hosts.order(candidates[:MAX_ADDRESSES]):
         where = f"{host.name}[{addr}]:{host.port}"
         res = await transport.send(addr, host.port, host.name, hop.tls, mail_from, remaining, data,
                                    smtputf8=smtputf8, body_8bit=body_8bit)

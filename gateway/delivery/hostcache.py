@@ -1,9 +1,10 @@
 """Memory of next-hop addresses that just failed, so that later messages skip them instead of
 waiting for their connect timeout again (Postfix's smtp_connection_cache / "host down" state).
 
-An address is marked down when a connection to it fails; it is skipped for ``ttl`` seconds. When
-every address of a destination is marked down, the caller still tries them (the cache must never
-turn an outage of our own making into a deferral): ``usable()`` then returns them all.
+An address is marked down when a connection to it fails; it is skipped for ``ttl`` seconds. The
+memory must never turn into a deferral by itself: ``order()`` puts the addresses marked down after
+the live ones instead of dropping them, so an attempt tries them last when every live address has
+failed (site A failed a minute ago and is back, site B fails now: site A still gets the mail).
 """
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ class HostCache:
             del self._down[(address, port)]
             return False
         return True
+
+    def order(self, candidates: list[tuple]) -> list[tuple]:
+        """``candidates`` as ``(..., address, port)`` tuples (the last two items), in the order to
+        try: those not marked down first, then those marked down, each part in the given order."""
+        live = [c for c in candidates if not self.is_down(c[-2], c[-1])]
+        return live + [c for c in candidates if c not in live]
 
     def down(self) -> list[tuple[str, int, float]]:
         """[(address, port, seconds left)] for `mailgate` status output."""

@@ -2,15 +2,21 @@
 
 Reads ``incoming`` and due ``deferred`` messages, moves them to ``active`` (one guarded UPDATE per
 batch), groups each message's pending recipients by next hop (gateway.router), delivers the
-groups concurrently (gateway.delivery.attempt), and records every recipient's outcome in one
-transaction that also moves the message on: ``delivered``, ``bounced`` or ``deferred`` with the
+groups concurrently in chunks (gateway.delivery.attempt), and records every recipient's outcome in
+one transaction that also moves the message on: ``delivered``, ``bounced`` or ``deferred`` with the
 next retry time (gateway.delivery.backoff, Postfix's schedule). Recipients that fail permanently,
 or are still pending when the queue lifetime is over, get one RFC 3464 bounce to the envelope
 sender, enqueued in the same transaction (never for a bounce: RFC 3464 §2, RFC 5321 §6.1).
+
+With several chunks, each chunk's delivered recipients are written as soon as it completes. An
+internal error in a chunk (ours: a route the resolver refuses, any exception) is a 4.3.0
+temporary outcome for that chunk's recipients and counts as an attempt. The spool failing (disk
+full) never ends the loop nor drops an outcome: both are retried with backoff (gateway.retry).
 """
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import defaultdict
 
@@ -21,13 +27,17 @@ from gateway.delivery.dsn import FailedRecipient, build_dsn, should_bounce
 from gateway.delivery.hostcache import HostCache
 from gateway.delivery.mx import MxResolver
 from gateway.delivery.transport import Transport
+from gateway.retry import Backoff, FaultLog, retry
 from gateway.router import Router
-from spool import NewMessage, QueueState, RcptState, Spool
+from spool import NewMessage, QueueState, RcptState, Spool, SpoolError
 from spool.query import StoredMessage
-from spool.transitions import RcptOutcome, purge_finished
+from spool.transitions import RcptOutcome, purge_finished, record_delivered
 
 #: Seconds between looks at the queue when nothing wakes the manager (deferred mail, CLI flush).
 POLL_INTERVAL = 1.0
+#: What a recipient is told (queue show, and the DSN at the lifetime) when we failed, not the peer.
+INTERNAL_ERROR = "4.3.0 internal error during delivery"
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")     # RFC 3463 §2
 
 
 class QueueManager:
@@ -51,6 +61,10 @@ class QueueManager:
         #: Set by the continuity engine: ``await filer(msg, held_addresses)`` → a
         #: spool.mailbox.FilingEntry (or None) filed in the same transaction as the hold.
         self.filer = None
+        # spool failures, logged once per distinct error (gateway.retry)
+        self._loop_faults = FaultLog(log, "qmgr_claim_failed")
+        self._purge_faults = FaultLog(log, "qmgr_purge_failed")
+        self._record_faults = FaultLog(log, "spool_record_failed")
 
     def notify(self, queue_id: str | None = None) -> None:
         """Something is due now (a new message was queued, a delivery finished)."""
@@ -58,18 +72,36 @@ class QueueManager:
 
     async def run(self) -> None:
         """Deliver until cancelled. Cancel it, then ``await drain()``. Once an hour, records of
-        finished messages older than ``delivery.finished_retention`` are purged."""
+        finished messages older than ``delivery.finished_retention`` are purged. A failing spool
+        (disk full, I/O error) never ends the loop: the error is logged once, the loop backs off
+        (0.5 s doubling to 10 s) and carries on by itself when the spool works again."""
         next_purge = 0.0
+        backoff = Backoff()
         while True:
             if self.clock() >= next_purge:
                 next_purge = self.clock() + 3600.0
-                n = await self.spool.write(purge_finished, self.clock() - self.cfg.delivery.finished_retention)
-                if n:
-                    self.log.info("purged_finished", messages=n)
+                try:
+                    n = await self.spool.write(purge_finished,
+                                               self.clock() - self.cfg.delivery.finished_retention)
+                except Exception as e:
+                    self._purge_faults.failed(e)
+                    next_purge = self.clock() + 60.0
+                else:
+                    self._purge_faults.recovered()
+                    if n:
+                        self.log.info("purged_finished", messages=n)
             self._wake.clear()
             free = self.capacity - len(self.inflight)
             if free > 0:
-                for qid in await self.spool.claim_due(min(free, 256)):
+                try:
+                    due = await self.spool.claim_due(min(free, 256))
+                except Exception as e:
+                    self._loop_faults.failed(e)
+                    await asyncio.sleep(backoff.next())
+                    continue
+                self._loop_faults.recovered()
+                backoff.reset()
+                for qid in due:
                     task = asyncio.create_task(self._deliver(qid), name=f"deliver-{qid}")
                     self.inflight.add(task)
                     task.add_done_callback(self._done)
@@ -92,14 +124,21 @@ class QueueManager:
             for t in pending:
                 t.cancel()
 
+    async def _spool(self, op, queue_id: str):
+        """``await op()``, retried through SpoolError (logged once per distinct error, backing
+        off): a message's outcome is never dropped because the disk is full for a while."""
+        return await retry(op, self._record_faults, retry_on=(SpoolError,), queue_id=queue_id)
+
     async def _deliver(self, queue_id: str) -> None:
+        msg = None
         try:
-            msg = await self.spool.get(queue_id, with_data=True)
+            msg = await self._spool(lambda: self.spool.get(queue_id, with_data=True), queue_id)
             if msg is None:
                 return
             if msg.data is None:
-                await self.spool.move(queue_id, QueueState.ACTIVE, QueueState.CORRUPT,
-                                      error="message bytes missing")
+                await self._spool(lambda: self.spool.move(
+                    queue_id, QueueState.ACTIVE, QueueState.CORRUPT, error="message bytes missing"),
+                    queue_id)
                 self.log.error("corrupt", queue_id=queue_id)
                 return
             await self._attempt(msg)
@@ -108,64 +147,114 @@ class QueueManager:
         except Exception:
             self.log.exception("delivery_error", queue_id=queue_id)
             try:  # never leave it active until the next restart
-                await self.spool.move(queue_id, QueueState.ACTIVE, QueueState.DEFERRED,
-                                      next_attempt_at=self.clock() + self.retry.minimal_backoff,
-                                      error="4.3.0 internal error during delivery")
+                await self._spool(lambda: self.spool.move(
+                    queue_id, QueueState.ACTIVE, QueueState.DEFERRED,
+                    next_attempt_at=self.clock() + self.retry.minimal_backoff,
+                    error=INTERNAL_ERROR), queue_id)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 self.log.exception("defer_failed", queue_id=queue_id)
 
     async def _attempt(self, msg: StoredMessage) -> None:
-        by_hop: dict = defaultdict(list)
-        holding = self.hold_downstream
+        """One attempt: every chunk delivered concurrently, each chunk's delivered recipients
+        recorded as soon as it completes, then one record of the whole attempt. An internal
+        error (ours, not the peer's) in a chunk or afterwards becomes a 4.3.0 temporary outcome
+        of the recipients it left without one: it counts as an attempt, so backoff, the queue
+        lifetime and the bounce apply, and recipients already delivered are never sent again."""
+        done: list[tuple] = []        # (recipient, RcptResult, hop kind) as chunks complete
         held: list[str] = []
-        for r in msg.pending:
-            hop = self.router.next_hop(r.address)
-            if holding and hop.kind == "smarthost":
-                held.append(r.address)
-                continue
-            by_hop[hop].append(r)
-        step = self.cfg.delivery.recipients_per_delivery
-        jobs, chunks, hop_kinds = [], [], {}
-        for hop, rcpts in by_hop.items():
-            for i in range(0, len(rcpts), step):
-                chunk = rcpts[i:i + step]
-                chunks.append(chunk)
-                hop_kinds[id(chunk)] = hop.kind
-                jobs.append(deliver_group(
-                    hop, msg.mail_from, [r.address for r in chunk], msg.data,
-                    smtputf8=msg.smtputf8, body_8bit=msg.body_8bit, resolver=self.resolver,
-                    transport=self.transport, hosts=self.hosts, log=self.log.bind(queue_id=msg.queue_id)))
-        results = await asyncio.gather(*jobs)
+        recorded = False
+        try:
+            by_hop: dict = defaultdict(list)
+            for r in msg.pending:
+                hop = self.router.next_hop(r.address)
+                if self.hold_downstream and hop.kind == "smarthost":
+                    held.append(r.address)
+                    continue
+                by_hop[hop].append(r)
+            step = self.cfg.delivery.recipients_per_delivery
+            chunks = [(hop, rcpts[i:i + step]) for hop, rcpts in by_hop.items()
+                      for i in range(0, len(rcpts), step)]
+            await asyncio.gather(*(self._chunk(msg, hop, chunk, done, early=len(chunks) > 1)
+                                   for hop, chunk in chunks))
+            await self._finish(msg, done, held)
+            recorded = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if recorded:
+                raise
+            self.log.exception("delivery_error", queue_id=msg.queue_id)
+            got = {r.idx for r, _out, _kind in done}
+            err = _internal_error(e)
+            done += [(r, err, "") for r in msg.pending if r.idx not in got and r.address not in held]
+            await self._finish(msg, done, held, safe=True)
+
+    async def _chunk(self, msg: StoredMessage, hop, chunk: list, done: list, early: bool) -> None:
+        """Deliver one chunk; append its outcomes to ``done``; never raises (but CancelledError).
+        With ``early``, its delivered recipients are recorded at once (the other chunks may still
+        take a while: a kill meanwhile must not send these again)."""
+        log = self.log.bind(queue_id=msg.queue_id)
+        try:
+            res = await deliver_group(
+                hop, msg.mail_from, [r.address for r in chunk], msg.data,
+                smtputf8=msg.smtputf8, body_8bit=msg.body_8bit, resolver=self.resolver,
+                transport=self.transport, hosts=self.hosts, log=log)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("chunk_error", next_hop=hop.spec, nrcpt=len(chunk))
+            res = {r.address: _internal_error(e) for r in chunk}
+        outs = [(r, res.get(r.address) or _internal_error(None), hop.kind) for r in chunk]
+        done.extend(outs)
+        delivered = [RcptOutcome(r.idx, out.state, out.code, out.text, out.host)
+                     for r, out, _kind in outs if out.state is RcptState.DELIVERED]
+        if early and delivered:
+            try:   # best effort: the attempt's own record below writes them too
+                await self.spool.write(record_delivered, msg.queue_id, delivered)
+            except Exception as e:
+                self._record_faults.failed(e, queue_id=msg.queue_id)
+
+    async def _finish(self, msg: StoredMessage, done: list, held: list[str],
+                      safe: bool = False) -> None:
+        """Record the attempt's outcomes, the message's next state and its bounce in one
+        transaction, retried until the spool takes it. ``safe`` (after an internal error):
+        skip the outcome hook and record even if the bounce cannot be built."""
         now = self.clock()
         too_old = expired(self.retry, msg.arrived_at + msg.held_seconds, now, msg.is_dsn)
         outcomes: list[RcptOutcome] = []
         failed: list[FailedRecipient] = []
-        for chunk, res in zip(chunks, results):
-            for r in chunk:
-                out: RcptResult = res[r.address]
-                if hop_kinds[id(chunk)] == "smarthost" and self.on_smarthost_outcome is not None:
-                    self.on_smarthost_outcome(out.state is RcptState.DELIVERED,
-                                              out.code is None, out.code)
-                state, text = out.state, out.text
-                if state is RcptState.PENDING and too_old:
-                    state, text = RcptState.BOUNCED, f"4.4.7 delivery time expired: {out.text}"
-                outcomes.append(RcptOutcome(r.idx, state, out.code, text, out.host))
-                self._log_outcome(msg, r.address, state, out, text, now)
-                if state is RcptState.BOUNCED:
-                    failed.append(FailedRecipient(
-                        r.address, _status_of(out.code, text), f"{out.code or ''} {text}".strip(),
-                        out.host.split("[")[0] if out.host else ""))
+        for r, out, kind in done:
+            if kind == "smarthost" and self.on_smarthost_outcome is not None and not safe:
+                self.on_smarthost_outcome(out.state is RcptState.DELIVERED, out.code is None, out.code)
+            state, text = out.state, out.text
+            if state is RcptState.PENDING and too_old:
+                state, text = RcptState.BOUNCED, f"4.4.7 delivery time expired: {out.text}"
+            outcomes.append(RcptOutcome(r.idx, state, out.code, text, out.host))
+            self._log_outcome(msg, r.address, state, out, text, now)
+            if state is RcptState.BOUNCED:
+                failed.append(FailedRecipient(
+                    r.address, _status_of(out.code, text), f"{out.code or ''} {text}".strip(),
+                    out.host.split("[")[0] if out.host else ""))
         dsn = None
         if failed and should_bounce(msg.mail_from, msg.is_dsn):
-            dsn = NewMessage(
-                mail_from="", rcpt_tos=(msg.mail_from,), is_dsn=True,
-                smtputf8=not msg.mail_from.isascii(),   # a non-ASCII sender: RFC 6533 §3
-                data=build_dsn(reporting_mta=self.cfg.server.hostname,
-                               original_mail_from=msg.mail_from, original_queue_id=msg.queue_id,
-                               arrival_date=msg.arrived_at, recipients=failed, original=msg.data, now=now))
-        state = await self.spool.record_attempt(
-            msg.queue_id, outcomes, next_attempt(self.retry, msg.attempts + 1, now), dsn,
-            hold=bool(held), filing=await self._filing(msg, held))
+            try:
+                dsn = NewMessage(
+                    mail_from="", rcpt_tos=(msg.mail_from,), is_dsn=True,
+                    smtputf8=not msg.mail_from.isascii(),   # a non-ASCII sender: RFC 6533 §3
+                    data=build_dsn(reporting_mta=self.cfg.server.hostname,
+                                   original_mail_from=msg.mail_from, original_queue_id=msg.queue_id,
+                                   arrival_date=msg.arrived_at, recipients=failed,
+                                   original=msg.data, now=now))
+            except Exception:
+                if not safe:
+                    raise
+                self.log.exception("dsn_failed", queue_id=msg.queue_id)
+        filing = await self._filing(msg, held)
+        next_at = next_attempt(self.retry, msg.attempts + 1, now)
+        state = await self._spool(lambda: self.spool.record_attempt(
+            msg.queue_id, outcomes, next_at, dsn, hold=bool(held), filing=filing), msg.queue_id)
         if held:
             self.stats["held"] += len(held)
             self.log.info("held", queue_id=msg.queue_id, nrcpt=len(held), reason="continuity event")
@@ -195,11 +284,18 @@ class QueueManager:
 
 
 def _status_of(code: int | None, text: str) -> str:
-    """The RFC 3463 status of a reply: its enhanced code if it has one, else from the code."""
+    """The RFC 3463 status of a reply: its enhanced code if it is a valid one (class 2/4/5, then
+    1-3 digits per subject and detail field), else the class default from the reply code
+    ("5.0.0" for 5xx, "4.0.0" otherwise): "550 5.1.1000 ..." gives "5.0.0"."""
     head = text.split(" ", 1)[0]
-    parts = head.split(".")
-    if len(parts) == 3 and all(p.isdigit() for p in parts) and head[0] in "245":
+    if _ENHANCED.match(head):
         return head
     if code and code >= 500:
         return "5.0.0"
     return "4.0.0"
+
+
+def _internal_error(exc: BaseException | None) -> RcptResult:
+    """The temporary outcome of a recipient that an internal error of ours left without one."""
+    what = f" ({type(exc).__name__})" if exc is not None else ""
+    return RcptResult(RcptState.PENDING, 451, f"{INTERNAL_ERROR}{what}")

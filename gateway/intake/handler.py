@@ -130,9 +130,9 @@ class IntakeHandler:
             body_8bit=body_8bit)
         try:
             await self.spool.commit(msg)
-        except SpoolError as e:
-            self.log.error("spool_commit_failed", queue_id=queue_id, error=str(e))
-            return replies.SPOOL_ERROR
+        except SpoolError as e:    # the disk full: 452 4.3.1; another storage failure: 451 4.3.0
+            self.log.error("spool_commit_failed", queue_id=queue_id, error=str(e), full=e.full)
+            return replies.INSUFFICIENT_STORAGE if e.full else replies.SPOOL_ERROR
         self.log.info("queued", queue_id=queue_id, client=msg.client_addr,
                       mail_from=mail_from or "<>", nrcpt=len(msg.rcpt_tos), size=len(msg.data))
         self.on_queued(queue_id)

@@ -17,6 +17,8 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 TOO_MANY_CONNECTIONS_FROM_YOU = "421 4.7.0 Too many connections from your address, try again later"
 LOCAL_ERROR = "451 4.3.0 Local error in processing, try again later"
 SPOOL_ERROR = "451 4.3.0 Message not queued: temporary storage failure, try again later"
+#: the spool's disk is full (RFC 3463 4.3.1 "mail system full"; Postfix's wording)
+INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage, try again later"
 SIZE_EXCEEDED = "552 5.3.4 Message size exceeds fixed maximum message size"
 LINE_TOO_LONG = "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
 TOO_MANY_HOPS = "554 5.4.6 Too many hops (mail loop?)"

@@ -126,3 +126,34 @@ def test_queue_lifetime_expiry_bounces_with_4_4_7(peers, tmp_path):
     assert r["Diagnostic-Code"] == "smtp; 451 4.4.7 delivery time expired: 4.3.0 Try again later"
     assert elapsed >= 3.0, f"bounced before the 3 s lifetime: {elapsed:.1f}s"
     print(f"expiry DSN after {elapsed:.1f}s (lifetime 3 s, backoff 2-4 s)")
+
+
+def test_a_four_digit_status_detail_bounces_with_the_class_default_and_nothing_is_sent_twice(
+        peers, tmp_path):
+    """The remote answers ``550 5.1.1000`` (RFC 3463 allows 1-3 digits): the DSN carries the class
+    default 5.0.0, the other recipients are delivered once. Before the fix building the DSN
+    raised, the attempt was discarded, and bob and carol got a copy at every retry."""
+    sink = peers.sink("127.0.0.35", None, "exchange", "--rcpt-reply",
+                      "odd@example.com=550 5.1.1000 No such user here")
+    port = free_port()
+    gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data",
+                                   smarthost=f"[127.0.0.35]:{sink.port}", minimal_backoff=0.5,
+                                   maximal_backoff=1.0), port)
+    send(port, "alice@example.com", ["bob@example.com", "odd@example.com", "carol@example.com"])
+
+    def settled():
+        listing = json.loads(gw.cli("queue", "list", "--all", "--json").stdout)
+        original = [m for m in listing if m["mail_from"] == "alice@example.com"]
+        return original if original and original[0]["state"] == "bounced" else None
+
+    [original] = wait_for(settled, 20, interval=0.3, what="the original to reach bounced")
+    assert sorted((r["address"], r["state"]) for r in original["recipients"]) == [
+        ("bob@example.com", "delivered"), ("carol@example.com", "delivered"),
+        ("odd@example.com", "bounced")]
+    wait_for(lambda: len(dsns(sink)) == 1, 20, what="the DSN at the sink")
+    originals = [env for env, _ in sink.messages() if env["mail_from"] == "alice@example.com"]
+    assert [env["rcpt_tos"] for env in originals] == [["bob@example.com", "carol@example.com"]]
+    [(_env, dsn)] = dsns(sink)
+    _per_message, per_rcpt = status_blocks(dsn)
+    assert (per_rcpt["Final-Recipient"], per_rcpt["Status"]) == ("rfc822; odd@example.com", "5.0.0")
+    assert per_rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1000 No such user here"

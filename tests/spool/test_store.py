@@ -10,6 +10,7 @@ import pytest
 
 from spool import NewMessage, QueueState, RcptState, Spool, SpoolError
 from spool import db, query
+from tests.support.smalldisk import SmallDisk
 from spool.transitions import RcptOutcome
 
 CONCURRENT = 1000
@@ -145,3 +146,28 @@ async def test_open_reports_an_unusable_file(tmp_path):
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(SpoolError, match="cannot open spool"):
         await Spool.open(bad)
+
+
+@pytest.mark.skipif(not SmallDisk.available(), reason="mounting a tmpfs needs root")
+async def test_a_full_disk_fails_with_a_storage_full_spool_error_then_recovers(tmp_path):
+    """A real full disk (tmpfs): the commit fails with SpoolError marked ``full`` (intake answers
+    452 4.3.1 from it), nothing is half-stored, and the same spool works once space is back."""
+    with SmallDisk(tmp_path / "small", "4M") as disk:
+        spool = await Spool.open(disk.path / "spool.db")
+        try:
+            await spool.commit(msg(1))
+            disk.fill()
+            big = [msg(i, rcpt_tos=("bob@example.com",)) for i in range(2, 40)]
+            results = await asyncio.gather(
+                *(spool.commit(NewMessage(m.mail_from, m.rcpt_tos, m.data + b"x" * 60_000))
+                  for m in big), return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            assert failures, "the disk was full but every commit succeeded"
+            assert all(isinstance(r, SpoolError) and r.full for r in failures), failures
+            assert "database or disk is full" in str(failures[0])
+            disk.free()
+            again = await spool.commit(msg(50))
+            assert (await spool.get(again)).state is QueueState.INCOMING
+            assert await spool.claim_due(100)              # writes work again
+        finally:
+            await spool.close()

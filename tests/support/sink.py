@@ -2,13 +2,15 @@
 
     python tests/support/sink.py --listen 127.0.0.11:2600 --dir /tmp/sinkA [--name mx1]
         [--rcpt-reply bad@example.com=550] [--all-reply 451] [--require-tls CERT,KEY]
-        [--no-smtputf8]
+        [--data-delay SECONDS] [--no-smtputf8]
 
 Each accepted message is written as ``<n>.eml`` (the bytes as received after DATA, dot-unstuffed)
 and ``<n>.json`` (MAIL FROM, RCPT TO, options, peer), the .json last, so a reader that sees the
 .json sees the whole message. ``--rcpt-reply ADDR=CODE`` answers CODE at RCPT for ADDR;
-``--all-reply CODE`` answers CODE to every RCPT (a sick Exchange); ``--no-smtputf8`` does not
-offer SMTPUTF8 and takes commands in ASCII only (on-premises Exchange). Stops on SIGTERM.
+``--rcpt-reply 'ADDR=550 5.1.1000 text'`` answers that whole reply line instead;
+``--all-reply CODE`` answers CODE to every RCPT (a sick Exchange); ``--data-delay SECONDS`` waits
+that long after the final dot before storing and answering (a slow Exchange); ``--no-smtputf8``
+does not offer SMTPUTF8 and takes commands in ASCII only (on-premises Exchange). Stops on SIGTERM.
 """
 from __future__ import annotations
 
@@ -28,19 +30,24 @@ REPLIES = {421: "421 4.3.2 Service not available", 450: "450 4.2.1 Mailbox busy"
 
 
 class Sink:
-    def __init__(self, directory: str, name: str, rcpt_replies: dict[str, int], all_reply: int | None):
+    def __init__(self, directory: str, name: str, rcpt_replies: dict[str, int | str],
+                 all_reply: int | None, data_delay: float = 0.0):
         self.dir, self.name = directory, name
-        self.rcpt_replies, self.all_reply = rcpt_replies, all_reply
+        self.rcpt_replies, self.all_reply, self.data_delay = rcpt_replies, all_reply, data_delay
         self.counter = itertools.count(len([f for f in os.listdir(directory) if f.endswith(".json")]))
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         code = self.all_reply or self.rcpt_replies.get(address.lower())
+        if isinstance(code, str):
+            return code
         if code:
             return REPLIES.get(code, f"{code} {code // 100}.0.0 sink says no")
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         n = next(self.counter)
         base = os.path.join(self.dir, f"{n:06d}")
         with open(base + ".eml", "wb") as f:
@@ -61,12 +68,18 @@ async def main() -> None:
     p.add_argument("--name", default="sink")
     p.add_argument("--rcpt-reply", action="append", default=[])
     p.add_argument("--all-reply", type=int)
+    p.add_argument("--data-delay", type=float, default=0.0)
     p.add_argument("--tls", help="CERT,KEY: offer STARTTLS")
     p.add_argument("--no-smtputf8", action="store_true", help="do not offer SMTPUTF8")
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
-    rr = {k.lower(): int(v) for k, v in (x.rsplit("=", 1) for x in a.rcpt_reply)}
-    handler = Sink(a.dir, a.name, rr, a.all_reply)
+    rr: dict[str, int | str] = {}
+    for x in a.rcpt_reply:
+        k, v = x.rsplit("=", 1)
+        if not v.isdigit():             # "ADDR=550 5.1.1000 text": a whole reply line
+            k, v = x.split("=", 1)
+        rr[k.lower()] = int(v) if v.isdigit() else v
+    handler = Sink(a.dir, a.name, rr, a.all_reply, a.data_delay)
     ctx = None
     if a.tls:
         cert, key = a.tls.split(",")

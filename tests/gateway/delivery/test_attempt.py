@@ -158,3 +158,30 @@ async def test_unresolvable_smarthost_defers_but_an_internet_domain_bounces(reso
     r = mx["x@nowhere.test"]
     assert (r.state, r.code) == (B, 550) and r.text.startswith("5.1.2 ")
     assert transport.calls == []
+
+
+async def test_hosts_skipped_as_recently_dead_are_tried_last_before_deferring(peers, resolver,
+                                                                             transport):
+    """Site A's hosts failed a minute ago and are back; site B fails now. The memory must not
+    turn into a deferral: the skipped site-A hosts are tried after site B, in the same attempt."""
+    port = free_port()                      # nothing listens on site B (127.0.0.21) at this port
+    back = [peers.sink(a, port, f"back{a[-2:]}") for a in ("127.0.0.11", "127.0.0.12")]
+    hosts = HostCache(ttl=60)
+    for a in ("127.0.0.11", "127.0.0.12"):
+        hosts.mark_down(a, port)            # they failed within dead_host_ttl
+    res = await attempt(NextHop(SITE_A, port, NO_TLS, "smarthost"), ["bob@example.com"], resolver,
+                        transport, hosts)
+    r = res["bob@example.com"]
+    assert r.state is D, r
+    assert transport.calls[0] == "127.0.0.21"              # the live host first, as before
+    assert transport.calls[1] in ("127.0.0.11", "127.0.0.12") and len(transport.calls) == 2
+    assert sum(s.count() for s in back) == 1
+    assert hosts.is_down("127.0.0.21", port)
+    assert not hosts.is_down(transport.calls[1], port)     # its success cleared the mark
+
+
+def test_host_cache_orders_live_addresses_first_then_those_marked_down():
+    hosts = HostCache(ttl=60)
+    hosts.mark_down("10.0.0.1", 25)
+    assert hosts.order([("a", "10.0.0.1", 25), ("b", "10.0.0.2", 25), ("c", "10.0.0.3", 25)]) == [
+        ("b", "10.0.0.2", 25), ("c", "10.0.0.3", 25), ("a", "10.0.0.1", 25)]

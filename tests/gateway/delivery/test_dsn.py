@@ -134,3 +134,10 @@ def test_bad_input_rejected(recipients):
     (" <> ", False, False), ("alice@example.com", True, False)])
 def test_never_bounce_a_bounce(mail_from, is_dsn, expected):
     assert should_bounce(mail_from, is_dsn) is expected
+
+
+@pytest.mark.parametrize("status", ["5.1.1000", "5.1000.1", "5.1", "6.1.1", "5.1.x"])
+def test_a_status_outside_rfc_3463_is_refused(status):
+    with pytest.raises(ValueError, match="bad RFC 3463 status"):
+        dsn_for(b"Subject: x\r\n\r\nbody\r\n",
+                recipients=[FailedRecipient("bob@example.net", status, "550 no")])

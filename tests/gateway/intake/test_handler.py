@@ -21,6 +21,7 @@ from spool import Spool, SpoolError
 
 QUEUED = re.compile(r"^2\.0\.0 Ok: queued as ([0-9B-Z]{14})$")
 SPOOL_ERROR = (451, "4.3.0 Message not queued: temporary storage failure, try again later")
+INSUFFICIENT_STORAGE = (452, "4.3.1 Insufficient system storage, try again later")
 LOCAL_ERROR = (451, "4.3.0 Local error in processing, try again later")
 TOO_MANY_HOPS = (554, "5.4.6 Too many hops (mail loop?)")
 NEED_RCPT = (503, "5.5.1 Error: need RCPT command")
@@ -117,6 +118,17 @@ async def test_spool_error_answers_451_never_5xx(make_intake, monkeypatch):
     assert await it.send() == SPOOL_ERROR
     assert it.queued == []
     assert "spool_commit_failed" in it.log.getvalue()
+
+
+async def test_a_full_spool_answers_452_4_3_1(make_intake, monkeypatch):
+    """The disk under the spool is full (tests/e2e/test_spool_full.py fills a real one)."""
+    it = await make_intake()
+
+    async def full_commit(self, msg):
+        raise SpoolError("spool commit failed: database or disk is full", full=True)
+    monkeypatch.setattr(Spool, "commit", full_commit)
+    assert await it.send() == INSUFFICIENT_STORAGE
+    assert it.queued == []
 
 
 async def test_a_failing_database_write_answers_451_without_internals(make_intake):

@@ -1,0 +1,154 @@
+"""The queue manager (gateway/delivery/qmgr.py) in this process, with a real spool, the real
+router, resolver and SMTP transport, and a real sink process: an internal error in one chunk of
+an attempt (here: a recipient domain the resolver refuses as a route, ValueError) must not discard
+what the other chunks delivered, counts as an attempt, and ends in a bounce at the queue lifetime.
+Also ``_status_of``: an enhanced status RFC 3463 does not allow becomes the class default."""
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import time
+
+import pytest
+
+from gateway.app import build_resolver
+from gateway.config import parse
+from gateway.delivery.qmgr import QueueManager, _status_of
+from gateway.delivery.transport import SmtpTransport
+from gateway.logs import make_logger
+from gateway.router import Router
+from spool import NewMessage, QueueState, RcptState, Spool
+from tests.support.peers import wait_for
+
+SENDER = "alice@example.com"
+RCPTS = ("bob@example.com", "x@-weird.test", "carol@example.com")
+DATA = b"From: alice@example.com\r\nSubject: chunks\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+async def stage(peers, tmp_path):
+    sink = peers.sink("127.0.0.41", None, "exchange")
+    cfg = parse({"server": {"hostname": "gw.test", "data_dir": str(tmp_path / "data")},
+                 "routing": {"default_smarthost": f"[127.0.0.41]:{sink.port}", "smarthost_tls": "none"},
+                 "relay": {"trusted_networks": ["127.0.0.0/8"]},
+                 "delivery": {"recipients_per_delivery": 1, "minimal_backoff": 0.3,
+                              "maximal_backoff": 0.6, "maximal_lifetime": 2.0,
+                              "connect_timeout": 2.0},
+                 "continuity": {"mode": "off"}}, "test")
+    spool = await Spool.open(cfg.spool_path)
+    transport = SmtpTransport("gw.test", connect_timeout=2.0, command_timeout=10.0,
+                              data_timeout=10.0, idle_timeout=0.0)
+    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, make_logger("error"))
+    task = asyncio.create_task(qmgr.run())
+    yield sink, spool, qmgr
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await qmgr.drain(5)
+    await transport.close()
+    await spool.close()
+
+
+async def until(pred, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = await pred()
+        if v:
+            return v
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_an_internal_error_in_one_chunk_keeps_the_others_outcomes_and_bounces_at_expiry(stage):
+    sink, spool, qmgr = stage
+    m = NewMessage(mail_from=SENDER, rcpt_tos=RCPTS, data=DATA)
+    await spool.commit(m)
+    qmgr.notify()
+
+    async def finished():
+        got = await spool.get(m.queue_id)
+        return got if got.state is QueueState.BOUNCED else None
+
+    # before the fix: the chunk's ValueError deferred the whole message without counting the
+    # attempt, so bob and carol got a copy at every retry and the message never expired
+    msg = await until(finished, 30, "the message to bounce at its queue lifetime")
+    by_addr = {r.address: r for r in msg.recipients}
+    assert by_addr["bob@example.com"].state is RcptState.DELIVERED
+    assert by_addr["carol@example.com"].state is RcptState.DELIVERED
+    weird = by_addr["x@-weird.test"]
+    assert weird.state is RcptState.BOUNCED and weird.reply_text.startswith("4.4.7 "), weird
+    assert "4.3.0" in weird.reply_text
+    assert msg.attempts >= 2                  # every attempt with the internal error counted
+    originals = [env for env, _ in sink.messages() if env["mail_from"] == SENDER]
+    assert sorted(r for env in originals for r in env["rcpt_tos"]) == [
+        "bob@example.com", "carol@example.com"]          # each delivered exactly once
+    bounces = await until(lambda: _dsns(sink), 20, "the DSN at the sink")
+    [(env, dsn)] = bounces
+    assert env["rcpt_tos"] == [SENDER]
+    report = [p for p in dsn.walk() if p.get_content_type() == "message/delivery-status"][0]
+    _per_message, per_rcpt = report.get_payload()
+    assert per_rcpt["Final-Recipient"] == "rfc822; x@-weird.test"
+    assert per_rcpt["Status"] == "4.4.7"
+
+
+async def _dsns(sink):
+    return [(env, email.message_from_bytes(data, policy=email.policy.default))
+            for env, data in sink.messages() if env["mail_from"] == "<>"]
+
+
+@pytest.mark.parametrize("code,text,status", [
+    (550, "5.1.1 User unknown", "5.1.1"),
+    (550, "5.1.100 three digits are allowed", "5.1.100"),
+    (550, "5.1.1000 No such user", "5.0.0"),          # RFC 3463: 1-3 digits per field
+    (550, "5.1000.1 No such user", "5.0.0"),
+    (550, "5.1. empty detail", "5.0.0"),
+    (452, "4.2.2000 Over quota", "4.0.0"),
+    (550, "User unknown", "5.0.0"),
+    (None, "4.4.1 connect failed", "4.4.1"),
+    (None, "connect failed", "4.0.0"),
+])
+def test_status_of_keeps_only_rfc_3463_codes(code, text, status):
+    assert _status_of(code, text) == status
+
+
+async def test_each_chunk_is_recorded_as_soon_as_it_completes(peers, tmp_path):
+    """bob's chunk goes to a fast Exchange, dan's to one that takes 4 s after the final dot: bob
+    is recorded delivered while dan's chunk is still running (a kill -9 now re-sends only dan)."""
+    fast = peers.sink("127.0.0.43", None, "fast")
+    slow = peers.sink("127.0.0.44", None, "slow", "--data-delay", "4")
+    cfg = parse({"server": {"hostname": "gw.test", "data_dir": str(tmp_path / "data")},
+                 "relay": {"accepted_domains": ["example.com", "slow.test"]},
+                 "routing": {"default_smarthost": f"[127.0.0.43]:{fast.port}", "smarthost_tls": "none",
+                             "routes": [{"domain": "slow.test",
+                                         "smarthost": f"[127.0.0.44]:{slow.port}"}]},
+                 "continuity": {"mode": "off"}}, "test")
+    spool = await Spool.open(cfg.spool_path)
+    transport = SmtpTransport("gw.test", idle_timeout=0.0)
+    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, make_logger("error"))
+    task = asyncio.create_task(qmgr.run())
+    try:
+        m = NewMessage(mail_from=SENDER, rcpt_tos=("bob@example.com", "dan@slow.test"), data=DATA)
+        await spool.commit(m)
+        qmgr.notify()
+
+        async def bob_recorded_while_active():
+            got = await spool.get(m.queue_id)
+            states = {r.address: r.state for r in got.recipients}
+            return got.state is QueueState.ACTIVE and states["bob@example.com"] is RcptState.DELIVERED
+
+        await until(bob_recorded_while_active, 10, "bob recorded while dan's chunk still runs")
+        assert slow.count() == 0 and fast.count() == 1
+
+        async def delivered():
+            return (await spool.get(m.queue_id)).state is QueueState.DELIVERED
+
+        await until(delivered, 20, "the whole message delivered")
+        got = await spool.get(m.queue_id)
+        assert [r.attempts for r in got.recipients] == [1, 1]
+        assert fast.count() == 1 and slow.count() == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await qmgr.drain(5)
+        await transport.close()
+        await spool.close()
