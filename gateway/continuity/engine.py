@@ -39,7 +39,7 @@ class Mode(str, enum.Enum):
 @dataclass(frozen=True)
 class Settings:
     automatic: bool = True        # False: alert-only, an admin confirms
-    enter_after: float = 60.0     # seconds of continuous critical failure before an event
+    enter_after: float = 40.0     # seconds of continuous critical failure before an event
     hold_down: float = 300.0      # seconds of continuous success before an automatic event ends
 
 

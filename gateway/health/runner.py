@@ -18,9 +18,16 @@ from typing import Callable
 
 from .result import Probe, ProbeResult, describe, failure
 
-__all__ = ["ProbeRunner"]
+__all__ = ["ProbeRunner", "next_check_delay"]
 
 log = logging.getLogger("mailgate.health")
+
+
+def next_check_delay(started: float, interval: float, now: float) -> float:
+    """Seconds to wait before a probe's next check, its last check having started at ``started``
+    (loop time, seconds): ``interval`` counts from that start, and a check that overran its
+    interval is followed at once (0.0)."""
+    return max(0.0, started + interval - now)
 
 
 class ProbeRunner:
@@ -54,7 +61,7 @@ class ProbeRunner:
         while True:
             started = loop.time()
             await self._check(probe)
-            await asyncio.sleep(max(0.0, started + probe.interval - loop.time()))
+            await asyncio.sleep(next_check_delay(started, probe.interval, loop.time()))
 
     async def _check(self, probe: Probe) -> ProbeResult:
         started = time.monotonic()

@@ -48,7 +48,7 @@ class SmtpInboundProbe:
 
     def __init__(self, name: str, resolve: Callable[[], Awaitable[HostList]], *, canary_rcpt: str,
                  mail_from: str, helo: str, tls: str = "opportunistic", verify_tls: bool = False,
-                 interval: float = 60.0, timeout: float = 10.0, critical: bool = True,
+                 interval: float = 10.0, timeout: float = 5.0, critical: bool = True,
                  max_hosts: int | None = None, ca_file: str | None = None) -> None:
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {TLS_MODES}, not {tls!r}")

@@ -4,6 +4,7 @@ held (seen in /metrics and /api/queue), stops it, the held mail is replayed; SIG
 through the gateway's own shutdown path (uvicorn must not take the signal)."""
 from __future__ import annotations
 
+import json
 import smtplib
 import time
 import uuid
@@ -93,9 +94,11 @@ def test_admin_api_drives_an_event_on_the_real_port(peers, tmp_path):
 
     t0 = time.monotonic()
     gw.p.terminate()
+    # our shutdown path ran to its end: exit status 0 (uvicorn taking SIGTERM, or a crash on the
+    # way out, exits otherwise) within the wait's bound, and the spool is left as it should be
     assert gw.p.wait(15) == 0
-    stop_s = time.monotonic() - t0
-    print(f"gateway with admin server stopped in {stop_s:.2f}s after SIGTERM")
-    log = gw.log_text()
-    assert "event='shutting_down'" in log and "event='stopped'" in log and "Traceback" not in log
-    assert stop_s < 10
+    print(f"gateway with admin server stopped in {time.monotonic() - t0:.2f}s after SIGTERM")
+    assert "event='stopped'" in gw.log_text()
+    listing = json.loads(gw.cli("queue", "list", "--all", "--json").stdout)
+    assert sorted((m["state"], [r["state"] for r in m["recipients"]]) for m in listing) == \
+        [("delivered", ["delivered"])] * 3, listing

@@ -151,7 +151,9 @@ async def test_probes_latest_and_history(gw):
     latest = (await gw.http.get("/api/probes", headers=AUTH)).json()
     assert list(latest) == [name]
     assert latest[name]["ok"] is False and latest[name]["critical"] is True
-    assert 0 < latest[name]["latency"] < 2.0
+    # the API reports what the probe measured (the runner's latest result), whatever the speed
+    measured = gw.runner.latest()[name]
+    assert (latest[name]["latency"], latest[name]["at"]) == (measured.latency, measured.at), latest
     hist = (await gw.http.get("/api/probes?history=1", headers=AUTH)).json()
     assert [h["probe"] for h in hist] == [name, name]
     assert hist[0]["at"] <= hist[1]["at"] == latest[name]["at"]

@@ -1,9 +1,9 @@
 """MX resolution: pure ordering/parsing/error mapping, then against a real dnsmasq (conftest)."""
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
-import time
 
 import dns.message
 import dns.resolver
@@ -166,11 +166,10 @@ async def test_errors_map_to_permanent_or_temporary(resolver, spec, expected):
 
 async def test_timeout_is_temporary(dns_server):
     quick = MxResolver(["127.0.0.1"], port=dns_server.port, timeout=0.3, lifetime=0.6)
-    started = time.monotonic()
     with pytest.raises(ResolveError) as info:
-        await quick.resolve("x.slow.test")
+        async with asyncio.timeout(3):      # a bound to wait, not the assertion: a resolver
+            await quick.resolve("x.slow.test")   # ignoring its lifetime raises TimeoutError here
     assert outcome(info.value) == (False, *TEMP_DNS) and "timeout" in str(info.value)
-    assert time.monotonic() - started < 3
 
 
 async def test_bad_spec_raises_value_error(resolver):

@@ -34,7 +34,10 @@ def test_probes_satisfy_the_protocol_with_the_agreed_defaults():
     http = HttpProbe("http:owa", "https://exchange.example.test/owa/healthcheck.htm")
     for p in (smtp, http):
         assert isinstance(p, Probe)
-        assert (p.interval, p.timeout) == (60.0, 10.0)      # Outlook gives up after one minute
+    # the configuration's defaults (probes.smtp_interval/smtp_timeout, http_interval/http_timeout):
+    # the SMTP probe decides continuity (detection within 56 s), HTTP probes are only shown
+    assert (smtp.interval, smtp.timeout) == (10.0, 5.0)
+    assert (http.interval, http.timeout) == (60.0, 10.0)
     assert (smtp.critical, smtp.tls, smtp.verify_tls) == (True, "opportunistic", False)
     assert (http.critical, http.verify_tls, http.expect_status) == (False, True, 200)
     organic = OrganicSignal()

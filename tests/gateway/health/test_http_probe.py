@@ -3,6 +3,7 @@ directory with owa/healthcheck.htm, and tests/support/healthpages.py answering c
 (503, slow pages, HTTPS with a private CA)."""
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 
@@ -12,15 +13,16 @@ from tests.support.peers import free_port
 HTTP_OK, HTTP_NOT_FOUND, HTTP_UNAVAILABLE = "HTTP 200 OK", "HTTP 404", "HTTP 503 Service Unavailable"
 OWA, EWS, MAPI = "/owa/healthcheck.htm", "/ews/healthcheck.htm", "/mapi/healthcheck.htm"
 AUTODISCOVER = "/Autodiscover/healthcheck.htm"
-SLACK = 1.0     # event-loop scheduling slack on a loaded 2-core machine (seconds)
+WAIT = 10.0     # seconds: a bound for waiting on a check, never the thing asserted
 
 
 async def test_healthy_page_is_ok_with_latency_and_time(static_site):
     probe = HttpProbe("http:owa", static_site + OWA, timeout=5.0)
-    before = time.time()
+    before, started = time.time(), time.monotonic()
     r = await probe.check()
+    wall = time.monotonic() - started
     assert (r.probe, r.ok, r.detail, r.critical) == ("http:owa", True, HTTP_OK, False)
-    assert 0 < r.latency < 5.0
+    assert 0 < r.latency <= wall                       # measured, not made up
     assert before <= r.at <= time.time()
 
 
@@ -48,20 +50,18 @@ async def test_expect_status_is_what_counts(health_pages):
 
 async def test_nothing_listening_fails_fast():
     url = f"http://127.0.0.1:{free_port()}{OWA}"
-    r = await HttpProbe("http:owa", url, timeout=3.0).check()
+    async with asyncio.timeout(WAIT):
+        r = await HttpProbe("http:owa", url, timeout=3.0).check()
     assert not r.ok
-    assert r.detail.startswith("connect:"), r.detail
-    assert r.latency < 3.0
+    assert r.detail.startswith("connect:") and "timeout" not in r.detail, r.detail   # refused
 
 
 async def test_page_that_never_answers_fails_within_timeout(health_pages):
     hp = health_pages({MAPI: 200}, delays={MAPI: 30})
-    started = time.monotonic()
-    r = await HttpProbe("http:mapi", hp.url(MAPI), timeout=1.5).check()
-    elapsed = time.monotonic() - started
+    async with asyncio.timeout(WAIT):      # the page answers after 30 s: only the probe's own
+        r = await HttpProbe("http:mapi", hp.url(MAPI), timeout=1.5).check()   # timeout ends it
     assert not r.ok
     assert r.detail.startswith("read: timeout"), r.detail
-    assert 1.0 <= r.latency and elapsed < 1.5 + SLACK, (r.latency, elapsed)
 
 
 async def test_https_verified_against_private_ca(health_pages, tls_ca):

@@ -1,6 +1,8 @@
-"""ProbeRunner: intervals, timeouts, history, consecutive failures, callbacks. Timing is checked
-with small in-test probes (the runner is what is under test); failure counting with the real
-HttpProbe against healthpages.py and the real SmtpInboundProbe against a sink process."""
+"""ProbeRunner: intervals, timeouts, history, consecutive failures, callbacks. The schedule is
+checked on the pure ``next_check_delay`` and, live, on what the small in-test probes recorded
+(order, no overlap, never early); runs last until the state asked for is reached, with a bound
+only for waiting. Failure counting with the real HttpProbe against healthpages.py and the real
+SmtpInboundProbe against a sink process."""
 from __future__ import annotations
 
 import asyncio
@@ -9,9 +11,11 @@ import time
 import pytest
 
 from gateway.health import HttpProbe, ProbeResult, ProbeRunner, SmtpInboundProbe
+from gateway.health.runner import next_check_delay
 
 OWA = "/owa/healthcheck.htm"
-SLACK = 1.0     # event-loop scheduling slack on a loaded 2-core machine (seconds)
+WAIT = 20.0     # seconds: a bound for waiting for a state, never the thing asserted
+EARLY = 0.02    # seconds: loop.time() vs time.monotonic() rounding, for "never early"
 
 
 class Ticker:
@@ -21,6 +25,7 @@ class Ticker:
         self.name, self.interval, self.timeout, self.critical = name, interval, timeout, True
         self.ok, self.hang, self.boom, self.took = ok, hang, boom, took
         self.starts: list[float] = []
+        self.ends: list[float] = []
 
     async def check(self) -> ProbeResult:
         self.starts.append(time.monotonic())
@@ -29,15 +34,18 @@ class Ticker:
         if self.boom:
             raise RuntimeError("probe bug")
         await asyncio.sleep(self.took)
+        self.ends.append(time.monotonic())
         return ProbeResult(self.name, self.ok, time.time(), self.took, "fine" if self.ok else "bad", True)
 
 
-async def run_for(runner: ProbeRunner, seconds: float) -> None:
+async def run_until(runner: ProbeRunner, pred, what: str) -> None:
+    """Run ``runner`` until ``pred()`` holds (at most WAIT seconds), then cancel it."""
     task = asyncio.create_task(runner.run())
-    await asyncio.sleep(seconds)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        await until(pred, WAIT, what)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()
 
 
@@ -50,22 +58,30 @@ async def until(pred, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def test_next_check_counts_the_interval_from_the_start_of_the_last():
+    assert next_check_delay(started=100.0, interval=1.0, now=100.2) == pytest.approx(0.8)
+    assert next_check_delay(started=100.0, interval=1.0, now=100.0) == 1.0
+    assert next_check_delay(started=100.0, interval=1.0, now=101.0) == 0.0
+    assert next_check_delay(started=100.0, interval=0.3, now=100.5) == 0.0   # overran: at once
+
+
 async def test_each_probe_on_its_own_interval():
     fast, slow = Ticker("fast", 0.3), Ticker("slow", 1.0, took=0.2)
-    await run_for(ProbeRunner([fast, slow]), 2.5)
-    assert 7 <= len(fast.starts) <= 9, fast.starts          # at 0, .3, ... 2.4
-    assert len(slow.starts) == 3, slow.starts               # at 0, 1, 2: interval counts from the start
-    gaps = [b - a for a, b in zip(slow.starts, slow.starts[1:])]
-    assert all(0.95 <= g < 1.0 + SLACK for g in gaps), gaps
-    gaps = [b - a for a, b in zip(fast.starts, fast.starts[1:])]
-    assert all(g >= 0.28 for g in gaps), gaps
+    await run_until(ProbeRunner([fast, slow]), lambda: len(slow.starts) >= 3, "3 checks of slow")
+    assert len(fast.starts) > len(slow.starts), (fast.starts, slow.starts)
+    for t in (fast, slow):
+        # one probe's checks never overlap, and none starts before its interval is over
+        assert all(end <= nxt for end, nxt in zip(t.ends, t.starts[1:])), t.name
+        gaps = [b - a for a, b in zip(t.starts, t.starts[1:])]
+        assert all(g >= t.interval - EARLY for g in gaps), (t.name, gaps)
 
 
 async def test_history_is_bounded_and_merged_in_time_order():
     a, b = Ticker("a", 0.1), Ticker("b", 0.1, ok=False)
     runner = ProbeRunner([a, b], history=3)
-    await run_for(runner, 0.75)
-    assert len(a.starts) >= 5
+    await run_until(runner, lambda: len(runner.history("a")) == 3 and runner.consecutive_failures("b") > 3,
+                    "a full history of a and more failures of b than history holds")
+    assert len(a.starts) >= 3
     ha = runner.history("a")
     assert len(ha) == 3 and [r.probe for r in ha] == ["a"] * 3
     assert ha[-1] == runner.latest()["a"] and ha[0].at < ha[-1].at
@@ -84,11 +100,10 @@ async def test_timeout_and_raising_probe_become_failures_and_others_keep_running
     boom, fine = Ticker("boom", 0.2, boom=True), Ticker("fine", 0.2)
     seen: list[str] = []
     runner = ProbeRunner([hang, boom, fine], on_result=lambda r: seen.append(r.probe))
-    await run_for(runner, 1.0)
+    await run_until(runner, lambda: len(hang.starts) >= 2 and len(fine.starts) >= 4,
+                    "a second check of the hanging probe")   # bounded, then checked again
     h = runner.latest()["hang"]
     assert (h.ok, h.detail, h.critical) == (False, "timeout after 0.3s", True)
-    assert 0.3 <= h.latency < 0.3 + SLACK
-    assert len(hang.starts) >= 2                            # bounded, then checked again
     b = runner.latest()["boom"]
     assert (b.ok, b.detail) == (False, "probe error: RuntimeError: probe bug")
     assert runner.latest()["fine"].ok and len(fine.starts) >= 4
@@ -102,8 +117,8 @@ async def test_failing_callback_does_not_stop_the_runner():
         raise ValueError("alert channel down")
 
     runner = ProbeRunner([t], on_result=bad)
-    await run_for(runner, 0.5)
-    assert len(runner.history("t")) >= 4
+    await run_until(runner, lambda: len(t.starts) >= 5, "5 checks")
+    assert len(runner.history("t")) >= 4             # every finished check was kept
 
 
 def test_duplicate_names_rejected():

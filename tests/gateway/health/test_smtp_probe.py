@@ -3,6 +3,7 @@ refused (550, 451), hosts down, a host that never greets, STARTTLS with a privat
 hosts resolved through a real DNS server (dnsmasq) the way delivery resolves a smarthost."""
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import time
@@ -21,7 +22,8 @@ RCPT_TRY_LATER = "RCPT TO: 451 4.3.0 Try again later"
 REFUSED = "connect: connection refused"
 SITE_A = "site-a.smarthost.test"
 MX1, MX2 = f"mx1.{SITE_A}", f"mx2.{SITE_A}"
-SLACK = 1.0     # event-loop scheduling slack on a loaded 2-core machine (seconds)
+WAIT = 10.0     # seconds: a bound for waiting on a check (5x the longest probe timeout here), never
+                # the thing asserted: a probe that ignores its own timeout raises TimeoutError
 
 
 def probe(hosts, **kw) -> SmtpInboundProbe:
@@ -40,13 +42,14 @@ async def test_canary_accepted_by_both_hosts_and_nothing_delivered(peers):
     a = peers.sink("127.0.0.11", None, "mx1")
     b = peers.sink("127.0.0.12", None, "mx2")
     p = probe([(MX1, "127.0.0.11", a.port), (MX2, "127.0.0.12", b.port)])
-    before = time.time()
+    before, started = time.time(), time.monotonic()
     r = await p.check()
+    wall = time.monotonic() - started
     assert (r.probe, r.ok, r.critical) == ("smtp:inbound", True, True)
     assert r.detail.startswith("2/2 hosts accept the canary"), r.detail
     assert hosts_detail(p) == {f"smtp:{MX1}[127.0.0.11]:{a.port}": (True, RCPT_OK),
                                f"smtp:{MX2}[127.0.0.12]:{b.port}": (True, RCPT_OK)}
-    assert 0 < r.latency < 5.0 and before <= r.at <= time.time()
+    assert 0 < r.latency <= wall and before <= r.at <= time.time()     # measured, not made up
     assert all(0 < h.latency <= r.latency for h in p.last_hosts)
     assert a.count() == 0 and b.count() == 0          # no DATA: no message ever reaches Exchange
 
@@ -80,11 +83,11 @@ async def test_one_host_of_two_down_is_still_ok(peers):
 
 async def test_all_hosts_down_is_failure(peers):
     p = probe([(MX1, "127.0.0.11", free_port()), (MX2, "127.0.0.12", free_port())])
-    r = await p.check()
+    async with asyncio.timeout(WAIT):
+        r = await p.check()
     assert not r.ok
     assert r.detail.startswith("0/2 hosts accept the canary"), r.detail
-    assert [h.detail for h in p.last_hosts] == [REFUSED, REFUSED]
-    assert r.latency < 1.0 + SLACK
+    assert [h.detail for h in p.last_hosts] == [REFUSED, REFUSED]    # refused, not timed out
 
 
 @pytest.fixture
@@ -100,17 +103,16 @@ def silent_host():
 async def test_silent_host_times_out_within_timeout_without_hiding_the_live_one(peers, silent_host):
     a = peers.sink("127.0.0.11", None, "mx1")
     p = probe([("silent.test", "127.0.0.13", silent_host), (MX1, "127.0.0.11", a.port)], timeout=2.0)
-    started = time.monotonic()
-    r = await p.check()
-    elapsed = time.monotonic() - started
+    async with asyncio.timeout(WAIT):     # the silent host would hold a probe without a bound
+        r = await p.check()
     assert r.ok and r.detail.startswith("1/2"), r.detail
     ok, detail = hosts_detail(p)[f"smtp:silent.test[127.0.0.13]:{silent_host}"]
-    assert not ok and detail.startswith("connect: timeout"), detail
-    assert 1.5 <= elapsed < 2.0 + SLACK, elapsed         # bounded by the probe's timeout
+    assert not ok and detail.startswith("connect: timeout"), detail   # cut by the probe itself
 
     alone = probe([("silent.test", "127.0.0.13", silent_host)], timeout=1.0)
-    r = await alone.check()
-    assert not r.ok and "timeout" in r.detail and 0.5 <= r.latency < 1.0 + SLACK, r
+    async with asyncio.timeout(WAIT):
+        r = await alone.check()
+    assert not r.ok and "connect: timeout" in r.detail, r
 
 
 async def test_max_hosts_checks_only_the_first(peers):
