@@ -70,7 +70,8 @@ class IntakeHandler:
             return replies.TOO_MANY_RECIPIENTS  # RFC 5321 §4.5.3.1.8: the client sends the rest later
         client_ip = _client_ip(session)
         mb = self.probe_mailbox
-        if mb is not None and (mb.accepts(address) or mb.return_address in envelope.rcpt_tos):
+        if mb is not None and not mb.disabled and (mb.accepts(address)
+                                                   or mb.return_address in envelope.rcpt_tos):
             if envelope.rcpt_tos not in ([], [mb.return_address]) or not mb.accepts(address):
                 return replies.TOO_MANY_RECIPIENTS    # the probe return address travels alone
             envelope.rcpt_tos[:] = [mb.return_address]

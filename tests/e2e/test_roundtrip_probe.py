@@ -169,9 +169,12 @@ def test_return_address_added_to_the_directory_disables_the_probe_mailbox(peers,
         c.ehlo("remote.test")
         assert c.mail("alice@remote.test")[0] == 250
         assert c.rcpt(RETURN)[0] == 250
+        assert c.rcpt("bob@example.com")[0] == 250    # an ordinary recipient now: no "travels alone"
         code, text = c.data(b"Subject: for the user now\r\n\r\nhello\r\n")
         assert code == 250 and QUEUED.match(text), text
     wait_for(lambda: other.count() == 1, 15, what="the message at the return address's host")
     (env, _data), = other.messages()
     assert env["rcpt_tos"] == [RETURN]
+    wait_for(lambda: any(e["rcpt_tos"] == ["bob@example.com"] for e, _ in fwd.messages()), 15,
+             what="bob's copy at Exchange")
     assert gw.cli("continuity", "status").stdout.split()[1] == "normal"
