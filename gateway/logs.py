@@ -36,6 +36,8 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def escape(text: str) -> str:
     """``text`` with every control character written as ``\\xNN`` (U+2028/9 as ``\\uNNNN``)."""
+    if text.isprintable():      # fast path (C level): no C0, DEL, C1, U+2028/9 in it
+        return text
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
                         else f"\\u{ord(m.group()):04x}", text)
 
