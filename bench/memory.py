@@ -16,6 +16,8 @@ the global limit is what bounds memory.
 
     python3 bench/memory.py                      # 32 sessions x 1 x 36 MiB; limit 2,500 MiB
     python3 bench/memory.py --sessions 50 --messages 250 --size 1048576 --limit-mib 500
+    python3 bench/memory.py --delivery-only          # queue 32 x 36 MiB first, then measure delivery alone
+    python3 bench/memory.py --delivery max_inflight_bytes=134217728   # a smaller delivery budget
 
 Exit status 0 if everything was delivered and the peak is under --limit-mib, 1 otherwise.
 """
@@ -28,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -117,20 +120,56 @@ def fresh_spool() -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def bench_config(per_client: int, extra_smtp: list[str], deliver: bool = True) -> Path:
-    """bench/gateway.toml with the per-client DATA limit lifted (and ``extra_smtp`` lines), written
-    under BENCH_DIR with the directory file's path made absolute."""
+def bench_config(per_client: int, extra_smtp: list[str], deliver: bool = True,
+                 extra_delivery: tuple[str, ...] = ()) -> Path:
+    """bench/gateway.toml with the per-client DATA limit lifted (and ``extra_smtp`` lines, and
+    ``extra_delivery`` lines in [delivery]), written under BENCH_DIR with the directory file's
+    path made absolute."""
     text = (REPO / CONFIG).read_text()
     text = text.replace('file = "directory.json"', f'file = "{REPO / "bench/directory.json"}"')
     if per_client:
         text = re.sub(r"(?m)^max_concurrent_data_per_client = .*\n", "", text)
     keys = [*([f"max_concurrent_data_per_client = {per_client}"] if per_client else []), *extra_smtp]
     text = text.replace("[smtp]\n", "[smtp]\n" + "".join(k + "\n" for k in keys), 1)
+    text = text.replace("[delivery]\n", "[delivery]\n" + "".join(k + "\n" for k in extra_delivery), 1)
     if not deliver:     # nothing listens on port 9: every delivery fails at once (intake only)
         text = text.replace('default_smarthost = "[127.0.0.1]:2600"', 'default_smarthost = "[127.0.0.1]:9"')
     out = BENCH_DIR / "memory-gateway.toml"
     out.write_text(text)
     return out
+
+
+def preload(a, logdir: Path) -> float:
+    """``--delivery-only``, phase 1: the gateway relaying to a closed port takes every message
+    (each deferred at its first attempt), then stops; the queue is flushed (due now) with the
+    real relay configured. Returns the seconds it took."""
+    t0 = time.monotonic()
+    config = bench_config(0 if a.old_config else a.sessions, a.smtp, deliver=False,
+                          extra_delivery=tuple(a.delivery))
+    with open(config, "a") as f:     # the refused relay must not start a continuity event (hold)
+        f.write('\n[continuity]\nmode = "off"\n')
+    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=REPO,
+                          stdout=open(logdir / "memory-gateway.log", "ab"), stderr=subprocess.STDOUT)
+    data_dir = Path(tomllib.loads((REPO / CONFIG).read_text())["server"]["data_dir"])
+    try:
+        wait_smtp(GW_PORT)
+        subprocess.run(["/usr/sbin/smtp-source", "-s", str(a.sessions), "-m", str(a.messages),
+                        "-l", str(a.size), "-f", "sender@remote.test", "-t", "user1@example.com",
+                        f"127.0.0.1:{GW_PORT}"], stdout=subprocess.DEVNULL, check=True, timeout=a.max_s)
+        while time.monotonic() - t0 < a.max_s:      # until every message has had its attempt
+            db = sqlite3.connect(f"file:{data_dir / 'spool.db'}?mode=ro", uri=True)
+            n = dict(db.execute("SELECT state, count(*) FROM messages GROUP BY state").fetchall())
+            db.close()
+            if n.get("deferred", 0) >= a.messages:
+                break
+            time.sleep(0.5)
+    finally:
+        stop(gw)
+    config = bench_config(0 if a.old_config else a.sessions, a.smtp, deliver=True,
+                          extra_delivery=tuple(a.delivery))
+    subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config), "queue", "flush"],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - t0
 
 
 def main() -> int:
@@ -143,8 +182,13 @@ def main() -> int:
     ap.add_argument("--max-s", type=float, default=300.0, help="bound on the whole load")
     ap.add_argument("--smtp", action="append", default=[], metavar="KEY=VALUE",
                     help="extra [smtp] setting for the gateway, e.g. max_concurrent_data=16")
+    ap.add_argument("--delivery", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra [delivery] setting, e.g. max_inflight_bytes=134217728")
     ap.add_argument("--old-config", action="store_true",
                     help="for code before max_concurrent_data_per_client existed (before/after runs)")
+    ap.add_argument("--delivery-only", action="store_true",
+                    help="queue every message first (relay refused), restart the gateway with the "
+                         "relay and measure that process: the peak of delivery alone")
     ap.add_argument("--intake-only", action="store_true",
                     help="relay to a closed port: the peak of intake and spool commit alone")
     a = ap.parse_args()
@@ -152,7 +196,9 @@ def main() -> int:
     logdir = BENCH_DIR / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     fresh_spool()
-    config = bench_config(0 if a.old_config else a.sessions, a.smtp, deliver=not a.intake_only)
+    preload_s = preload(a, logdir) if a.delivery_only else None
+    config = bench_config(0 if a.old_config else a.sessions, a.smtp, deliver=not a.intake_only,
+                          extra_delivery=tuple(a.delivery))
     sink = Downstream(logdir)
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"], cwd=REPO,
                           stdout=open(logdir / "memory-gateway.log", "ab"), stderr=subprocess.STDOUT)
@@ -161,9 +207,10 @@ def main() -> int:
         wait_smtp(GW_PORT)
         base = status_kib(gw.pid)["VmRSS"]
         t0 = time.monotonic()
-        src = subprocess.Popen(["/usr/sbin/smtp-source", "-s", str(a.sessions), "-m", str(a.messages),
+        load = ["true"] if a.delivery_only else ["/usr/sbin/smtp-source", "-s", str(a.sessions), "-m", str(a.messages),
                                 "-l", str(a.size), "-f", "sender@remote.test", "-t", "user1@example.com",
-                                f"127.0.0.1:{GW_PORT}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                f"127.0.0.1:{GW_PORT}"]
+        src = subprocess.Popen(load, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ingress_s = None
         while time.monotonic() - t0 < a.max_s:
             samples.append((round(time.monotonic() - t0, 2), status_kib(gw.pid)["VmRSS"]))
@@ -182,7 +229,7 @@ def main() -> int:
         sink.close()
     delivered = sink.count()
     peak_sampled = max((kib for _, kib in samples), default=0)
-    report = dict(sessions=a.sessions, messages=a.messages, size=a.size, smtp=a.smtp, intake_only=a.intake_only, code=str(REPO), delivered=delivered,
+    report = dict(sessions=a.sessions, messages=a.messages, size=a.size, smtp=a.smtp, delivery=a.delivery, delivery_only=a.delivery_only, preload_s=preload_s and round(preload_s, 1), intake_only=a.intake_only, code=str(REPO), delivered=delivered,
                   source_rc=src.returncode, source_err=err[-300:], baseline_rss_mib=round(base / 1024, 1),
                   peak_rss_mib=round(hwm / 1024, 1), peak_sampled_rss_mib=round(peak_sampled / 1024, 1),
                   ingress_s=round(ingress_s or float("nan"), 2), e2e_s=round(e2e_s, 2),

@@ -127,6 +127,7 @@ class DeliveryConfig(_Section):
     command_timeout: float = Field(300.0, gt=0)
     data_timeout: float = Field(600.0, gt=0)           # final reply after DATA
     max_concurrent: int = Field(100, ge=1)             # deliveries in flight, all destinations
+    max_inflight_bytes: int = Field(256 << 20, ge=1)   # message bytes loaded by deliveries at once
     per_destination: int = Field(20, ge=1)             # connections per next-hop host
     recipients_per_delivery: int = Field(50, ge=1)
     dead_host_ttl: float = Field(60.0, ge=0)           # seconds a failed host is skipped

@@ -72,6 +72,13 @@ def get_message(conn: sqlite3.Connection, queue_id: str, with_data: bool = False
         held_seconds=row["held_seconds"])
 
 
+def message_size(conn: sqlite3.Connection, queue_id: str) -> int | None:
+    """The size in bytes of message ``queue_id``'s data as committed (its row, not its bytes), or
+    None if there is no such message."""
+    row = conn.execute("SELECT size FROM messages WHERE queue_id=?", (queue_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 def list_messages(conn: sqlite3.Connection, states: tuple[QueueState, ...] | None = None,
                   limit: int = 1000) -> list[StoredMessage]:
     """Messages in ``states`` (default: every non-terminal state), oldest first, without bytes."""

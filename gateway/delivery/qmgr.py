@@ -23,6 +23,7 @@ from collections import defaultdict
 from gateway.config import Config
 from gateway.delivery.attempt import RcptResult, deliver_group
 from gateway.delivery.backoff import RetryPolicy, expired, next_attempt
+from gateway.delivery.budget import ByteBudget
 from gateway.delivery.dsn import FailedRecipient, build_dsn, should_bounce
 from gateway.delivery.hostcache import HostCache
 from gateway.delivery.mx import MxResolver
@@ -30,7 +31,7 @@ from gateway.delivery.transport import Transport
 from gateway.retry import Backoff, FaultLog, retry
 from gateway.router import Router
 from spool import NewMessage, QueueState, RcptState, Spool, SpoolError
-from spool.query import StoredMessage
+from spool.query import StoredMessage, message_size
 from spool.transitions import RcptOutcome, purge_finished, record_delivered
 
 #: Seconds between looks at the queue when nothing wakes the manager (deferred mail, CLI flush).
@@ -50,6 +51,8 @@ class QueueManager:
                                  d.bounce_lifetime)
         self.hosts = HostCache(d.dead_host_ttl)
         self.capacity = d.max_concurrent
+        #: Message bytes loaded by deliveries at once (gateway.delivery.budget).
+        self.budget = ByteBudget(d.max_inflight_bytes)
         self.inflight: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.stats = defaultdict(int)   # delivered / deferred / bounced / held recipients, dsn sent
@@ -132,19 +135,27 @@ class QueueManager:
     async def _deliver(self, queue_id: str) -> None:
         msg = None
         try:
-            msg = await self._spool(lambda: self.spool.get(queue_id, with_data=True), queue_id)
-            if msg is None:
+            size = await self._spool(lambda: self.spool.read(message_size, queue_id), queue_id)
+            if size is None:
                 return
-            if msg.data is None:
-                await self._spool(lambda: self.spool.move(
-                    queue_id, QueueState.ACTIVE, QueueState.CORRUPT, error="message bytes missing"),
-                    queue_id)
-                self.log.error("corrupt", queue_id=queue_id)
-                return
-            await self._attempt(msg)
+            # its bytes are read only once they fit in delivery.max_inflight_bytes; meanwhile the
+            # message stays active (recovery requeues it after a crash)
+            async with self.budget.hold(size):
+                msg = await self._spool(lambda: self.spool.get(queue_id, with_data=True), queue_id)
+                if msg is None:
+                    return
+                if msg.data is None:
+                    await self._spool(lambda: self.spool.move(
+                        queue_id, QueueState.ACTIVE, QueueState.CORRUPT,
+                        error="message bytes missing"), queue_id)
+                    self.log.error("corrupt", queue_id=queue_id)
+                    return
+                await self._attempt(msg)
+                msg = None              # its bytes are let go before the budget is
         except asyncio.CancelledError:
             raise
         except Exception:
+            msg = None                  # outside the budget now
             self.log.exception("delivery_error", queue_id=queue_id)
             try:  # never leave it active until the next restart
                 await self._spool(lambda: self.spool.move(

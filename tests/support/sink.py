@@ -2,7 +2,7 @@
 
     python tests/support/sink.py --listen 127.0.0.11:2600 --dir /tmp/sinkA [--name mx1]
         [--rcpt-reply bad@example.com=550] [--all-reply 451] [--require-tls CERT,KEY]
-        [--data-delay SECONDS] [--no-smtputf8]
+        [--data-delay SECONDS] [--no-smtputf8] [--concurrency-file PATH]
 
 Each accepted message is written as ``<n>.eml`` (the bytes as received after DATA, dot-unstuffed)
 and ``<n>.json`` (MAIL FROM, RCPT TO, options, peer), the .json last, so a reader that sees the
@@ -10,7 +10,10 @@ and ``<n>.json`` (MAIL FROM, RCPT TO, options, peer), the .json last, so a reade
 ``--rcpt-reply 'ADDR=550 5.1.1000 text'`` answers that whole reply line instead;
 ``--all-reply CODE`` answers CODE to every RCPT (a sick Exchange); ``--data-delay SECONDS`` waits
 that long after the final dot before storing and answering (a slow Exchange); ``--no-smtputf8``
-does not offer SMTPUTF8 and takes commands in ASCII only (on-premises Exchange). Stops on SIGTERM.
+does not offer SMTPUTF8 and takes commands in ASCII only (on-premises Exchange);
+``--concurrency-file PATH`` keeps in PATH the highest number of sessions that were inside DATA
+at once (from the DATA command to the final reply), rewritten atomically when it grows (JSON
+``{"max_in_data": N}``). Stops on SIGTERM.
 """
 from __future__ import annotations
 
@@ -27,6 +30,37 @@ from aiosmtpd.smtp import SMTP
 REPLIES = {421: "421 4.3.2 Service not available", 450: "450 4.2.1 Mailbox busy",
            451: "451 4.3.0 Try again later", 452: "452 4.2.2 Over quota",
            550: "550 5.1.1 User unknown", 552: "552 5.2.2 Mailbox full", 554: "554 5.7.1 Rejected"}
+
+
+class InData:
+    """Counts sessions between their DATA command and its final reply; records the maximum."""
+
+    def __init__(self, path: str | None):
+        self.path, self.now, self.max = path, 0, 0
+
+    def enter(self) -> None:
+        self.now += 1
+        if self.now > self.max:
+            self.max = self.now
+            if self.path:
+                with open(self.path + ".tmp", "w") as f:
+                    json.dump({"max_in_data": self.max}, f)
+                os.rename(self.path + ".tmp", self.path)
+
+    def leave(self) -> None:
+        self.now -= 1
+
+
+IN_DATA = InData(None)
+
+
+class CountingSMTP(SMTP):
+    async def smtp_DATA(self, arg):
+        IN_DATA.enter()
+        try:
+            return await super().smtp_DATA(arg)
+        finally:
+            IN_DATA.leave()
 
 
 class Sink:
@@ -71,7 +105,9 @@ async def main() -> None:
     p.add_argument("--data-delay", type=float, default=0.0)
     p.add_argument("--tls", help="CERT,KEY: offer STARTTLS")
     p.add_argument("--no-smtputf8", action="store_true", help="do not offer SMTPUTF8")
+    p.add_argument("--concurrency-file", help="record the most sessions inside DATA at once")
     a = p.parse_args()
+    IN_DATA.path = a.concurrency_file
     os.makedirs(a.dir, exist_ok=True)
     rr: dict[str, int | str] = {}
     for x in a.rcpt_reply:
@@ -88,7 +124,7 @@ async def main() -> None:
     host, _, port = a.listen.rpartition(":")
 
     def factory():
-        proto = SMTP.__new__(SMTP)
+        proto = CountingSMTP.__new__(CountingSMTP)
         proto.line_length_limit = 1 << 20
         SMTP.__init__(proto, handler, hostname=f"{a.name}.sink.test", enable_SMTPUTF8=not a.no_smtputf8,
                       decode_data=False, data_size_limit=64 << 20, tls_context=ctx, timeout=60)
