@@ -94,7 +94,7 @@ def test_gateway_log_escapes_client_bytes_and_carries_stdlib_lines(peers, tmp_pa
         port = free_port()
         gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data", smarthost=SMARTHOST,
                                        smarthost_port=sink.port, dns_port=dns.port,
-                                       directory=directory), port).start()
+                                       directory=directory), port)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             f = s.makefile("rb")
             assert f.readline().startswith(b"220 ")
