@@ -60,6 +60,17 @@ def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example
     return "\n".join(lines) + "\n" + extra
 
 
+def fast_continuity(canary: str, *, mode: str = "automatic", **continuity) -> str:
+    """TOML tables for a continuity engine that decides in seconds (for ``config_toml(extra=...,
+    continuity=None)``): an SMTP probe every 0.5 s (1 s timeout) with ``canary`` as its RCPT,
+    enter_after and hold_down 2 s, tick 0.2 s; ``continuity`` overrides or adds keys of
+    [continuity] (seconds, rates), e.g. ``replay_concurrency=20``."""
+    keys = {"enter_after": 2.0, "hold_down": 2.0, "tick": 0.2, **continuity}
+    lines = ["[continuity]", f'mode = "{mode}"', *(f"{k} = {v!r}" for k, v in keys.items()),
+             "[probes]", "smtp_interval = 0.5", "smtp_timeout = 1.0", f'canary_rcpt = "{canary}"']
+    return "\n" + "\n".join(lines) + "\n"
+
+
 class Peers:
     def __init__(self, base: Path):
         self.base = base

@@ -8,21 +8,12 @@ import re
 import smtplib
 import sqlite3
 
-from tests.conftest import config_toml
+from tests.conftest import config_toml, fast_continuity
 from tests.support.peers import free_port, wait_for
 
 DEFERRING = "busy@example.com"          # the sink answers 451 4.3.0 at RCPT for it
-CONF = """
-[continuity]
-mode = "automatic"
-tick = 0.2
-replay_rate = 200.0
-replay_concurrency = 20
-[probes]
-smtp_interval = 0.5
-smtp_timeout = 1.0
-canary_rcpt = "postmaster@example.com"
-"""
+CONF = fast_continuity("postmaster@example.com", enter_after=40.0, hold_down=300.0,
+                       replay_rate=200.0, replay_concurrency=20)
 
 
 def send(port, rcpt, n, tag):

@@ -4,21 +4,11 @@ works through the CLI, and after the event the mail still reaches Exchange exact
 import smtplib
 from pathlib import Path
 
-from tests.conftest import config_toml
+from tests.conftest import config_toml, fast_continuity
 from tests.support.peers import free_port, wait_for
 
 DIRECTORY = Path(__file__).resolve().parents[1] / "policies" / "data" / "directory.json"
-FAST = """
-[continuity]
-mode = "automatic"
-enter_after = 2.0
-hold_down = 2.0
-tick = 0.2
-[probes]
-smtp_interval = 0.5
-smtp_timeout = 1.0
-canary_rcpt = "erin@example.org"
-"""
+FAST = fast_continuity("erin@example.org")
 
 
 def send(port, rcpts, subject, body):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Peers, config_toml
+from tests.conftest import Peers, config_toml, fast_continuity
 from tests.support.dnsserver import DnsServer
 from tests.support.peers import free_port, wait_for
 
@@ -206,17 +206,7 @@ def test_internal_only_group_takes_mail_from_trusted_networks(site, group):
     assert got[0]["rcpt_tos"] == [group]
 
 
-CONTINUITY = """
-[continuity]
-mode = "automatic"
-enter_after = 2.0
-hold_down = 2.0
-tick = 0.2
-[probes]
-smtp_interval = 0.5
-smtp_timeout = 1.0
-canary_rcpt = "kate@example.com"
-"""
+CONTINUITY = fast_continuity("kate@example.com")
 
 
 def test_during_an_event_outside_mail_to_internal_groups_is_refused_and_filed_nowhere(peers, tmp_path):
