@@ -22,7 +22,6 @@ INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage, try again later"
 SIZE_EXCEEDED = "552 5.3.4 Message size exceeds fixed maximum message size"
 LINE_TOO_LONG = "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
 TOO_MANY_HOPS = "554 5.4.6 Too many hops (mail loop?)"
-BAD_SENDER = "553 5.1.7 Bad sender address syntax"
 NO_VALID_RECIPIENTS = "554 5.5.1 No valid recipients"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 PROBE_CONSUMED = "250 2.0.0 Ok: probe consumed"     # a round-trip probe came back
