@@ -86,12 +86,15 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload_now.set)
     try:
         admin = _admin_server(cfg, spool, qmgr, intake, controller, runner, log)
+        webmail = _webmail_server(cfg, spool, qmgr, watcher, controller, log)
         async with asyncio.TaskGroup() as tg:
             # each long-running task handles its own faults; supervise() restarts one that
             # raises anyway, so no single task's exception ends the gateway (port 25 stays up)
             runner_task = tg.create_task(supervise("qmgr", qmgr.run, log), name="qmgr")
             if admin is not None:
                 tg.create_task(admin.serve(), name="admin")
+            if webmail is not None:
+                tg.create_task(webmail.serve(), name="webmail")
             helpers = [tg.create_task(supervise("directory", lambda: _watch_directory(
                 watcher, cfg.directory.reload_interval, log, reload_now), log), name="directory")]
             if controller is not None:
@@ -103,6 +106,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
             await intake.stop()
             if admin is not None:
                 admin.stop()       # open HTTP requests finish (bounded); before the spool closes
+            if webmail is not None:
+                webmail.stop()
             for t in helpers:
                 t.cancel()
             runner_task.cancel()
@@ -126,6 +131,22 @@ def _admin_server(cfg: Config, spool, qmgr, intake, controller, runner, log):
     host, port = admin.bind()
     log.info("admin_listening", address=f"{host}:{port}", api=bool(cfg.admin.token))
     return admin
+
+
+def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log):
+    """The continuity webmail with its socket bound (a busy address fails the start), or None."""
+    if not cfg.webmail.enabled:
+        return None
+    from gateway.admin import AdminServer
+    from webmail import WebmailContext, build_app
+    ctx = WebmailContext(cfg=cfg, spool=spool, directory=lambda: (watcher.current, watcher.enabled),
+                         continuity=(controller.status if controller is not None else lambda: None),
+                         notify=qmgr.notify, log=log)
+    server = AdminServer(build_app(ctx), cfg.webmail.listen, tls_cert=cfg.webmail.tls_cert,
+                         tls_key=cfg.webmail.tls_key)
+    host, port = server.bind()
+    log.info("webmail_listening", address=f"{host}:{port}", url=ctx.public_url)
+    return server
 
 
 async def _watch_directory(watcher: DirectoryWatcher, interval: float, log,

@@ -33,6 +33,7 @@ class FilingEntry:
     message_id: str = ""
     has_attachments: bool = False
     body_text: str = ""
+    folder: str = "inbox"          # inbox | sent (a copy of what the owner sent from the webmail)
     extra: dict = field(default_factory=dict)
 
 
@@ -46,9 +47,10 @@ def file_message(conn: sqlite3.Connection, e: FilingEntry, now: float | None = N
         cur = conn.execute(
             "INSERT OR IGNORE INTO mailbox_messages (mailbox, queue_id, event_id, filed_at, envelope_from,"
             " envelope_rcpt, from_header, to_header, cc_header, subject, date_header, message_id, size,"
-            " has_attachments) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " has_attachments, folder) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (owner, e.queue_id, e.event_id, now, e.envelope_from, via, e.from_header, e.to_header,
-             e.cc_header, e.subject, e.date_header, e.message_id, len(e.data), int(e.has_attachments)))
+             e.cc_header, e.subject, e.date_header, e.message_id, len(e.data), int(e.has_attachments),
+             e.folder))
         if cur.rowcount:
             conn.execute("INSERT INTO mailbox_fts (rowid, subject, sender, recipients, body) VALUES (?,?,?,?,?)",
                          (cur.lastrowid, e.subject, f"{e.from_header} {e.envelope_from}",
@@ -58,14 +60,20 @@ def file_message(conn: sqlite3.Connection, e: FilingEntry, now: float | None = N
 
 
 _COLUMNS = ("id, mailbox, queue_id, event_id, filed_at, envelope_from, envelope_rcpt, from_header,"
-            " to_header, cc_header, subject, date_header, message_id, size, has_attachments, seen")
+            " to_header, cc_header, subject, date_header, message_id, size, has_attachments, seen, folder, deleted")
 
 
-def list_mailbox(conn: sqlite3.Connection, mailbox: str, limit: int = 50, offset: int = 0) -> list[dict]:
-    """The owner's messages, newest first, without bytes."""
+def list_mailbox(conn: sqlite3.Connection, mailbox: str, limit: int = 50, offset: int = 0,
+                 folder: str | None = None) -> list[dict]:
+    """The owner's messages, newest first, without bytes; only ``folder``'s (inbox | sent) and
+    not deleted when ``folder`` is given."""
+    if folder is None:
+        return [dict(r) for r in conn.execute(
+            f"SELECT {_COLUMNS} FROM mailbox_messages WHERE mailbox=? ORDER BY filed_at DESC, id DESC"
+            " LIMIT ? OFFSET ?", (mailbox.casefold(), limit, offset))]
     return [dict(r) for r in conn.execute(
-        f"SELECT {_COLUMNS} FROM mailbox_messages WHERE mailbox=? ORDER BY filed_at DESC, id DESC"
-        " LIMIT ? OFFSET ?", (mailbox.casefold(), limit, offset))]
+        f"SELECT {_COLUMNS} FROM mailbox_messages WHERE mailbox=? AND folder=? AND deleted=0"
+        " ORDER BY filed_at DESC, id DESC LIMIT ? OFFSET ?", (mailbox.casefold(), folder, limit, offset))]
 
 
 def get_message(conn: sqlite3.Connection, mailbox: str, message_id: int, with_data: bool = True) -> dict | None:

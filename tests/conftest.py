@@ -57,6 +57,8 @@ def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example
         lines += ["[continuity]", f'mode = "{continuity}"']
     if "[admin]" not in extra:    # a free port: gateways in parallel tests never collide
         lines += ["[admin]", 'listen = "127.0.0.1:0"']
+    if "[webmail]" not in extra:  # off unless a test asks for it (its default port is fixed)
+        lines += ["[webmail]", "enabled = false"]
     return "\n".join(lines) + "\n" + extra
 
 

@@ -22,11 +22,13 @@ GRACE = 5.0    # seconds open HTTP requests get at shutdown
 
 
 class AdminServer:
-    def __init__(self, app, listen: str):
+    def __init__(self, app, listen: str, *, tls_cert=None, tls_key=None):
+        """``tls_cert``/``tls_key``: PEM files to serve HTTPS (None: plain HTTP)."""
         self.host, self.port = parse_listen(listen)
+        tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning",
                                 lifespan="off", access_log=False, log_config=None,
-                                timeout_graceful_shutdown=GRACE)
+                                timeout_graceful_shutdown=GRACE, proxy_headers=False, **tls)
         self.server = uvicorn.Server(config)
         # uvicorn ≥0.29 (checked 0.54): serve() wraps itself in capture_signals(); older
         # versions call install_signal_handlers(). Neutralise both.

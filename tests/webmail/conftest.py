@@ -1,0 +1,131 @@
+"""Fixtures for webmail tests: a real gateway process serving the webmail, a session for a user
+opened in its spool (for tests of what a logged-in user sees; the login flows have their own
+tests), and a real browser (Debian's chromium driven by Playwright) that records every request
+and every dialog.
+
+    gw = start_webmail(peers, tmp_path, extra_toml="...")   # .base, .spool_path, .gw
+    cookie = open_session(gw.spool_path, "alice@example.com")
+    page = browser_page(browser, gw, cookie)                 # a page with the cookie set
+    rec = Recorder(page, gw.base)                            # foreign requests, dialogs
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from spool import accounts
+from spool import db as spool_db
+from tests.conftest import config_toml
+from tests.support.peers import GatewayProc, free_port, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps", "--disable-extensions"]
+
+
+@dataclass
+class WebmailGateway:
+    gw: GatewayProc
+    base: str            # http://127.0.0.1:PORT
+    spool_path: Path
+    smtp_port: int
+
+
+def start_webmail(peers, tmp_path: Path, *, accepted=("example.com",), directory: Path | None = None,
+                  smarthost: str = "[127.0.0.1]:9", webmail_toml: str = "", extra: str = "",
+                  name: str = "gw", **kw) -> WebmailGateway:
+    """A gateway process with the webmail on a free port (``webmail_toml``: more [webmail] keys;
+    ``extra``: more TOML tables; ``kw``: config_toml arguments)."""
+    port, web = free_port(), free_port()
+    data = tmp_path / f"{name}-data"
+    toml = config_toml(port=port, data_dir=data, smarthost=smarthost, accepted=accepted,
+                       directory=directory, extra=f"\n[webmail]\nlisten = \"127.0.0.1:{web}\"\n"
+                       f"{webmail_toml}\n{extra}", **kw)
+    gw = peers.gateway(toml, port, name=name)
+    base = f"http://127.0.0.1:{web}"
+    wait_for(lambda: _http_ok(base + "/healthz"), 20, what="webmail listening")
+    return WebmailGateway(gw, base, data / "spool.db", port)
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def open_session(spool_path: Path, address: str, lifetime: float = 3600.0) -> str:
+    """Open a webmail session for ``address`` directly in the spool (creating the account);
+    returns the cookie value."""
+    conn = spool_db.connect(spool_path)
+    try:
+        def tx():
+            accounts.ensure_user(conn, address)
+            return accounts.create_session(conn, address, lifetime=lifetime)[0]
+        return spool_db.transaction(conn, tx)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian chromium for the session (Playwright's sync API)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def browser_page(browser, gw: WebmailGateway, cookie: str | None = None):
+    """A new context and page; with ``cookie`` the webmail session cookie is set."""
+    context = browser.new_context()
+    if cookie is not None:
+        context.add_cookies([{"name": "mailgate", "value": cookie, "url": gw.base,
+                              "httpOnly": True, "sameSite": "Strict"}])
+    return context.new_page()
+
+
+class Recorder:
+    """Records every request the page makes and every dialog it opens: ``foreign`` lists
+    requests to any origin other than ``base`` (aborted, never sent), ``dialogs`` the messages
+    of alert/confirm/prompt (dismissed)."""
+
+    def __init__(self, page, base: str):
+        self.page, self.origin = page, urlsplit(base).netloc
+        self.requests: list[str] = []
+        self.foreign: list[str] = []
+        self.dialogs: list[str] = []
+        page.route("**/*", self._route)
+        page.on("dialog", self._dialog)
+
+    def _route(self, route):
+        url = route.request.url
+        self.requests.append(url)
+        u = urlsplit(url)
+        if u.scheme in ("data", "blob", "about") or u.netloc == self.origin:
+            route.continue_()
+        else:
+            self.foreign.append(url)
+            route.abort()
+
+    def _dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+def settle(page, seconds: float = 0.3) -> None:
+    """Let pending loads, timers and animations run briefly."""
+    page.wait_for_load_state("load")
+    time.sleep(seconds)
+
+
+__all__ = ["start_webmail", "open_session", "browser_page", "Recorder", "settle", "WebmailGateway",
+           "free_port"]
