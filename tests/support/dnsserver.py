@@ -53,8 +53,10 @@ class DnsServer:
     def __init__(self, *, mx: dict[str, list[tuple[int, str]]] | None = None,
                  a: dict[str, str | list[str]] | None = None,
                  aaaa: dict[str, str | list[str]] | None = None,
-                 servfail: list[str] = (), timeout: list[str] = (), local: str = "test") -> None:
+                 servfail: list[str] = (), timeout: list[str] = (), local: str = "test",
+                 txt: dict[str, list[str]] | None = None) -> None:
         self.mx, self.a, self.aaaa = mx or {}, a or {}, aaaa or {}
+        self.txt = txt or {}          # {name: [character-string, ...]} (one TXT record each)
         self.servfail, self.timeout, self.local = list(servfail), list(timeout), local
         self.port: int = 0
         self.pid: int | None = None
@@ -73,6 +75,8 @@ class DnsServer:
         for table in (self.a, self.aaaa):     # one --host-record per address: dnsmasq merges them
             args += [f"--host-record={name},{addr}" for name, addrs in table.items()
                      for addr in _as_list(addrs)]
+        args += [f"--txt-record={name}," + ",".join(f'"{s}"' for s in strings)
+                 for name, strings in self.txt.items()]
         args += [f"--server=/{d}/#" for d in self.servfail]
         if self.timeout:
             hole = self._black_hole.getsockname()[1] if self._black_hole else 9
