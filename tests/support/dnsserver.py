@@ -75,8 +75,8 @@ class DnsServer:
         for table in (self.a, self.aaaa):     # one --host-record per address: dnsmasq merges them
             args += [f"--host-record={name},{addr}" for name, addrs in table.items()
                      for addr in _as_list(addrs)]
-        args += [f"--txt-record={name}," + ",".join(f'"{s}"' for s in strings)
-                 for name, strings in self.txt.items()]
+        # dnsmasq keeps quotes literally in argv: each string is given bare (no commas in it)
+        args += [f"--txt-record={name}," + ",".join(strings) for name, strings in self.txt.items()]
         args += [f"--server=/{d}/#" for d in self.servfail]
         if self.timeout:
             hole = self._black_hole.getsockname()[1] if self._black_hole else 9
