@@ -14,9 +14,8 @@ async def submit(ctx, *, mail_from: str, rcpts: list[str] | tuple[str, ...], dat
                  sent: _sent.SentRecord | None = None) -> str:
     """Commit ``data`` (a complete message, CRLF line ends) for ``rcpts``; returns the queue ID
     once it is durable. With ``sent`` (a user's message), the same transaction files the
-    sender's Sent copy, checks their hourly limit and audits the send (spool.sent.commit_sent);
-    the Sent row's id is then in ``sent_id`` of the returned str's companion: use
-    ``submit_sent``. Raises spool.SpoolError if the spool cannot store it,
+    sender's Sent copy, checks their hourly limit and audits the send (spool.sent.commit_sent;
+    ``submit_sent`` also returns the Sent row's id). Raises spool.SpoolError if the spool cannot store it,
     spool.sent.SendLimitExceeded when the hourly limit is reached (nothing stored)."""
     queue_id, _sent_id = await submit_sent(ctx, mail_from=mail_from, rcpts=rcpts, data=data,
                                            smtputf8=smtputf8, client=client, sent=sent)
