@@ -1,0 +1,364 @@
+"""Sending from the webmail, end to end: a real gateway, real sinks for "the internet" (reached by
+MX through a real dnsmasq) and for Exchange, real chromium. What the sinks received is the proof:
+From and MAIL FROM are the user's, both DKIM signatures verify on the bytes the sink got, header
+input never becomes a header, replies thread (In-Reply-To, References, Thread-Index child block),
+local recipients are held and filed during a continuity event; limits and the admin switch
+refuse with nothing queued; cross-site posts are refused; suggestions stay in the user's tenant."""
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from spool import db as spool_db
+from spool import mailbox as spool_mailbox
+from tests.conftest import ROOT, fast_continuity
+from tests.support.dnsserver import DnsServer
+from tests.support.peers import wait_for
+from tests.webmail.conftest import Recorder, browser_page, open_session, start_webmail
+from tests.webmail.test_dkim import dnsfunc_for, parse_output, verify_all
+
+DIRECTORY = {
+    "mailboxes": [
+        {"address": "alice@example.org", "aliases": ["alice@example.net", "a.smith@example.org"]},
+        "bob@example.org", "bea@example.net",
+        "zed@other.test", "zoe@other.test", "bonnie@other.test",
+    ],
+    "groups": [{"address": "board@other.test", "members": ["zed@other.test"]}],
+}
+ACCEPTED = ("example.org", "example.net", "other.test")
+
+
+class World:
+    """Sinks, DNS with MX + DKIM records, keys, and a gateway serving the webmail."""
+
+    def __init__(self, peers, tmp_path, webmail_toml: str = "", continuity: bool = False):
+        self.internet = peers.sink(name="internet")
+        self.exchange = peers.sink(name="exchange")
+        records, keys = {}, []
+        for sel, alg in (("rsa1", "rsa-sha256"), ("ed1", "ed25519-sha256")):
+            out = subprocess.run([sys.executable, "-m", "gateway.cli", "dkim", "keygen", "example.org",
+                                  sel, "--algorithm", alg, "--dir", str(tmp_path / "keys")],
+                                 capture_output=True, text=True, cwd=ROOT, check=True).stdout
+            name, strings, toml = parse_output(out)
+            records[name] = strings
+            keys.append(toml)
+        self.dns = DnsServer(mx={"ext.test": [(10, "mx.ext.test")]}, a={"mx.ext.test": "127.0.0.1"},
+                             txt=records).start()
+        self.dnsfunc = dnsfunc_for(self.dns.port)
+        d = tmp_path / "directory.json"
+        d.write_text(json.dumps(DIRECTORY))
+        dkim_toml = "".join(
+            f'\n[[webmail.dkim]]\ndomain = "{k["domain"]}"\nselector = "{k["selector"]}"\n'
+            f'key_file = "{k["key_file"]}"\nalgorithm = "{k["algorithm"]}"\n' for k in keys)
+        kw = {"continuity": None, "extra": fast_continuity("canary@example.org")} if continuity else {}
+        self.gw = start_webmail(peers, tmp_path, accepted=ACCEPTED, directory=d,
+                                smarthost=f"[127.0.0.1]:{self.exchange.port}", dns_port=self.dns.port,
+                                mx_port=self.internet.port, webmail_toml=webmail_toml + dkim_toml, **kw)
+        self.base = self.gw.base
+
+    def stop(self):
+        self.dns.stop()
+
+    def client(self, address: str) -> "Client":
+        return Client(self, open_session(self.gw.spool_path, address))
+
+    def db(self, sql: str, *args):
+        conn = sqlite3.connect(self.gw.spool_path)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def queued(self) -> int:
+        return self.db("SELECT count(*) FROM messages")[0][0]
+
+
+class Client:
+    """A logged-in user over plain HTTP (same-origin posts carry Sec-Fetch-Site like a browser)."""
+
+    def __init__(self, world: World, cookie: str):
+        self.world, self.cookie = world, cookie
+        self.http = httpx.Client(base_url=world.base, cookies={"mailgate": cookie}, timeout=30,
+                                 follow_redirects=False)
+
+    def csrf(self) -> str:
+        return re.search(r'name="csrf" value="([^"]+)"', self.http.get("/compose").text).group(1)
+
+    def send(self, *, site: str = "same-origin", files=None, csrf: str | None = None, **fields):
+        data = {"csrf": self.csrf() if csrf is None else csrf, "from_addr": "alice@example.org",
+                "to": "", "cc": "", "bcc": "", "subject": "", "body": "", "mode": "new", "orig": "",
+                **fields}
+        return self.http.post("/compose", data=data, files=files or {"attachments": ("", b"")},
+                              headers={"Sec-Fetch-Site": site})
+
+
+@pytest.fixture
+def world(peers, tmp_path):
+    w = World(peers, tmp_path)
+    yield w
+    w.stop()
+
+
+def wait_delivered(sink, n=1, timeout=20):
+    wait_for(lambda: sink.count() >= n, timeout, what=f"{n} message(s) at {sink.name}")
+    return sink.messages()
+
+
+def file_original(world: World, owner: str, raw: bytes, queue_id: str = "ORIGINAL0000001") -> int:
+    """An inbound message in ``owner``'s continuity mailbox (as filing would put it)."""
+    from gateway.continuity.filing import prepare
+    from policies.directory import Directory
+    entry = prepare(queue_id=queue_id, data=raw, envelope_from="partner@ext.test", rcpts=[owner],
+                    directory=Directory.empty(), filtering=False)
+    conn = spool_db.connect(world.gw.spool_path)
+    try:
+        spool_db.transaction(conn, lambda: spool_mailbox.file_message(conn, entry))
+        return conn.execute("SELECT id FROM mailbox_messages WHERE queue_id=?", (queue_id,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_compose_in_the_browser_reaches_the_internet_signed_and_the_colleague(world, browser):
+    cookie = open_session(world.gw.spool_path, "alice@example.org")
+    page = browser_page(browser, world.gw, cookie)
+    rec = Recorder(page, world.base)
+    page.goto(world.base + "/compose")
+    page.fill("#to", "Partner <partner@ext.test>, bob@example.org")
+    page.fill("#subject", "Quarterly figures – draft")
+    page.fill("#body", "Hello,\nthe figures are attached.\n\nAlice\n")
+    page.set_input_files("#attachments", files=[
+        {"name": "figures.csv", "mimeType": "text/csv", "buffer": b"q,revenue\n1,100\n"}])
+    page.click("#send")
+    page.wait_for_url(re.compile(r".*/msg/\d+/status\?sent=1$"), timeout=20000)
+    assert "queued for sending" in page.content()
+
+    (env, data), = wait_delivered(world.internet)
+    assert env["mail_from"] == "alice@example.org" and env["rcpt_tos"] == ["partner@ext.test"]
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg["From"].addresses[0].addr_spec == "alice@example.org"
+    assert msg["Subject"] == "Quarterly figures – draft"
+    assert msg["Message-ID"].endswith("@example.org>")
+    assert [p.get_filename() for p in msg.iter_attachments()] == ["figures.csv"]
+    assert verify_all(data, world.dnsfunc) == [True, True]           # RSA and Ed25519, at the sink
+    assert b"a=ed25519-sha256" in b"".join(data.split())
+
+    (env2, data2), = wait_delivered(world.exchange)
+    assert env2["mail_from"] == "alice@example.org" and env2["rcpt_tos"] == ["bob@example.org"]
+    assert data2 == data                                                # the same signed bytes
+
+    sent = world.db("SELECT id, queue_id, folder, subject FROM mailbox_messages WHERE mailbox=?",
+                    "alice@example.org")
+    assert len(sent) == 1 and sent[0][2] == "sent" and sent[0][3] == "Quarterly figures – draft"
+    audit = world.db("SELECT detail FROM webmail_audit WHERE action='send' AND result='ok'")
+    assert audit == [(f"queue_id={sent[0][1]} rcpts=2",)]
+
+    def states():
+        page.goto(f"{world.base}/msg/{sent[0][0]}/status")
+        return {r.get_attribute("data-address"): r.get_attribute("data-state")
+                for r in page.query_selector_all("#recipients tr[data-address]")}
+    wait_for(lambda: states() == {"partner@ext.test": "delivered", "bob@example.org": "delivered"},
+             15, what="both recipients delivered on the status page")
+    assert not rec.foreign and not rec.dialogs
+    # another user cannot see alice's status page
+    other = world.client("bob@example.org")
+    assert other.http.get(f"/msg/{sent[0][0]}/status").status_code == 404
+    page.context.close()
+
+
+def test_header_input_never_creates_a_header(world):
+    alice = world.client("alice@example.org")
+    for fields in ({"to": "partner@ext.test\r\nBcc: victim@ext.test", "subject": "x"},
+                   {"to": "partner@ext.test", "subject": "hello\r\nBcc: victim@ext.test"},
+                   {"to": "partner@ext.test", "subject": "hello\nX-Injected: 1"},
+                   {"to": "\"Evil\r\nX-Injected: 1\" <partner@ext.test>", "subject": "x"},
+                   {"to": "partner@ext.test", "cc": "a@ext.test\x00", "subject": "x"},
+                   {"to": "partner@ext.test", "subject": "bell\x07"}):
+        r = alice.send(body="text", **fields)
+        assert r.status_code == 400 and "control character" in r.text, fields
+        assert "victim@ext.test" not in r.text or "Bcc" in r.text   # the draft is shown again
+    assert world.queued() == 0
+
+    # attachment names and types are cleaned, never a header
+    r = alice.send(to="partner@ext.test", subject="names", body="see attached", files=[
+        ("attachments", ("evil\r\nBcc: victim@ext.test\r\n.txt", b"one", "text/plain\r\nX-Injected: 1")),
+        ("attachments", ("../../\u202egnp.exe\x07", b"two", "application/x-msdownload")),
+    ])
+    assert r.status_code == 303, r.text
+    (env, data), = wait_delivered(world.internet)
+    assert env["rcpt_tos"] == ["partner@ext.test"]
+    assert b"victim" not in data.split(b"\r\n\r\n", 1)[0]
+    assert not re.search(rb"^(Bcc|X-Injected):", data, re.M | re.I)
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    names = [p.get_filename() for p in msg.iter_attachments()]
+    assert names == ["evil Bcc: victim@ext.test .txt", "gnp.exe"]
+    assert [p.get_content_type() for p in msg.iter_attachments()] == ["application/octet-stream",
+                                                                       "application/x-msdownload"]
+    assert verify_all(data, world.dnsfunc) == [True, True]
+
+
+ORIGINAL = (b"From: Partner <partner@ext.test>\r\nTo: alice@example.org, bob@example.org\r\n"
+            b"Cc: Carol <carol@ext.test>\r\nReply-To: replies@ext.test\r\n"
+            b"Subject: =?utf-8?q?Budget_2027=0D=0ABcc:_victim@ext.test?=\r\n"
+            b"Date: Mon, 30 Nov 2026 09:00:00 +0000\r\nMessage-ID: <orig-42@mail.ext.test>\r\n"
+            b"References: <root-1@mail.ext.test> <junk <mid-2@mail.ext.test>\r\n"
+            b"Thread-Topic: Budget 2027\r\n"
+            b"Thread-Index: " + base64.b64encode(bytes(range(22)) + b"\x00\x01\x02\x03\x04") + b"\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\nPlease review the budget.\r\n")
+
+
+def thread_index(data: bytes) -> bytes:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    return base64.b64decode(str(msg["Thread-Index"]))
+
+
+def test_reply_and_reply_all_thread_with_the_original(world):
+    alice = world.client("alice@example.org")
+    mid = file_original(world, "alice@example.org", ORIGINAL)
+    form = alice.http.get(f"/msg/{mid}/reply").text
+    assert 'value="replies@ext.test"' in form                      # To from Reply-To
+    assert 'value="Re: Budget 2027 Bcc: victim@ext.test"' in form   # CR/LF stripped before "Re:"
+    assert "&gt; Please review the budget." in form
+    r = alice.send(to="replies@ext.test", subject="Re: Budget 2027 Bcc: victim@ext.test",
+                   body="Looks fine.", orig=str(mid), mode="reply")
+    assert r.status_code == 303, r.text
+    (env, data), = wait_delivered(world.internet)
+    assert env["rcpt_tos"] == ["replies@ext.test"]
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg["In-Reply-To"] == "<orig-42@mail.ext.test>"
+    assert msg["References"].split() == ["<root-1@mail.ext.test>", "<mid-2@mail.ext.test>",
+                                         "<orig-42@mail.ext.test>"]
+    assert msg["Thread-Topic"] == "Budget 2027"
+    ti = thread_index(data)
+    assert len(ti) == 22 + 5 + 5 and ti[:27] == bytes(range(22)) + b"\x00\x01\x02\x03\x04"
+    assert not re.search(rb"^Bcc:", data, re.M)
+
+    form = alice.http.get(f"/msg/{mid}/reply-all").text
+    cc = re.search(r'id="cc" name="cc" type="text" value="([^"]*)"', form).group(1)
+    assert "bob@example.org" in cc and "carol@ext.test" in cc and "alice@example.org" not in cc
+
+    # an original without Thread-Index: two replies share one derived 22-byte prefix
+    plain = ORIGINAL.split(b"Thread-Topic")[0] + b"Message-ID: <other@x.test>\r\n\r\nhi\r\n"
+    plain = plain.replace(b"Message-ID: <orig-42@mail.ext.test>\r\n", b"")
+    mid2 = file_original(world, "alice@example.org", plain, queue_id="ORIGINAL0000002")
+    for _ in range(2):
+        assert alice.send(to="partner@ext.test", subject="Re: x", body="y", orig=str(mid2),
+                          mode="reply").status_code == 303
+    msgs = wait_delivered(world.internet, 3)
+    a, b = (thread_index(d) for _e, d in msgs[1:])
+    assert len(a) == len(b) == 27 and a[:22] == b[:22]
+
+    # forward as attachment carries the original bytes as message/rfc822
+    assert "The original message is attached" in alice.http.get(f"/msg/{mid}/forward?as=attachment").text
+    assert alice.send(to="partner@ext.test", subject="Fwd: Budget", body="fyi", orig=str(mid),
+                      mode="forward-attachment").status_code == 303
+    fwd = email.message_from_bytes(wait_delivered(world.internet, 4)[3][1], policy=email.policy.default)
+    att, = fwd.iter_attachments()
+    assert att.get_content_type() == "message/rfc822"
+    assert str(att.get_content()["Message-ID"]) == "<orig-42@mail.ext.test>"
+    # someone else's message id is not a reply target
+    bob = world.client("bob@example.org")
+    assert bob.http.get(f"/msg/{mid}/reply").status_code == 404
+    r = bob.send(from_addr="bob@example.org", to="partner@ext.test", subject="x", body="y",
+                 orig=str(mid), mode="reply")
+    assert r.status_code == 400 and "not available" in r.text
+
+
+def test_limits_the_admin_switch_and_cross_site_posts(peers, tmp_path):
+    w = World(peers, tmp_path, webmail_toml="max_recipients = 3\nmax_messages_per_hour = 2\n")
+    try:
+        alice = w.client("alice@example.org")
+        r = alice.send(to="a@ext.test, b@ext.test", cc="c@ext.test", bcc="d@ext.test",
+                       subject="too many", body="keep this text")
+        assert r.status_code == 400 and "Too many recipients: 4; at most 3" in r.text
+        assert "keep this text" in r.text and 'value="too many"' in r.text   # the draft is kept
+        assert w.queued() == 0
+
+        r = alice.send(to="nobody@example.org", subject="x", body="y")
+        assert r.status_code == 400 and "no recipient nobody@example.org" in r.text
+        r = alice.send(from_addr="bob@example.org", to="partner@ext.test", subject="x", body="y")
+        assert r.status_code == 400 and "your own address" in r.text
+        assert w.queued() == 0
+
+        # cross-site and token-less posts: refused, nothing queued
+        assert alice.send(site="cross-site", to="partner@ext.test", subject="x", body="y").status_code == 403
+        assert alice.send(csrf="wrong", to="partner@ext.test", subject="x", body="y").status_code == 403
+        r = alice.http.post("/compose", data={"to": "partner@ext.test", "csrf": alice.csrf()},
+                            headers={"Origin": "https://evil.test"})
+        assert r.status_code == 403
+        assert w.queued() == 0
+
+        # an alias of one's own may be the sender
+        assert alice.send(from_addr="alice@example.net", to="partner@ext.test", subject="1",
+                          body="y").status_code == 303
+        assert alice.send(to="partner@ext.test", subject="2", body="y").status_code == 303
+        r = alice.send(to="partner@ext.test", subject="3", body="keep me")
+        assert r.status_code == 429 and "last hour" in r.text and "keep me" in r.text
+        assert w.queued() == 2
+        envs = [e for e, _d in wait_delivered(w.internet, 2)]
+        assert sorted(e["mail_from"] for e in envs) == ["alice@example.net", "alice@example.org"]
+        assert w.db("SELECT count(*) FROM webmail_audit WHERE action='send' AND result='refused'")[0][0] == 1
+    finally:
+        w.stop()
+
+    off = World(peers, tmp_path / "off", webmail_toml="sending = false\n")
+    try:
+        alice = off.client("alice@example.org")
+        page = alice.http.get("/compose").text
+        assert 'id="sending-off"' in page and 'id="send" disabled' in page
+        r = alice.send(to="partner@ext.test", subject="x", body="y")
+        assert r.status_code == 403 and "turned off" in r.text
+        assert off.queued() == 0
+    finally:
+        off.stop()
+
+
+def test_suggestions_stay_in_the_users_tenant(world):
+    alice, zed = world.client("alice@example.org"), world.client("zed@other.test")
+
+    def suggest(c, q):
+        r = c.http.get("/compose/suggest", params={"q": q})
+        assert r.status_code == 200
+        return [x["address"] for x in r.json()]
+    assert suggest(alice, "b") == ["bob@example.org", "bea@example.net"]   # not bonnie/board
+    assert suggest(alice, "z") == []
+    assert suggest(alice, "other.test") == []
+    assert "alice@example.org" in suggest(alice, "smith")                    # alias → primary
+    assert sorted(suggest(zed, "b")) == ["board@other.test", "bonnie@other.test"]
+    assert suggest(zed, "example") == []
+    r = httpx.get(world.base + "/compose/suggest?q=b", follow_redirects=False)
+    assert r.status_code == 303                                                 # not logged in
+
+
+def test_local_colleague_is_held_and_filed_during_an_event(peers, tmp_path):
+    w = World(peers, tmp_path, continuity=True)
+    try:
+        assert w.gw.gw.cli("continuity", "start", "--reason", "test").stdout.strip() == "ok: continuity"
+        alice = w.client("alice@example.org")
+        assert alice.send(to="bob@example.org, partner@ext.test", subject="During the outage",
+                          body="can you read this?").status_code == 303
+        wait_delivered(w.internet)
+        wait_for(lambda: w.db("SELECT state FROM messages")[0][0] == "hold", 15, what="held")
+        rows = w.db("SELECT mailbox, folder FROM mailbox_messages WHERE subject='During the outage'"
+                    " ORDER BY mailbox")
+        assert rows == [("alice@example.org", "sent"), ("bob@example.org", "inbox")]
+        sent_id = w.db("SELECT id FROM mailbox_messages WHERE folder='sent'")[0][0]
+        page = alice.http.get(f"/msg/{sent_id}/status").text
+        assert re.search(r'data-address="bob@example.org" data-state="held"', page)
+        assert re.search(r'data-address="partner@ext.test" data-state="delivered"', page)
+        assert w.exchange.count() == 0
+        w.gw.gw.cli("continuity", "stop")
+        (env, data), = wait_delivered(w.exchange)
+        assert env["rcpt_tos"] == ["bob@example.org"]
+        assert verify_all(data, w.dnsfunc) == [True, True]
+    finally:
+        w.stop()
