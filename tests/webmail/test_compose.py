@@ -101,6 +101,19 @@ class Client:
         return self.http.post("/compose", data=data, files=files or {"attachments": ("", b"")},
                               headers={"Sec-Fetch-Site": site})
 
+    def raw_multipart(self, fields: dict, files: list[tuple[str, str, bytes]]):
+        """POST /compose with a hand-made multipart body: file names and types go on the wire
+        byte for byte (httpx would percent-encode control characters)."""
+        b = "----mailgatetestboundary"
+        parts = [f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                 for k, v in fields.items()]
+        parts += [(f'--{b}\r\nContent-Disposition: form-data; name="attachments"; filename="{name}"\r\n'
+                   f"Content-Type: {ctype}\r\n\r\n").encode() + data + b"\r\n"
+                  for name, ctype, data in files]
+        body = b"".join(parts) + f"--{b}--\r\n".encode()
+        return self.http.post("/compose", content=body, headers={
+            "Sec-Fetch-Site": "same-origin", "Content-Type": f"multipart/form-data; boundary={b}"})
+
 
 @pytest.fixture
 def world(peers, tmp_path):
@@ -189,10 +202,11 @@ def test_header_input_never_creates_a_header(world):
     assert world.queued() == 0
 
     # attachment names and types are cleaned, never a header
-    r = alice.send(to="partner@ext.test", subject="names", body="see attached", files=[
-        ("attachments", ("evil\r\nBcc: victim@ext.test\r\n.txt", b"one", "text/plain\r\nX-Injected: 1")),
-        ("attachments", ("../../\u202egnp.exe\x07", b"two", "application/x-msdownload")),
-    ])
+    r = alice.raw_multipart(
+        {"csrf": alice.csrf(), "from_addr": "alice@example.org", "to": "partner@ext.test",
+         "subject": "names", "body": "see attached", "mode": "new", "orig": ""},
+        [("evil\x0bBcc: victim@ext.test\x1b\x85.txt", "text/plain\x0bX-Injected: 1", b"one"),
+         ("../../\u202egnp.exe\x07", "application/x-msdownload", b"two")])
     assert r.status_code == 303, r.text
     (env, data), = wait_delivered(world.internet)
     assert env["rcpt_tos"] == ["partner@ext.test"]
@@ -201,6 +215,10 @@ def test_header_input_never_creates_a_header(world):
     msg = email.message_from_bytes(data, policy=email.policy.default)
     names = [p.get_filename() for p in msg.iter_attachments()]
     assert names == ["evil Bcc: victim@ext.test .txt", "gnp.exe"]
+    # a CR LF inside a part's header ends that header line: the form is refused as a whole
+    r = alice.raw_multipart({"csrf": alice.csrf(), "to": "partner@ext.test", "subject": "x"},
+                            [("a\r\nBcc: victim@ext.test\r\n.txt", "text/plain", b"x")])
+    assert r.status_code == 400 and world.queued() == 1
     assert [p.get_content_type() for p in msg.iter_attachments()] == ["application/octet-stream",
                                                                        "application/x-msdownload"]
     assert verify_all(data, world.dnsfunc) == [True, True]
@@ -329,7 +347,7 @@ def test_suggestions_stay_in_the_users_tenant(world):
         r = c.http.get("/compose/suggest", params={"q": q})
         assert r.status_code == 200
         return [x["address"] for x in r.json()]
-    assert suggest(alice, "b") == ["bob@example.org", "bea@example.net"]   # not bonnie/board
+    assert sorted(suggest(alice, "b")) == ["bea@example.net", "bob@example.org"]  # not bonnie/board
     assert suggest(alice, "z") == []
     assert suggest(alice, "other.test") == []
     assert "alice@example.org" in suggest(alice, "smith")                    # alias → primary
