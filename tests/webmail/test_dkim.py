@@ -110,10 +110,14 @@ def test_both_signatures_verify_and_a_second_subject_breaks_them(published):
     assert b"a=ed25519-sha256" in b"".join(signed.split())
     assert verify_all(signed, published.dnsfunc) == [True, True]
 
-    head, body = signed.split(b"\r\n\r\n", 1)
-    injected = head + b"\r\nSubject: urgent: wire the money\r\n\r\n" + body
+    # the attack over-signing stops: a second Subject added above the signed one (receivers show
+    # the first); without over-signing this one still verifies (checked with dkimpy 1.1.8)
+    injected = b"Subject: urgent: wire the money\r\n" + signed
     assert verify_all(injected, published.dnsfunc) == [False, False]
-    added_cc = head + b"\r\nCc: mallory@evil.test\r\n\r\n" + body
+    head, body = signed.split(b"\r\n\r\n", 1)
+    appended = head + b"\r\nSubject: urgent: wire the money\r\n\r\n" + body
+    assert verify_all(appended, published.dnsfunc) == [False, False]
+    added_cc = b"Cc: mallory@evil.test\r\n" + signed
     assert verify_all(added_cc, published.dnsfunc) == [False, False]
     changed_body = signed.replace(b"attached", b"deleted")
     assert verify_all(changed_body, published.dnsfunc) == [False, False]
