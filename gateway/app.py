@@ -97,6 +97,10 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
                 tg.create_task(webmail.serve(), name="webmail")
             helpers = [tg.create_task(supervise("directory", lambda: _watch_directory(
                 watcher, cfg.directory.reload_interval, log, reload_now), log), name="directory")]
+            if webmail is not None and cfg.webmail.copy_sent_on_recovery:
+                from webmail import sent_copies
+                helpers.append(tg.create_task(supervise("sent_copies", lambda: sent_copies.run(
+                    webmail.ctx), log), name="sent_copies"))
             if controller is not None:
                 helpers.append(tg.create_task(supervise("probes", runner.run, log), name="probes"))
                 helpers.append(tg.create_task(supervise("continuity", controller.run, log),
@@ -144,6 +148,7 @@ def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log):
                          notify=qmgr.notify, log=log)
     server = AdminServer(build_app(ctx), cfg.webmail.listen, tls_cert=cfg.webmail.tls_cert,
                          tls_key=cfg.webmail.tls_key)
+    server.ctx = ctx
     host, port = server.bind()
     log.info("webmail_listening", address=f"{host}:{port}", url=ctx.public_url)
     return server

@@ -85,4 +85,40 @@ def sent_status(conn: sqlite3.Connection, mailbox: str, message_id: int) -> dict
     return {"item": dict(row), "queue": get_message(conn, row["queue_id"])}
 
 
-__all__ = ["SendLimitExceeded", "SentRecord", "sends_in_last_hour", "commit_sent", "sent_status"]
+#: Prepended to a Sent item's copy (outside the DKIM-signed fields): an Exchange transport rule
+#: can move such copies into Sent Items.
+COPY_HEADER = "X-Mailgate-Sent-Copy"
+
+
+def copy_sent_after_events(conn: sqlite3.Connection, now: float | None = None,
+                           limit: int = 100) -> list[tuple[str, str]]:
+    """Queue, for each Sent item sent during a continuity event that is over (the engine's
+    state is normal, or another event), a copy to its owner's own address (routed to Exchange
+    like inbound mail), once: the copy and its ``webmail_sent_copies`` row are written in the
+    caller's transaction. Returns [(owner, copy queue ID)]."""
+    now = time.time() if now is None else now
+    rows = conn.execute(
+        "SELECT m.id, m.mailbox, m.queue_id, m.event_id, m.envelope_from, b.data"
+        " FROM mailbox_messages m JOIN mailbox_bodies b ON b.queue_id = m.queue_id"
+        " WHERE m.folder='sent' AND m.event_id != ''"
+        " AND m.id NOT IN (SELECT sent_id FROM webmail_sent_copies)"
+        " AND NOT EXISTS (SELECT 1 FROM continuity_state s WHERE s.mode != 'normal'"
+        "                 AND s.event_id = m.event_id)"
+        " ORDER BY m.id LIMIT ?", (limit,)).fetchall()
+    out = []
+    for r in rows:
+        data = (f"{COPY_HEADER}: sent from the continuity webmail during event {r['event_id']}\r\n"
+                .encode() + bytes(r["data"]))
+        msg = NewMessage(mail_from=r["envelope_from"], rcpt_tos=(r["mailbox"],), data=data,
+                         client_addr="webmail", client_helo="webmail-sent-copy",
+                         smtputf8=not (r["mailbox"] + r["envelope_from"]).isascii(),
+                         body_8bit=any(b > 127 for b in data))
+        qid = insert_message(conn, msg, now)
+        conn.execute("INSERT INTO webmail_sent_copies (sent_id, queue_id, copy_queue_id, copied_at)"
+                     " VALUES (?,?,?,?)", (r["id"], r["queue_id"], qid, now))
+        out.append((r["mailbox"], qid))
+    return out
+
+
+__all__ = ["SendLimitExceeded", "SentRecord", "sends_in_last_hour", "commit_sent", "sent_status",
+           "copy_sent_after_events", "COPY_HEADER"]

@@ -276,7 +276,7 @@ async def _send(request: Request, user, draft: Draft, uploads: list[Upload]) -> 
             ctx.log.error("dkim_sign_failed", user=user.address, error=str(e))
         raise SendFailed("Sending is unavailable right now (the message could not be signed). "
                          "Your administrator can see why in the gateway log.", 503) from None
-    copy = await asyncio.to_thread(_sent_copy, data, sender.address, user.address)
+    copy = await asyncio.to_thread(_sent_copy, data, sender.address, user.address, _event_id(ctx))
     rec = spool_sent.SentRecord(address=user.address, copy=copy, per_hour=w.max_messages_per_hour,
                                 client=audit.client_of(request),
                                 user_agent=request.headers.get("user-agent", ""))
@@ -324,11 +324,21 @@ def _original_attachments(raw: bytes) -> list[Upload]:
     return out
 
 
-def _sent_copy(data: bytes, sender: str, owner: str):
+def _event_id(ctx) -> str:
+    """The continuity event on now ('' in normal mode): the Sent copy records it
+    (copy_sent_on_recovery copies what was sent during an event)."""
+    try:
+        state = ctx.continuity() or {}
+    except Exception:
+        return ""
+    return state.get("event_id") or "" if state.get("mode", "normal") != "normal" else ""
+
+
+def _sent_copy(data: bytes, sender: str, owner: str, event_id: str = ""):
     from gateway.continuity.filing import prepare
     from policies.directory import Directory
     entry = prepare(queue_id="", data=data, envelope_from=sender, rcpts=[owner],
-                    directory=Directory.empty(), filtering=False)
+                    directory=Directory.empty(), filtering=False, event_id=event_id)
     return dataclasses.replace(entry, mailboxes={owner: sender}, folder="sent")
 
 

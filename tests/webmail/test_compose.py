@@ -358,25 +358,37 @@ def test_suggestions_stay_in_the_users_tenant(world):
 
 
 def test_local_colleague_is_held_and_filed_during_an_event(peers, tmp_path):
-    w = World(peers, tmp_path, continuity=True)
+    """... and with copy_sent_on_recovery, after the event the sender's own Exchange mailbox gets
+    one copy of what they sent during it (and none of what they sent outside it)."""
+    w = World(peers, tmp_path, continuity=True, webmail_toml="copy_sent_on_recovery = true\n")
     try:
-        assert w.gw.gw.cli("continuity", "start", "--reason", "test").stdout.strip() == "ok: continuity"
         alice = w.client("alice@example.org")
+        assert alice.send(to="partner@ext.test", subject="before", body="x").status_code == 303
+        wait_delivered(w.internet)
+        assert w.gw.gw.cli("continuity", "start", "--reason", "test").stdout.strip() == "ok: continuity"
         assert alice.send(to="bob@example.org, partner@ext.test", subject="During the outage",
                           body="can you read this?").status_code == 303
-        wait_delivered(w.internet)
-        wait_for(lambda: w.db("SELECT state FROM messages")[0][0] == "hold", 15, what="held")
+        wait_delivered(w.internet, 2)
+        wait_for(lambda: w.db("SELECT state FROM messages WHERE queue_id=(SELECT queue_id FROM"
+                              " mailbox_messages WHERE subject='During the outage' AND folder='sent')"
+                              )[0][0] == "hold", 15, what="held")
         rows = w.db("SELECT mailbox, folder FROM mailbox_messages WHERE subject='During the outage'"
                     " ORDER BY mailbox")
         assert rows == [("alice@example.org", "sent"), ("bob@example.org", "inbox")]
-        sent_id = w.db("SELECT id FROM mailbox_messages WHERE folder='sent'")[0][0]
+        sent_id = w.db("SELECT id FROM mailbox_messages WHERE folder='sent' AND subject='During the outage'")[0][0]
         page = alice.http.get(f"/msg/{sent_id}/status").text
         assert re.search(r'data-address="bob@example.org" data-state="held"', page)
         assert re.search(r'data-address="partner@ext.test" data-state="delivered"', page)
         assert w.exchange.count() == 0
         w.gw.gw.cli("continuity", "stop")
-        (env, data), = wait_delivered(w.exchange)
-        assert env["rcpt_tos"] == ["bob@example.org"]
-        assert verify_all(data, w.dnsfunc) == [True, True]
+        got = wait_delivered(w.exchange, 2, timeout=40)
+        by_rcpt = {tuple(env["rcpt_tos"]): data for env, data in got}
+        assert set(by_rcpt) == {("bob@example.org",), ("alice@example.org",)}
+        assert verify_all(by_rcpt[("bob@example.org",)], w.dnsfunc) == [True, True]
+        copy = by_rcpt[("alice@example.org",)]
+        assert copy.startswith(b"X-Mailgate-Sent-Copy: ") and b"Subject: During the outage" in copy
+        assert copy.split(b"\r\n", 1)[1] == by_rcpt[("bob@example.org",)]   # the sent bytes
+        time.sleep(7)                      # more looks of the copier: still one copy, none of "before"
+        assert w.exchange.count() == 2
     finally:
         w.stop()
