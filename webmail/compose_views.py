@@ -314,7 +314,7 @@ def _check_local(ctx, rcpts) -> None:
 def _original_attachments(raw: bytes) -> list[Upload]:
     p = compose.parse_original(raw)
     out = []
-    for a in getattr(p, "attachments", [])[:MAX_FILES]:
+    for a in [a for a in getattr(p, "attachments", []) if not getattr(a, "nested", False)][:MAX_FILES]:
         try:
             att, data = compose.attachment_bytes(raw, a.index)
         except Exception:

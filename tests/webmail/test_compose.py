@@ -146,6 +146,12 @@ def test_compose_in_the_browser_reaches_the_internet_signed_and_the_colleague(wo
     page = browser_page(browser, world.gw, cookie)
     rec = Recorder(page, world.base)
     page.goto(world.base + "/compose")
+    # suggestions (plain JS filling a <datalist>, same origin): the colleague, not other tenants
+    page.type("#cc", "bo", delay=50)
+    page.wait_for_selector("#suggest-cc option", state="attached", timeout=5000)
+    options = page.eval_on_selector_all("#suggest-cc option", "os => os.map(o => o.value)")
+    assert options == ["bob@example.org"]
+    page.fill("#cc", "")
     page.fill("#to", "Partner <partner@ext.test>, bob@example.org")
     page.fill("#subject", "Quarterly figures – draft")
     page.fill("#body", "Hello,\nthe figures are attached.\n\nAlice\n")
@@ -222,6 +228,23 @@ def test_header_input_never_creates_a_header(world):
     assert [p.get_content_type() for p in msg.iter_attachments()] == ["application/octet-stream",
                                                                        "application/x-msdownload"]
     assert verify_all(data, world.dnsfunc) == [True, True]
+
+
+def test_non_ascii_addresses_use_smtputf8_and_names_are_encoded(world):
+    alice = world.client("alice@example.org")
+    r = alice.send(to='"José Ñúñez" <josé@ext.test>', subject="Grüße", body="Schöne Grüße\n")
+    assert r.status_code == 303, r.text
+    (env, data), = wait_delivered(world.internet)
+    assert env["rcpt_tos"] == ["josé@ext.test"] and "SMTPUTF8" in [o.upper() for o in env["mail_options"]]
+    msg = email.message_from_string(data.decode("utf-8"), policy=email.policy.default)   # RFC 6532
+    assert msg["To"].addresses[0].addr_spec == "josé@ext.test"
+    assert msg["Subject"] == "Grüße"
+    assert verify_all(data, world.dnsfunc) == [True, True]
+    r = alice.send(to='"Ann Ä" <ann@ext.test>', subject="Grüße", body="x")
+    (env, data) = wait_delivered(world.internet, 2)[1]
+    assert "SMTPUTF8" not in [o.upper() for o in env["mail_options"]]
+    assert data.split(b"\r\n\r\n", 1)[0].isascii()          # RFC 2047 encoded-words, not raw UTF-8
+    assert b"=?utf-8?" in data
 
 
 ORIGINAL = (b"From: Partner <partner@ext.test>\r\nTo: alice@example.org, bob@example.org\r\n"
