@@ -315,7 +315,8 @@ def test_reply_and_reply_all_thread_with_the_original(world):
 
 
 def test_limits_the_admin_switch_and_cross_site_posts(peers, tmp_path):
-    w = World(peers, tmp_path, webmail_toml="max_recipients = 3\nmax_messages_per_hour = 2\n")
+    w = World(peers, tmp_path, webmail_toml="max_recipients = 3\nmax_messages_per_hour = 2\n"
+                                                 "max_upload = 4096\n")
     try:
         alice = w.client("alice@example.org")
         r = alice.send(to="a@ext.test, b@ext.test", cc="c@ext.test", bcc="d@ext.test",
@@ -324,6 +325,13 @@ def test_limits_the_admin_switch_and_cross_site_posts(peers, tmp_path):
         assert "keep this text" in r.text and 'value="too many"' in r.text   # the draft is kept
         assert w.queued() == 0
 
+        r = alice.send(to="partner@ext.test", subject="big", body="keep this too",
+                       files={"attachments": ("big.bin", b"x" * 5000, "application/octet-stream")})
+        assert r.status_code == 400 and "too large" in r.text and "keep this too" in r.text
+        assert "big.bin" in r.text                                  # named, to choose again
+        r = alice.send(to="partner@ext.test", subject="huge", body="y",
+                       files={"attachments": ("huge.bin", b"x" * (9 * 1024 * 1024), "application/octet-stream")})
+        assert r.status_code == 413 and "too large" in r.text
         r = alice.send(to="nobody@example.org", subject="x", body="y")
         assert r.status_code == 400 and "no recipient nobody@example.org" in r.text
         r = alice.send(from_addr="bob@example.org", to="partner@ext.test", subject="x", body="y")
