@@ -147,7 +147,7 @@ def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log):
                          continuity=(controller.status if controller is not None else lambda: None),
                          notify=qmgr.notify, log=log)
     server = AdminServer(build_app(ctx), cfg.webmail.listen, tls_cert=cfg.webmail.tls_cert,
-                         tls_key=cfg.webmail.tls_key)
+                         tls_key=cfg.webmail.tls_key, trusted_proxies=cfg.webmail.trusted_proxies)
     server.ctx = ctx
     host, port = server.bind()
     log.info("webmail_listening", address=f"{host}:{port}", url=ctx.public_url)

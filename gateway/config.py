@@ -220,6 +220,8 @@ class WebmailConfig(_Section):
     #   a continuity event (or drill) is on; "always" lets users enrol and read before an outage
     tls_cert: Path | None = None      # PEM certificate chain: serve HTTPS on listen directly
     tls_key: Path | None = None       # PEM private key for tls_cert
+    trusted_proxies: list[str] = []   # addresses of reverse proxies whose X-Forwarded-For and
+    #   X-Forwarded-Proto are believed (client address for rate limits and audit)
     session_idle: float = Field(7 * 86400.0, gt=0)       # seconds of inactivity ending a session
     session_absolute: float = Field(30 * 86400.0, gt=0)  # seconds after login a session ends
     login_code_ttl: float = Field(600.0, gt=0)           # seconds a one-time login code is valid

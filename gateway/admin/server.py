@@ -22,13 +22,17 @@ GRACE = 5.0    # seconds open HTTP requests get at shutdown
 
 
 class AdminServer:
-    def __init__(self, app, listen: str, *, tls_cert=None, tls_key=None):
-        """``tls_cert``/``tls_key``: PEM files to serve HTTPS (None: plain HTTP)."""
+    def __init__(self, app, listen: str, *, tls_cert=None, tls_key=None, trusted_proxies=()):
+        """``tls_cert``/``tls_key``: PEM files to serve HTTPS (None: plain HTTP);
+        ``trusted_proxies``: addresses whose X-Forwarded-For/-Proto uvicorn believes (none:
+        the headers are ignored, the client is the TCP peer)."""
         self.host, self.port = parse_listen(listen)
         tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
+        proxies = {"proxy_headers": True, "forwarded_allow_ips": ",".join(trusted_proxies)} \
+            if trusted_proxies else {"proxy_headers": False}
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning",
                                 lifespan="off", access_log=False, log_config=None,
-                                timeout_graceful_shutdown=GRACE, proxy_headers=False, **tls)
+                                timeout_graceful_shutdown=GRACE, **proxies, **tls)
         self.server = uvicorn.Server(config)
         # uvicorn ≥0.29 (checked 0.54): serve() wraps itself in capture_signals(); older
         # versions call install_signal_handlers(). Neutralise both.

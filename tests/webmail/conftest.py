@@ -74,9 +74,11 @@ def open_session(spool_path: Path, address: str, lifetime: float = 3600.0) -> st
         conn.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Debian chromium for the session (Playwright's sync API)."""
+    """One headless Debian chromium per test module (Playwright's sync API). The sync API runs
+    its own event loop while it is open: a module that uses this fixture must not also hold
+    async tests (pytest-asyncio would find a running loop); the loop ends at module teardown."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
