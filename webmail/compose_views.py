@@ -67,19 +67,31 @@ class SendFailed(Exception):
 
 
 # -- the user's own addresses and tenant ----------------------------------------------------
-def _entries(directory):
-    """Every entry of a policies.directory.Directory (it has no public iterator)."""
-    return list(getattr(directory, "_entries", {}).values())
+class _Index:
+    """What compose needs from one Directory, built once per loaded directory: every entry as
+    (address, primary address) and each primary's aliases."""
+
+    def __init__(self, directory):
+        entries = list(getattr(directory, "_entries", {}).values())   # no public iterator
+        self.rows = [(e.address, e.target if e.kind == "alias" else e.address) for e in entries]
+        self.aliases: dict[str, list[str]] = {}
+        for e in entries:
+            if e.kind == "alias":
+                self.aliases.setdefault(e.target, []).append(e.address)
+
+
+def _index(ctx) -> _Index:
+    directory, _enabled = ctx.directory()
+    cached = ctx.extra.get("compose_index")
+    if cached is None or cached[0] is not directory:
+        cached = (directory, _Index(directory))
+        ctx.extra["compose_index"] = cached
+    return cached[1]
 
 
 def own_addresses(ctx, user) -> list[str]:
     """The user's mailbox address first, then its aliases from the directory (mailbox keys)."""
-    directory, _enabled = ctx.directory()
-    out = [user.address]
-    for e in _entries(directory):
-        if e.kind == "alias" and e.target == user.address and e.address not in out:
-            out.append(e.address)
-    return out
+    return [user.address, *(a for a in _index(ctx).aliases.get(user.address, []) if a != user.address)]
 
 
 def tenant_domains(ctx, user) -> set[str]:
@@ -89,18 +101,16 @@ def tenant_domains(ctx, user) -> set[str]:
 
 def suggestions(ctx, user, q: str, limit: int = SUGGESTIONS) -> list[str]:
     """Directory addresses (mailboxes, groups, contacts; aliases give their primary) in the
-    user's tenant containing ``q`` (case-insensitive), shortest first."""
+    user's tenant containing ``q`` (case-insensitive), those starting with it first, then
+    shortest."""
     q = q.strip().casefold()
     if not q:
         return []
-    directory, _enabled = ctx.directory()
     domains = tenant_domains(ctx, user)
     found: dict[str, None] = {}
-    for e in _entries(directory):
-        if q not in e.address:
-            continue
-        primary = e.target if e.kind == "alias" else e.address
-        if primary.rpartition("@")[2] in domains and e.address.rpartition("@")[2] in domains:
+    for address, primary in _index(ctx).rows:
+        if q in address and primary.rpartition("@")[2] in domains \
+                and address.rpartition("@")[2] in domains:
             found.setdefault(primary)
     return sorted(found, key=lambda a: (not a.startswith(q), len(a), a))[:limit]
 
