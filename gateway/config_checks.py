@@ -83,7 +83,26 @@ def across_keys(cfg: Config) -> list[tuple[str, str]]:
 
 def with_files(cfg: Config) -> list[tuple[str, str]]:
     """(key, message) for rules that need another file: the round-trip return address against
-    the recipient directory (when both are configured and the directory can be read)."""
+    the recipient directory (when both are configured and the directory can be read), and each
+    webmail DKIM key file (readable, a key of its algorithm)."""
+    return dkim_key_files(cfg) + _roundtrip_return(cfg)
+
+
+def dkim_key_files(cfg: Config) -> list[tuple[str, str]]:
+    """(``webmail.dkim[i].key_file``, why) for each DKIM key the webmail could not sign with."""
+    if not cfg.webmail.enabled or not cfg.webmail.dkim:
+        return []
+    from webmail.dkim_sign import DkimError, keys_for, load_private_key
+    errors = []
+    for i, k in enumerate(cfg.webmail.dkim):
+        try:
+            load_private_key(keys_for([k], k.domain)[0])
+        except DkimError as e:
+            errors.append((f"webmail.dkim[{i}].key_file", str(e)))
+    return errors
+
+
+def _roundtrip_return(cfg: Config) -> list[tuple[str, str]]:
     if not (cfg.probes.roundtrip and cfg.directory.file):
         return []
     from policies.directory import Directory, DirectoryError

@@ -131,3 +131,26 @@ def test_a_bad_key_file_is_a_clear_error(tmp_path):
         dkim_sign.sign(MESSAGE, [key])
     with pytest.raises(ValueError):
         dkim_sign.sign(MESSAGE.replace(b"\r\n", b"\n"), [key])
+
+
+def test_check_config_names_an_unreadable_dkim_key(tmp_path, published):
+    good = published.keys[1]
+    bad = tmp_path / "missing.key"
+    toml = tmp_path / "mailgate.toml"
+    toml.write_text(f"""[webmail]
+[[webmail.dkim]]
+domain = "example.test"
+selector = "ed2026"
+key_file = "{good.key_file}"
+algorithm = "ed25519-sha256"
+[[webmail.dkim]]
+domain = "example.test"
+selector = "gone"
+key_file = "{bad}"
+algorithm = "rsa-sha256"
+""")
+    r = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(toml), "check-config"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2
+    assert "webmail.dkim[1].key_file" in r.stderr and "cannot read DKIM key" in r.stderr
+    assert "webmail.dkim[0]" not in r.stderr
