@@ -137,9 +137,14 @@ async def compose_page(request: Request) -> Response:
     return _form(request, draft)
 
 
+MAX_ID = 2 ** 63 - 1              # SQLite's INTEGER range: a larger id names nothing
+
+
 async def _original(request: Request, message_id: int) -> dict:
     ctx = request.app.state.ctx
     user = require_user(request)
+    if message_id > MAX_ID:
+        raise HTTPException(404)
     row = await ctx.spool.read(spool_mailbox.get_message, user.address, message_id)
     if row is None or row.get("data") is None:
         raise HTTPException(404)
@@ -257,7 +262,7 @@ async def _send(request: Request, user, draft: Draft, uploads: list[Upload]) -> 
                                "per message.", "attachments")
         threading, forward_raw = None, None
         if draft.orig:
-            if not draft.orig.isdigit():
+            if not draft.orig.isdigit() or int(draft.orig) > MAX_ID:
                 raise ComposeError("The original message is not available.")
             row = await ctx.spool.read(spool_mailbox.get_message, user.address, int(draft.orig))
             if row is None or row.get("data") is None:
@@ -373,6 +378,8 @@ def describe(msg, r) -> tuple[str, str]:
 async def status(request: Request) -> Response:
     ctx = request.app.state.ctx
     user = require_user(request)
+    if request.path_params["id"] > MAX_ID:
+        raise HTTPException(404)
     res = await ctx.spool.read(spool_sent.sent_status, user.address, request.path_params["id"])
     if res is None:
         raise HTTPException(404)

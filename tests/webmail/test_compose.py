@@ -312,6 +312,12 @@ def test_reply_and_reply_all_thread_with_the_original(world):
     r = bob.send(from_addr="bob@example.org", to="partner@ext.test", subject="x", body="y",
                  orig=str(mid), mode="reply")
     assert r.status_code == 400 and "not available" in r.text
+    huge = "9" * 30                                     # beyond SQLite's integers: 404, not 500
+    for path in (f"/msg/{huge}/reply", f"/msg/{huge}/forward", f"/msg/{huge}/status"):
+        assert bob.http.get(path).status_code == 404, path
+    r = bob.send(from_addr="bob@example.org", to="partner@ext.test", subject="x", body="y",
+                 orig=huge, mode="reply")
+    assert r.status_code == 400 and "not available" in r.text
 
 
 def test_limits_the_admin_switch_and_cross_site_posts(peers, tmp_path):
