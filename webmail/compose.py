@@ -63,6 +63,7 @@ _DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
 MSGID = re.compile(rf"<{_DOT_ATOM}@(?:{_DOT_ATOM}|\[[!-Z^-~]*\])>")
 _LOCAL_UTF8 = re.compile(r"^(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+"
                          r"(?:\.(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+)*$")
+_LDH = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")   # RFC 1035 §2.3.1 label
 _CTYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
 _PREFIX = re.compile(r"^\s*((re|aw|sv|fw|fwd|wg|tr)\s*(\[\d+\])?\s*:\s*)+", re.I)
 
@@ -117,6 +118,8 @@ def parse_address(text: str, field: str = "to", name: str = "") -> Recipient:
         raise ComposeError(f"{text!r} has a bad domain.", field) from None
     if "." not in adom:
         raise ComposeError(f"{text!r} has no full domain name.", field)
+    if not all(_LDH.match(label) for label in adom.split(".")):
+        raise ComposeError(f"{text!r} has a bad domain.", field)
     address = f"{local}@{adom}" if local.isascii() else f"{local}@{dom}"
     if len(address.encode()) > 254:
         raise ComposeError(f"{text!r} is too long.", field)

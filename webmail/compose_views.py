@@ -196,7 +196,8 @@ async def suggest(request: Request) -> Response:
     ctx = request.app.state.ctx
     user = require_user(request)
     q = request.query_params.get("q", "")[:100]
-    return JSONResponse([{"address": a} for a in suggestions(ctx, user, q)])
+    found = await asyncio.to_thread(suggestions, ctx, user, q)    # a scan of the directory
+    return JSONResponse([{"address": a} for a in found])
 
 
 # -- sending ----------------------------------------------------------------------------------

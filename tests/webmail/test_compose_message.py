@@ -1,0 +1,78 @@
+"""webmail.compose without a gateway: address lists, the header guard, Thread-Index blocks
+([MS-OXOMSG] 2.2.1.3), strict Message-IDs, attachment names."""
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+
+import pytest
+
+from webmail import compose
+from webmail.compose import ComposeError
+
+
+def test_address_lists_keep_names_and_refuse_what_is_not_an_address():
+    got = compose.parse_address_list('"Doe, Jane" <Jane@Example.ORG>; bob@x.test,, "Q \\"q\\"" <q@x.test>', "to")
+    assert [(r.name, r.address) for r in got] == [("Doe, Jane", "Jane@example.org"), ("", "bob@x.test"),
+                                                   ('Q "q"', "q@x.test")]
+    assert compose.parse_address_list("a@x.test, A@X.TEST", "cc")[1:] == []       # duplicates dropped
+    for bad in ("x", "a@", "@x.test", "a b@x.test", "a@[127.0.0.1]", "a@localhost", "<a@x.test",
+                "a@x.test\u2028Bcc: b@x.test", "a@-x.test"):
+        with pytest.raises(ComposeError):
+            compose.parse_address_list(bad, "to")
+
+
+def test_the_generated_header_block_holds_only_what_was_written():
+    with pytest.raises(ComposeError):
+        compose.check_generated(b"From: a@x.test\r\nBcc: b@x.test\r\n\r\nbody\r\n")
+    with pytest.raises(ComposeError):
+        compose.check_generated(b"From: a@x.test\r\nSubject: a\r\nSubject: b\r\n\r\nbody\r\n")
+    built = compose.build_message(sender=compose.parse_address("a@x.test"),
+                                  to=compose.parse_address_list("b@y.test", "to"), cc=[], bcc=[],
+                                  subject="Grüße", body="line\r\n.\r\nend")
+    compose.check_generated(built.data)
+    assert b"\n" not in built.data.replace(b"\r\n", b"")
+
+
+def test_thread_index_child_blocks_extend_the_parent():
+    t0 = 1_800_000_000.0
+    head = compose.thread_index_header(t0, bytes(range(16)))
+    assert len(head) == 22 and head[0] == 1 and head[6:] == bytes(range(16))
+    child = compose.thread_index_child(head, t0 + 3600, rand=7)
+    assert child[:22] == head and len(child) == 27 and child[-1] == 7
+    delta = int.from_bytes(child[22:26], "big")
+    assert delta >> 31 == 0                                          # < ~1.78 years: code 0
+    header_ft = int.from_bytes(head[1:6], "big") << 24
+    assert abs(((delta & 0x7FFFFFFF) << 18) - (compose.filetime(t0 + 3600) - header_ft)) < (1 << 18)
+    far = compose.thread_index_child(head, t0 + 3 * 365 * 86400, rand=0)
+    assert int.from_bytes(far[22:26], "big") >> 31 == 1               # years later: code 1
+    grand = compose.thread_index_child(child, t0 + 7200)
+    assert grand[:27] == child and len(grand) == 32
+    assert compose.decode_thread_index(base64.b64encode(grand).decode()) == grand
+    assert compose.decode_thread_index(base64.b64encode(b"x" * 23).decode()) is None
+    assert compose.decode_thread_index("not base64!") is None
+
+
+def test_message_ids_are_taken_only_in_their_strict_form():
+    assert compose.message_ids("<a.b@c.d> <x@[1.2.3.4]> <bad id@x> <no-at> <<e@f>") == \
+        ["<a.b@c.d>", "<x@[1.2.3.4]>", "<e@f>"]
+    assert compose.reply_subject("RE: x") == "RE: x"
+    assert compose.reply_subject("a\r\nBcc: b") == "Re: a Bcc: b"
+    assert compose.base_subject("Re: AW: Fwd: budget") == "budget"
+
+
+def test_attachment_names_lose_paths_controls_and_bidi():
+    assert compose.safe_filename("..\\..\\win.ini") == "win.ini"
+    assert compose.safe_filename("inv\u202eexe.pdf") == "inv exe.pdf"
+    assert compose.safe_filename("\x00\x07") == "attachment"
+    assert len(compose.safe_filename("a" * 300 + ".pdf")) <= 150
+    assert compose.safe_content_type("text/html; charset=x") == ("text", "html")
+    assert compose.safe_content_type("message/rfc822") == ("application", "octet-stream")
+    assert compose.safe_content_type("te xt/pl ain") == ("application", "octet-stream")
+    built = compose.build_message(sender=compose.parse_address("a@x.test"),
+                                  to=compose.parse_address_list("b@y.test", "to"), cc=[], bcc=[],
+                                  subject="s", body="b", attachments=[
+                                      compose.Upload("résumé\r\n.pdf", "application/pdf", b"%PDF")])
+    msg = email.message_from_bytes(built.data, policy=email.policy.default)
+    assert [p.get_filename() for p in msg.iter_attachments()] == ["résumé .pdf"]
