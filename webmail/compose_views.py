@@ -9,7 +9,8 @@ send, address suggestions and the delivery status of a Sent item (docs/webmail-s
     GET  /msg/{id}/status              each recipient's delivery state (the owner's Sent items)
 
 A send that fails (bad address, too many recipients, hourly limit, spool or key trouble) shows
-the form again with everything typed in it and the reason; nothing is queued. A send that
+the form again with everything typed in it, its attachments kept (KeptUploads) and the reason;
+nothing is queued. A send that
 succeeds is queued, filed into the sender's Sent folder and audited in one transaction
 (spool.sent.commit_sent) and the browser goes to its status page.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import time
 
 from starlette.datastructures import UploadFile
@@ -58,12 +60,58 @@ class Draft:
     body: str = ""
     orig: str = ""                # id of the original in the user's mailbox (reply/forward)
     mode: str = "new"
+    kept: str = ""                # token of attachments kept from a failed send (KeptUploads)
 
 
 class SendFailed(Exception):
-    def __init__(self, message: str, status: int = 400):
+    """A send refused; ``keep``: its attachments are worth keeping for the next try (False when
+    they are what is wrong)."""
+
+    def __init__(self, message: str, status: int = 400, keep: bool = True):
         super().__init__(message)
-        self.status = status
+        self.status, self.keep = status, keep
+
+
+class KeptUploads:
+    """Attachments of failed sends, kept in memory for KEEP_SECONDS under a random token bound
+    to the user, so the re-shown form sends them without choosing the files again (a browser
+    cannot refill a file input). At most KEEP_BYTES in all (oldest dropped first); lost on a
+    restart (the form then lists the names to choose again)."""
+
+    KEEP_SECONDS = 3600.0
+    KEEP_BYTES = 256 * 1024 * 1024
+
+    def __init__(self):
+        self.items: dict[str, tuple[str, float, list[Upload]]] = {}
+
+    def put(self, owner: str, uploads: list[Upload], now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        self._expire(now)
+        token = secrets.token_urlsafe(18)
+        self.items[token] = (owner, now + self.KEEP_SECONDS, list(uploads))
+        while sum(len(u.data) for _o, _t, us in self.items.values() for u in us) > self.KEEP_BYTES \
+                and len(self.items) > 1:
+            self.items.pop(next(iter(self.items)))
+        return token
+
+    def get(self, owner: str, token: str, now: float | None = None) -> list[Upload] | None:
+        self._expire(time.time() if now is None else now)
+        item = self.items.get(token)
+        return list(item[2]) if item is not None and item[0] == owner else None
+
+    def drop(self, owner: str, token: str) -> None:
+        """Forget ``token`` if it is ``owner``'s (another user's token is left alone)."""
+        item = self.items.get(token)
+        if item is not None and item[0] == owner:
+            del self.items[token]
+
+    def _expire(self, now: float) -> None:
+        for t in [t for t, (_o, until, _u) in self.items.items() if until < now]:
+            del self.items[t]
+
+
+def _kept(ctx) -> KeptUploads:
+    return ctx.extra.setdefault("compose_kept_uploads", KeptUploads())
 
 
 # -- the user's own addresses and tenant ----------------------------------------------------
@@ -117,7 +165,7 @@ def suggestions(ctx, user, q: str, limit: int = SUGGESTIONS) -> list[str]:
 
 # -- pages ------------------------------------------------------------------------------------
 def _form(request: Request, draft: Draft, *, error: str = "", status: int = 200,
-          original=None, dropped: list[str] = ()) -> Response:
+          original=None, dropped: list[str] = (), kept: list[str] = ()) -> Response:
     ctx = request.app.state.ctx
     user = request.state.user
     w = ctx.cfg.webmail
@@ -125,7 +173,7 @@ def _form(request: Request, draft: Draft, *, error: str = "", status: int = 200,
                   addresses=own_addresses(ctx, user), sending=w.sending, error=error,
                   max_recipients=w.max_recipients, max_upload_mb=round(w.max_upload / 1048576, 1),
                   original_attachments=[a.filename for a in getattr(original, "attachments", [])]
-                  if draft.mode == "forward" else [], dropped=list(dropped))
+                  if draft.mode == "forward" else [], dropped=list(dropped), kept=list(kept))
 
 
 async def compose_page(request: Request) -> Response:
@@ -227,15 +275,22 @@ async def send(request: Request) -> Response:
         draft = Draft(**{f.name: _field(form, f.name) for f in dataclasses.fields(Draft)})
         if draft.mode not in MODES:
             draft.mode = "new"
-        uploads, dropped = [], []
+        store = _kept(ctx)
+        uploads = (store.get(user.address, draft.kept) or []) if draft.kept else []
+        if form.get("drop_kept"):
+            uploads = []
         for f in form.getlist("attachments"):
             if isinstance(f, UploadFile) and f.filename:
                 uploads.append(Upload(f.filename, f.content_type or "", await f.read()))
-                dropped.append(compose.safe_filename(f.filename))
         try:
             queue_id, sent_id, n = await _send(request, user, draft, uploads)
         except SendFailed as e:
-            return _form(request, draft, error=str(e), status=e.status, dropped=dropped)
+            names = [compose.safe_filename(u.filename) for u in uploads]
+            store.drop(user.address, draft.kept)
+            draft.kept = store.put(user.address, uploads) if uploads and e.keep else ""
+            return _form(request, draft, error=str(e), status=e.status,
+                         kept=names if draft.kept else [], dropped=[] if draft.kept else names)
+        store.drop(user.address, draft.kept)
     finally:
         await form.close()
     if ctx.log is not None:
@@ -283,7 +338,7 @@ async def _send(request: Request, user, draft: Draft, uploads: list[Upload]) -> 
             compose.build_message, sender=sender, to=to, cc=cc, bcc=bcc, subject=draft.subject,
             body=draft.body, attachments=uploads, threading=threading, forward_raw=forward_raw)
     except ComposeError as e:
-        raise SendFailed(str(e), 400) from None
+        raise SendFailed(str(e), 400, keep=e.field != "attachments") from None
     keys = dkim_sign.keys_for(w.dkim, sender.domain)
     try:
         data = await dkim_sign.sign_async(built.data, keys)

@@ -377,6 +377,32 @@ def test_limits_the_admin_switch_and_cross_site_posts(peers, tmp_path):
         off.stop()
 
 
+def test_a_failed_send_keeps_its_attachments_for_the_next_try(world):
+    alice, bob = world.client("alice@example.org"), world.client("bob@example.org")
+    r = alice.send(to="partner@ext.test, nobody@example.org", subject="plan", body="keep this text",
+                   files={"attachments": ("plan.txt", b"the plan", "text/plain")})
+    assert r.status_code == 400 and "no recipient nobody@example.org" in r.text
+    assert "keep this text" in r.text and re.search(r'id="kept">[^<]*plan.txt', r.text)
+    assert world.queued() == 0
+    kept = re.search(r'name="kept" value="([^"]+)"', r.text).group(1)
+    # the token is bound to its user: bob's message carries nothing of alice's
+    assert bob.send(from_addr="bob@example.org", to="other@ext.test", subject="t", body="b",
+                    kept=kept).status_code == 303
+    r = alice.send(to="partner@ext.test", subject="plan", body="keep this text", kept=kept)
+    assert r.status_code == 303, r.text
+    got = {tuple(e["rcpt_tos"]): d for e, d in wait_delivered(world.internet, 2)}
+
+    def names(data):
+        return [p.get_filename() for p in email.message_from_bytes(
+            data, policy=email.policy.default).iter_attachments()]
+    assert names(got[("partner@ext.test",)]) == ["plan.txt"]
+    assert names(got[("other@ext.test",)]) == []
+    # sent once: the token is spent
+    r = alice.send(to="partner@ext.test", subject="again", body="x", kept=kept)
+    assert r.status_code == 303
+    assert names(wait_delivered(world.internet, 3)[2][1]) == []
+
+
 def test_suggestions_stay_in_the_users_tenant(world):
     alice, zed = world.client("alice@example.org"), world.client("zed@other.test")
 
