@@ -1,26 +1,18 @@
 """Building a message a user sends from the webmail: addresses, headers, MIME with attachments,
-threading (RFC 5322 §3.6.4; Outlook's Thread-Index / Thread-Topic), limits.
+sizes (RFC 5322, RFC 2045-2047, RFC 2231, RFC 6532).
 
 Nothing a user types can create a header field: every header input (To, Cc, Bcc, Subject, the
-display names in addresses, attachment names) is refused (ComposeError) if it holds a CR, LF or
-any other control character (Unicode category Cc, and U+2028/U+2029); attachment names are
-cleaned instead (a file name is not typed). Headers are then written by ``email`` with
+display names in addresses) is refused (ComposeError) if it holds a CR, LF or any other control
+character (Unicode category Cc, and U+2028/U+2029); attachment names are cleaned instead (a
+file name is not typed): no path, no control, bidi or zero-width characters. Headers are then written by ``email`` with
 ``email.policy.SMTP`` (RFC 2047 encoded-words for non-ASCII text, RFC 2231 for non-ASCII file
 names) or ``email.policy.SMTPUTF8`` when an address is non-ASCII (RFC 6532; the message then
 needs SMTPUTF8, RFC 6531). As a last guard the generated header block is parsed back and must
 hold exactly the fields we wrote (``check_generated``).
 
 ``From`` and the envelope sender are chosen by the caller among the user's own addresses;
-``Date`` and ``Message-ID`` (``<random@the user's domain>``) are generated here. Message-IDs of the
-original (threading) are taken only when they match ``MSGID``, a strict id-left@id-right pattern
-(RFC 5322 §3.6.4 without obsolete or folded forms).
-
-Thread-Index ([MS-OXOMSG] 2.2.1.3, PidTagConversationIndex): base64 of a 22-byte header block
-(1 reserved byte 0x01, the 5 high-order bytes of a FILETIME, a 16-byte GUID) followed by one
-5-byte child block per reply (1 bit delta code, 31 bits of time difference to the header time,
-1 random byte). A reply appends a child block to the original's Thread-Index; an original without
-one gets a header block derived from its Message-ID and Date, so every reply to it shares the
-same 22-byte prefix.
+``Date`` and ``Message-ID`` (``<random@the user's domain>``) are generated here; the threading
+headers come from webmail.thread_headers, the quoted original from webmail.quoting.
 """
 from __future__ import annotations
 
@@ -31,9 +23,7 @@ import email.header
 import email.parser
 import email.policy
 import email.utils
-import hashlib
 import re
-import secrets
 import time
 import unicodedata
 import uuid
@@ -42,6 +32,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 
 from policies.rcpt_address import AddressError, normalize_domain, to_ascii_domain
+from webmail.thread_headers import (CONTROL as _CONTROL, MAX_SUBJECT, Threading, base_subject,
+                                    clean_subject, thread_index_header)
 
 
 class ComposeError(ValueError):
@@ -53,25 +45,14 @@ class ComposeError(ValueError):
         self.field = field
 
 
-#: Characters refused in every header input (category Cc, line and paragraph separators).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
 #: Also removed from attachment names: bidi controls (RTL override tricks), zero-width chars.
 _NAME_JUNK = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
-#: A Message-ID we accept from an original (id-left "@" id-right, no obsolete syntax).
-MSGID = re.compile(rf"<{_DOT_ATOM}@(?:{_DOT_ATOM}|\[[!-Z^-~]*\])>")
 _LOCAL_UTF8 = re.compile(r"^(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+"
                          r"(?:\.(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+)*$")
 _LDH = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")   # RFC 1035 §2.3.1 label
 _CTYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
-_PREFIX = re.compile(r"^\s*((re|aw|sv|fw|fwd|wg|tr)\s*(\[\d+\])?\s*:\s*)+", re.I)
 
-MAX_SUBJECT = 998 - len("Subject: ")   # characters
 MAX_BODY = 2_000_000                   # characters of typed text
-MAX_REFERENCES = 20                    # Message-IDs kept in References (the oldest and newest)
-MAX_QUOTE = 200_000                    # characters of the original quoted in a reply
-FILETIME_EPOCH = 116444736000000000    # 100 ns intervals from 1601-01-01 to 1970-01-01
 
 
 def check_header_text(value: str, field: str, label: str | None = None) -> str:
@@ -173,117 +154,6 @@ def parse_address_list(text: str, field: str) -> list[Recipient]:
             r = parse_address(item, field)
         out.setdefault(r.address.casefold(), r)
     return list(out.values())
-
-
-# -- threading ------------------------------------------------------------------------------
-def message_ids(value: str | None) -> list[str]:
-    """The strict Message-IDs (``MSGID``) in a header value, in order, without duplicates."""
-    if not value:
-        return []
-    return list(dict.fromkeys(MSGID.findall(str(value))))
-
-
-def filetime(ts: float) -> int:
-    return int(ts * 10_000_000) + FILETIME_EPOCH
-
-
-def thread_index_header(ts: float, guid: bytes) -> bytes:
-    """A 22-byte Thread-Index header block for time ``ts`` (unix seconds) and a 16-byte GUID."""
-    return b"\x01" + (filetime(ts) >> 24).to_bytes(5, "big") + guid[:16].ljust(16, b"\0")
-
-
-def thread_index_child(parent: bytes, ts: float, rand: int | None = None) -> bytes:
-    """``parent`` (22 + 5k bytes) with one child block appended for a reply at ``ts``."""
-    header_time = int.from_bytes(parent[1:6], "big") << 24
-    diff = max(0, filetime(ts) - header_time)
-    if diff < (1 << 49):
-        code, delta = 0, (diff >> 18) & 0x7FFFFFFF
-    else:
-        code, delta = 1, (diff >> 23) & 0x7FFFFFFF
-    r = secrets.randbelow(256) if rand is None else rand & 0xFF
-    return parent + ((code << 31) | delta).to_bytes(4, "big") + bytes([r])
-
-
-def decode_thread_index(value: str | None) -> bytes | None:
-    """The bytes of a valid Thread-Index (22 + 5k bytes, k ≤ 100), else None."""
-    if not value:
-        return None
-    try:
-        raw = base64.b64decode("".join(str(value).split()), validate=True)
-    except (ValueError, TypeError):
-        return None
-    if len(raw) < 22 or (len(raw) - 22) % 5 or len(raw) > 22 + 500:
-        return None
-    return raw
-
-
-def base_subject(subject: str) -> str:
-    """The subject without reply/forward prefixes (Re:, AW:, Fwd:, ...), for Thread-Topic."""
-    return _PREFIX.sub("", subject).strip()
-
-
-def clean_subject(subject: str) -> str:
-    """An original's decoded subject made safe to reuse: control characters become spaces,
-    runs of spaces are one space, at most MAX_SUBJECT characters."""
-    return " ".join(_CONTROL.sub(" ", subject or "").split())[:MAX_SUBJECT - 5]
-
-
-def reply_subject(subject: str) -> str:
-    s = clean_subject(subject)
-    return s if re.match(r"^\s*re\s*:", s, re.I) else f"Re: {s}"
-
-
-def forward_subject(subject: str) -> str:
-    s = clean_subject(subject)
-    return s if re.match(r"^\s*(fwd?|fw)\s*:", s, re.I) else f"Fwd: {s}"
-
-
-@dataclass(frozen=True)
-class Threading:
-    """Header values for a reply or forward of an original (all already safe)."""
-
-    in_reply_to: str = ""            # '' for a forward or an original without a valid id
-    references: tuple[str, ...] = ()
-    thread_index: bytes = b""
-    thread_topic: str = ""
-
-
-def threading_for(raw: bytes, *, reply: bool, now: float | None = None,
-                  fallback_time: float | None = None) -> Threading:
-    """Threading headers for a reply (``reply``) or forward of the original ``raw``."""
-    now = time.time() if now is None else now
-    h = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
-
-    def get(name: str) -> str:
-        try:
-            v = h.get(name)
-            return "" if v is None else str(v)
-        except Exception:
-            return ""
-    mid = (message_ids(get("Message-ID")) or [""])[0]
-    refs = message_ids(get("References")) or message_ids(get("In-Reply-To"))[:1]
-    if mid:
-        refs = [r for r in refs if r != mid] + [mid]
-    if len(refs) > MAX_REFERENCES:          # keep the thread's root and the newest ones
-        refs = refs[:1] + refs[-(MAX_REFERENCES - 1):]
-    parent = decode_thread_index(get("Thread-Index"))
-    if parent is None:
-        try:
-            when = email.utils.parsedate_to_datetime(get("Date")).timestamp()
-        except Exception:
-            when = fallback_time or now
-        seed = (mid or hashlib.sha256(raw[:4096]).hexdigest()).encode()
-        parent = thread_index_header(when, hashlib.md5(seed).digest())
-    topic = clean_subject(_decoded(get("Thread-Topic"))) or base_subject(clean_subject(_decoded(get("Subject"))))
-    return Threading(in_reply_to=mid if reply else "", references=tuple(refs) if reply else (),
-                     thread_index=thread_index_child(parent, now), thread_topic=topic[:500])
-
-
-def _decoded(value: str) -> str:
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except Exception:
-        return value
 
 
 # -- attachments ----------------------------------------------------------------------------
@@ -407,158 +277,3 @@ def check_generated(data: bytes) -> None:
     if any(line and line[:1] not in (b" ", b"\t") and b":" not in line for line in lines) or \
             any(n not in WRITTEN for n in names) or len(names) != len(set(names)):
         raise ComposeError("The message could not be built safely; check the addresses and subject.")
-
-
-# -- quoting the original -------------------------------------------------------------------
-def parse_original(raw: bytes):
-    """The original parsed by the reader's ``webmail.mime.parse`` when it is there, else by the
-    minimal fallback below (same attribute names: subject, from_, to, cc, reply_to, date,
-    message_id, references, text, attachments)."""
-    try:
-        from webmail import mime       # the reader's module (merged separately)
-    except ImportError:
-        mime = None
-    if mime is not None:
-        try:
-            return mime.parse(raw)
-        except Exception:
-            pass
-    return _fallback_parse(raw)
-
-
-def attachment_bytes(raw: bytes, index: int):
-    """(attachment, bytes) of the original's attachment ``index`` (webmail.mime when present)."""
-    try:
-        from webmail import mime
-        return mime.attachment_bytes(raw, index)
-    except ImportError:
-        pass
-    parts = _fallback_attachments(email.message_from_bytes(raw, policy=email.policy.default))
-    att, part = parts[index]
-    return att, part.get_payload(decode=True) or b""
-
-
-@dataclass
-class _Att:
-    index: int
-    filename: str
-    content_type: str
-    size: int
-
-
-@dataclass
-class _Parsed:
-    subject: str = ""
-    from_: list = field(default_factory=list)
-    to: list = field(default_factory=list)
-    cc: list = field(default_factory=list)
-    reply_to: list = field(default_factory=list)
-    date: dt.datetime | None = None
-    message_id: str = ""
-    references: list = field(default_factory=list)
-    text: str = ""
-    html: str | None = None
-    attachments: list = field(default_factory=list)
-
-
-def _addrs(msg, name: str) -> list[tuple[str, str]]:
-    try:
-        h = msg.get(name)
-        return [(a.display_name, a.addr_spec) for a in h.addresses] if h is not None else []
-    except Exception:
-        return []
-
-
-def _fallback_attachments(msg, depth: int = 0, out=None):
-    out = [] if out is None else out
-    for part in msg.walk():
-        if part.is_multipart() or len(out) >= 100:
-            continue
-        try:
-            filename, disp = part.get_filename(), part.get_content_disposition()
-        except Exception:
-            filename, disp = None, None
-        if disp == "attachment" or filename:
-            try:
-                size = len(part.get_payload(decode=True) or b"")
-            except Exception:
-                size = 0
-            out.append((_Att(len(out), filename or "attachment", part.get_content_type(), size), part))
-    return out
-
-
-def _fallback_parse(raw: bytes) -> _Parsed:
-    p = _Parsed()
-    try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-    except Exception:
-        p.text = raw.decode("utf-8", "replace")
-        return p
-    try:
-        p.subject = str(msg.get("Subject", ""))
-    except Exception:
-        p.subject = ""
-    p.from_, p.to, p.cc, p.reply_to = (_addrs(msg, n) for n in ("From", "To", "Cc", "Reply-To"))
-    try:
-        p.date = msg["Date"].datetime if msg.get("Date") is not None else None
-    except Exception:
-        p.date = None
-    try:
-        p.message_id = (message_ids(msg.get("Message-ID")) or [""])[0]
-    except Exception:
-        p.message_id = ""
-    try:
-        body = msg.get_body(("plain", "html"))
-    except Exception:
-        body = None
-    if body is not None:
-        payload = body.get_payload(decode=True) or b""
-        charset = body.get_content_charset() or "utf-8"
-        try:
-            text = payload.decode(charset, "replace")
-        except LookupError:
-            text = payload.decode("utf-8", "replace")
-        if body.get_content_type() == "text/html":
-            from gateway.continuity.filing import _strip_html
-            text = _strip_html(text)
-        p.text = text
-    p.attachments = [a for a, _part in _fallback_attachments(msg)]
-    return p
-
-
-def quote(parsed, *, forward: bool) -> str:
-    """The original's text quoted for a reply (``> `` lines) or an inline forward."""
-    text = (getattr(parsed, "text", "") or "")[:MAX_QUOTE].replace("\r\n", "\n")
-    sender = ", ".join(_fmt(a) for a in (getattr(parsed, "from_", None) or []))
-    when = getattr(parsed, "date", None)
-    when_s = when.strftime("%a, %d %b %Y %H:%M %z").strip() if when else ""
-    subject = clean_subject(getattr(parsed, "subject", ""))
-    if forward:
-        to = ", ".join(_fmt(a) for a in (getattr(parsed, "to", None) or []))
-        return ("\n\n---------- Forwarded message ----------\n"
-                f"From: {sender}\nDate: {when_s}\nSubject: {subject}\nTo: {to}\n\n{text}")
-    lines = "\n".join("> " + line if line else ">" for line in text.split("\n"))
-    return f"\n\nOn {when_s or 'an earlier date'}, {sender or 'someone'} wrote:\n{lines}\n"
-
-
-def _fmt(a) -> str:
-    try:
-        name, addr = a
-    except (TypeError, ValueError):
-        return str(a)
-    name = clean_subject(name or "")
-    return f"{name} <{addr}>" if name else str(addr)
-
-
-def format_list(addrs) -> str:
-    """[(name, addr)] → text for a To/Cc field (names quoted; control characters removed)."""
-    out = []
-    for a in addrs or []:
-        try:
-            name, addr = a
-        except (TypeError, ValueError):
-            continue
-        addr, name = clean_subject(addr or ""), clean_subject(name or "").replace('"', "'")
-        if addr:
-            out.append(f'"{name}" <{addr}>' if name else addr)
-    return ", ".join(out)

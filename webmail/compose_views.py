@@ -35,7 +35,7 @@ from starlette.routing import Route
 from spool import mailbox as spool_mailbox
 from spool import sent as spool_sent
 from spool.states import QueueState, RcptState
-from webmail import audit, compose, dkim_sign, outbound
+from webmail import audit, compose, dkim_sign, outbound, quoting, thread_headers
 from webmail.compose import ComposeError, Upload
 from webmail.session import check_csrf, require_user, same_origin
 from webmail.templating import render
@@ -181,7 +181,7 @@ async def compose_page(request: Request) -> Response:
         return await send(request)
     user = require_user(request)
     to = request.query_params.get("to", "")
-    draft = Draft(from_addr=user.address, to=compose.clean_subject(to)[:2000])
+    draft = Draft(from_addr=user.address, to=thread_headers.clean_subject(to)[:2000])
     return _form(request, draft)
 
 
@@ -203,28 +203,28 @@ async def _prefill(request: Request, mode: str) -> Response:
     ctx = request.app.state.ctx
     user = require_user(request)
     row = await _original(request, request.path_params["id"])
-    p = await asyncio.to_thread(compose.parse_original, row["data"])
+    p = await asyncio.to_thread(quoting.parse_original, row["data"])
     own = {a.casefold() for a in own_addresses(ctx, user)}
-    rcpt = compose.clean_subject(row.get("envelope_rcpt") or "").casefold()
+    rcpt = thread_headers.clean_subject(row.get("envelope_rcpt") or "").casefold()
     draft = Draft(from_addr=rcpt if rcpt in own else user.address, orig=str(row["id"]), mode=mode)
 
     def not_own(addrs):
         return [(n, a) for n, a in addrs or [] if (a or "").casefold() not in own]
     if mode in ("reply", "reply-all"):
         to = p.to if row.get("folder") == "sent" else (p.reply_to or p.from_)
-        draft.to = compose.format_list(to)
+        draft.to = quoting.format_list(to)
         if mode == "reply-all":
             seen = {(a or "").casefold() for _n, a in to}
             cc = [(n, a) for n, a in not_own([*(p.to or []), *(p.cc or [])]) if (a or "").casefold() not in seen]
-            draft.cc = compose.format_list(list({a.casefold(): (n, a) for n, a in cc}.values()))
-        draft.subject = compose.reply_subject(p.subject)
-        draft.body = compose.quote(p, forward=False)
+            draft.cc = quoting.format_list(list({a.casefold(): (n, a) for n, a in cc}.values()))
+        draft.subject = thread_headers.reply_subject(p.subject)
+        draft.body = quoting.quote(p, forward=False)
     else:
-        draft.subject = compose.forward_subject(p.subject)
+        draft.subject = thread_headers.forward_subject(p.subject)
         if request.query_params.get("as") == "attachment":
             draft.mode = "forward-attachment"
         else:
-            draft.body = compose.quote(p, forward=True)
+            draft.body = quoting.quote(p, forward=True)
     return _form(request, draft, original=p)
 
 
@@ -324,7 +324,7 @@ async def _send(request: Request, user, draft: Draft, uploads: list[Upload]) -> 
             if row is None or row.get("data") is None:
                 raise ComposeError("The original message is not available any more.")
             raw = row["data"]
-            threading = await asyncio.to_thread(compose.threading_for, raw,
+            threading = await asyncio.to_thread(thread_headers.threading_for, raw,
                                                 reply=draft.mode in ("reply", "reply-all"),
                                                 fallback_time=row.get("filed_at"))
             if draft.mode == "forward-attachment":
@@ -383,11 +383,11 @@ def _check_local(ctx, rcpts) -> None:
 
 
 def _original_attachments(raw: bytes) -> list[Upload]:
-    p = compose.parse_original(raw)
+    p = quoting.parse_original(raw)
     out = []
     for a in [a for a in getattr(p, "attachments", []) if not getattr(a, "nested", False)][:MAX_FILES]:
         try:
-            att, data = compose.attachment_bytes(raw, a.index)
+            att, data = quoting.attachment_bytes(raw, a.index)
         except Exception:
             continue
         out.append(Upload(getattr(att, "filename", "") or "attachment",

@@ -8,7 +8,7 @@ import email.policy
 
 import pytest
 
-from webmail import compose
+from webmail import compose, thread_headers
 from webmail.compose import ComposeError
 
 
@@ -37,29 +37,29 @@ def test_the_generated_header_block_holds_only_what_was_written():
 
 def test_thread_index_child_blocks_extend_the_parent():
     t0 = 1_800_000_000.0
-    head = compose.thread_index_header(t0, bytes(range(16)))
+    head = thread_headers.thread_index_header(t0, bytes(range(16)))
     assert len(head) == 22 and head[0] == 1 and head[6:] == bytes(range(16))
-    child = compose.thread_index_child(head, t0 + 3600, rand=7)
+    child = thread_headers.thread_index_child(head, t0 + 3600, rand=7)
     assert child[:22] == head and len(child) == 27 and child[-1] == 7
     delta = int.from_bytes(child[22:26], "big")
     assert delta >> 31 == 0                                          # < ~1.78 years: code 0
     header_ft = int.from_bytes(head[1:6], "big") << 24
-    assert abs(((delta & 0x7FFFFFFF) << 18) - (compose.filetime(t0 + 3600) - header_ft)) < (1 << 18)
-    far = compose.thread_index_child(head, t0 + 3 * 365 * 86400, rand=0)
+    assert abs(((delta & 0x7FFFFFFF) << 18) - (thread_headers.filetime(t0 + 3600) - header_ft)) < (1 << 18)
+    far = thread_headers.thread_index_child(head, t0 + 3 * 365 * 86400, rand=0)
     assert int.from_bytes(far[22:26], "big") >> 31 == 1               # years later: code 1
-    grand = compose.thread_index_child(child, t0 + 7200)
+    grand = thread_headers.thread_index_child(child, t0 + 7200)
     assert grand[:27] == child and len(grand) == 32
-    assert compose.decode_thread_index(base64.b64encode(grand).decode()) == grand
-    assert compose.decode_thread_index(base64.b64encode(b"x" * 23).decode()) is None
-    assert compose.decode_thread_index("not base64!") is None
+    assert thread_headers.decode_thread_index(base64.b64encode(grand).decode()) == grand
+    assert thread_headers.decode_thread_index(base64.b64encode(b"x" * 23).decode()) is None
+    assert thread_headers.decode_thread_index("not base64!") is None
 
 
 def test_message_ids_are_taken_only_in_their_strict_form():
-    assert compose.message_ids("<a.b@c.d> <x@[1.2.3.4]> <bad id@x> <no-at> <<e@f>") == \
+    assert thread_headers.message_ids("<a.b@c.d> <x@[1.2.3.4]> <bad id@x> <no-at> <<e@f>") == \
         ["<a.b@c.d>", "<x@[1.2.3.4]>", "<e@f>"]
-    assert compose.reply_subject("RE: x") == "RE: x"
-    assert compose.reply_subject("a\r\nBcc: b") == "Re: a Bcc: b"
-    assert compose.base_subject("Re: AW: Fwd: budget") == "budget"
+    assert thread_headers.reply_subject("RE: x") == "RE: x"
+    assert thread_headers.reply_subject("a\r\nBcc: b") == "Re: a Bcc: b"
+    assert thread_headers.base_subject("Re: AW: Fwd: budget") == "budget"
 
 
 def test_attachment_names_lose_paths_controls_and_bidi():
