@@ -172,7 +172,8 @@ def _form(request: Request, draft: Draft, *, error: str = "", status: int = 200,
     return render(request, "compose.html", status=status, draft=draft,
                   addresses=own_addresses(ctx, user), sending=w.sending, error=error,
                   max_recipients=w.max_recipients, max_upload_mb=round(w.max_upload / 1048576, 1),
-                  original_attachments=[a.filename for a in getattr(original, "attachments", [])]
+                  original_attachments=[thread_headers.clean_subject(a.filename) for a in
+                                        getattr(original, "attachments", [])]
                   if draft.mode == "forward" else [], dropped=list(dropped), kept=list(kept))
 
 

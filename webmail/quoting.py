@@ -10,7 +10,7 @@ import email
 import email.policy
 from dataclasses import dataclass, field
 
-from webmail.thread_headers import clean_subject, message_ids
+from webmail.thread_headers import CONTROL, clean_subject, clean_text, message_ids
 
 MAX_QUOTE = 200_000                    # characters of the original quoted in a reply
 
@@ -133,7 +133,8 @@ def _fallback_parse(raw: bytes) -> _Parsed:
 
 def quote(parsed, *, forward: bool) -> str:
     """The original's text quoted for a reply (``> `` lines) or an inline forward."""
-    text = (getattr(parsed, "text", "") or "")[:MAX_QUOTE].replace("\r\n", "\n")
+    text = clean_text(getattr(parsed, "text", "") or "")[:MAX_QUOTE].replace("\r\n", "\n")
+    text = "".join(c if c in "\n\t" or not CONTROL.match(c) else " " for c in text)
     sender = ", ".join(_fmt(a) for a in (getattr(parsed, "from_", None) or []))
     when = getattr(parsed, "date", None)
     when_s = when.strftime("%a, %d %b %Y %H:%M %z").strip() if when else ""
@@ -150,9 +151,9 @@ def _fmt(a) -> str:
     try:
         name, addr = a
     except (TypeError, ValueError):
-        return str(a)
-    name = clean_subject(name or "")
-    return f"{name} <{addr}>" if name else str(addr)
+        return clean_subject(str(a))
+    name, addr = clean_subject(name or ""), clean_subject(addr or "")
+    return f"{name} <{addr}>" if name else addr
 
 
 def format_list(addrs) -> str:

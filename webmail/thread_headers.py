@@ -84,10 +84,24 @@ def base_subject(subject: str) -> str:
     return _PREFIX.sub("", subject).strip()
 
 
+def clean_text(text) -> str:
+    """``text`` as a real Unicode string: the undecodable bytes ``email`` keeps as lone
+    surrogates (surrogateescape, from raw 8-bit headers) are decoded as UTF-8 or replaced
+    with U+FFFD, so the text can be encoded again (a page, a header)."""
+    text = "" if text is None else str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace") \
+            .encode("utf-8", "replace").decode("utf-8")
+
+
 def clean_subject(subject: str) -> str:
-    """An original's decoded subject made safe to reuse: control characters become spaces,
-    runs of spaces are one space, at most MAX_SUBJECT characters."""
-    return " ".join(CONTROL.sub(" ", subject or "").split())[:MAX_SUBJECT - 5]
+    """An original's decoded subject (or name, address) made safe to reuse: real Unicode
+    (clean_text), control characters become spaces, runs of spaces are one space, at most
+    MAX_SUBJECT characters."""
+    return " ".join(CONTROL.sub(" ", clean_text(subject)).split())[:MAX_SUBJECT - 5]
 
 
 def reply_subject(subject: str) -> str:

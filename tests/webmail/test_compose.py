@@ -129,14 +129,20 @@ def wait_delivered(sink, n=1, timeout=20):
 
 def file_original(world: World, owner: str, raw: bytes, queue_id: str = "ORIGINAL0000001") -> int:
     """An inbound message in ``owner``'s continuity mailbox (as filing would put it)."""
+    return file_originals(world, owner, [(queue_id, raw)])[0]
+
+
+def file_originals(world: World, owner: str, items: list[tuple[str, bytes]]) -> list[int]:
+    """[(queue ID, bytes)] filed in one transaction; their mailbox ids, in order."""
     from gateway.continuity.filing import prepare
     from policies.directory import Directory
-    entry = prepare(queue_id=queue_id, data=raw, envelope_from="partner@ext.test", rcpts=[owner],
-                    directory=Directory.empty(), filtering=False)
+    entries = [prepare(queue_id=q, data=raw, envelope_from="partner@ext.test", rcpts=[owner],
+                       directory=Directory.empty(), filtering=False) for q, raw in items]
     conn = spool_db.connect(world.gw.spool_path)
     try:
-        spool_db.transaction(conn, lambda: spool_mailbox.file_message(conn, entry))
-        return conn.execute("SELECT id FROM mailbox_messages WHERE queue_id=?", (queue_id,)).fetchone()[0]
+        spool_db.transaction(conn, lambda: [spool_mailbox.file_message(conn, e) for e in entries])
+        return [conn.execute("SELECT id FROM mailbox_messages WHERE queue_id=?", (q,)).fetchone()[0]
+                for q, _raw in items]
     finally:
         conn.close()
 
@@ -455,3 +461,30 @@ def test_local_colleague_is_held_and_filed_during_an_event(peers, tmp_path):
         assert w.exchange.count() == 2
     finally:
         w.stop()
+
+
+def test_every_corpus_message_can_be_replied_to_and_forwarded(world):
+    """Hostile and broken real-world mail: the reply, reply-all and forward forms of every
+    corpus message render (no 5xx), and forwarding one as an attachment sends it unchanged."""
+    from tests.conftest import corpus_files
+    files = corpus_files()
+    assert len(files) > 100
+    ids = file_originals(world, "alice@example.org",
+                         [(f"CORPUS{i:09d}", f.read_bytes()) for i, f in enumerate(files)])
+    alice = world.client("alice@example.org")
+    bad = []
+    for mid, f in zip(ids, files):
+        for path in ("reply-all", "forward"):      # reply's and forward-as-attachment's paths too
+            r = alice.http.get(f"/msg/{mid}/{path}")
+            if r.status_code != 200 or "<script" in r.text.split("</header>", 1)[1].replace(
+                    '<script src="/static/compose.js" defer></script>', ""):
+                bad.append((f.name, path, r.status_code))
+    assert bad == []
+    raw = files[0].read_bytes()
+    r = alice.send(to="partner@ext.test", subject="fwd", body="see attached", orig=str(ids[0]),
+                   mode="forward-attachment")
+    assert r.status_code == 303, r.text
+    (env, data), = wait_delivered(world.internet)
+    att, = email.message_from_bytes(data, policy=email.policy.default).iter_attachments()
+    assert att.get_content_type() == "message/rfc822"
+    assert verify_all(data, world.dnsfunc) == [True, True]
