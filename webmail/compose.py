@@ -56,10 +56,16 @@ MAX_BODY = 2_000_000                   # characters of typed text
 
 
 def check_header_text(value: str, field: str, label: str | None = None) -> str:
-    """``value`` stripped of surrounding spaces; ComposeError if it holds a control character."""
+    """``value`` stripped of surrounding spaces; ComposeError if it holds a control character
+    or ``=?``: Python's header classes decode an RFC 2047 encoded-word found in a value they
+    are given (``=?utf-8?q?a=0D=0ABcc:_x@y?=`` becomes a line break, and on interpreters
+    before the CVE-2024-6923 fix a display name is then written with a raw CR LF)."""
     if _CONTROL.search(value):
         raise ComposeError(f"{label or field} contains a line break or control character; "
                            "remove it and try again.", field)
+    if "=?" in value:
+        raise ComposeError(f"{label or field} contains \"=?\", which mail programs read as "
+                           "encoded text; remove it and try again.", field)
     return value.strip()
 
 

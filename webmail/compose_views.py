@@ -211,12 +211,23 @@ async def _prefill(request: Request, mode: str) -> Response:
 
     def not_own(addrs):
         return [(n, a) for n, a in addrs or [] if (a or "").casefold() not in own]
+
+    def valid(addrs):        # a broken address of the original is not prefilled
+        out = []
+        for n, a in addrs or []:
+            try:
+                compose.parse_address(thread_headers.clean_subject(a or ""))
+            except ComposeError:
+                continue
+            out.append((n, a))
+        return out
     if mode in ("reply", "reply-all"):
-        to = p.to if row.get("folder") == "sent" else (p.reply_to or p.from_)
+        to = valid(p.to if row.get("folder") == "sent" else (p.reply_to or p.from_))
         draft.to = quoting.format_list(to)
         if mode == "reply-all":
             seen = {(a or "").casefold() for _n, a in to}
-            cc = [(n, a) for n, a in not_own([*(p.to or []), *(p.cc or [])]) if (a or "").casefold() not in seen]
+            cc = [(n, a) for n, a in valid(not_own([*(p.to or []), *(p.cc or [])]))
+                  if (a or "").casefold() not in seen]
             draft.cc = quoting.format_list(list({a.casefold(): (n, a) for n, a in cc}.values()))
         draft.subject = thread_headers.reply_subject(p.subject)
         draft.body = quoting.quote(p, forward=False)

@@ -99,9 +99,11 @@ def clean_text(text) -> str:
 
 def clean_subject(subject: str) -> str:
     """An original's decoded subject (or name, address) made safe to reuse: real Unicode
-    (clean_text), control characters become spaces, runs of spaces are one space, at most
-    MAX_SUBJECT characters."""
-    return " ".join(CONTROL.sub(" ", clean_text(subject)).split())[:MAX_SUBJECT - 5]
+    (clean_text), control characters become spaces, runs of spaces are one space, a left-over
+    ``=?`` (an encoded-word that could not be decoded) becomes ``= ?``, at most MAX_SUBJECT
+    characters."""
+    text = " ".join(CONTROL.sub(" ", clean_text(subject)).split()).replace("=?", "= ?")
+    return text[:MAX_SUBJECT - 5]
 
 
 def reply_subject(subject: str) -> str:
@@ -155,8 +157,27 @@ def threading_for(raw: bytes, *, reply: bool, now: float | None = None,
                      thread_index=thread_index_child(parent, now), thread_topic=topic[:500])
 
 
+#: Charsets mail declares whose superset decodes what senders really wrote (WHATWG Encoding).
+_SUPERSET = {"gb2312": "gb18030", "gbk": "gb18030", "ks_c_5601-1987": "cp949", "euc-kr": "cp949",
+             "iso-8859-1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252", "tis-620": "cp874",
+             "iso-8859-11": "cp874", "windows-874": "cp874", "shift_jis": "cp932", "x-sjis": "cp932"}
+
+
 def _decoded(value: str) -> str:
+    """An RFC 2047 header value decoded; a bad or unknown charset never raises (each word
+    decoded with replacement characters, UTF-8 as the last resort)."""
     try:
-        return str(email.header.make_header(email.header.decode_header(value)))
+        chunks = email.header.decode_header(value)
     except Exception:
         return value
+    out = []
+    for data, charset in chunks:
+        if isinstance(data, str):
+            out.append(data)
+            continue
+        cs = (charset or "us-ascii").lower()
+        try:
+            out.append(data.decode(_SUPERSET.get(cs, cs), "replace"))
+        except LookupError:
+            out.append(data.decode("utf-8", "replace"))
+    return "".join(out)

@@ -207,9 +207,13 @@ def test_header_input_never_creates_a_header(world):
                    {"to": "partner@ext.test", "subject": "hello\nX-Injected: 1"},
                    {"to": "\"Evil\r\nX-Injected: 1\" <partner@ext.test>", "subject": "x"},
                    {"to": "partner@ext.test", "cc": "a@ext.test\x00", "subject": "x"},
-                   {"to": "partner@ext.test", "subject": "bell\x07"}):
+                   {"to": "partner@ext.test", "subject": "bell\x07"},
+                   # encoded-words Python's header classes would decode into a line break
+                   {"to": "partner@ext.test", "subject": "=?utf-8?q?hi=0D=0ABcc:_victim@ext.test?="},
+                   {"to": '"=?utf-8?q?x=0D=0ABcc:_victim@ext.test?=" <partner@ext.test>', "subject": "x"}):
         r = alice.send(body="text", **fields)
-        assert r.status_code == 400 and "control character" in r.text, fields
+        assert r.status_code == 400, fields
+        assert "control character" in r.text or "read as encoded text" in r.text, fields
         assert "victim@ext.test" not in r.text or "Bcc" in r.text   # the draft is shown again
     assert world.queued() == 0
 

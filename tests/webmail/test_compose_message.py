@@ -76,3 +76,25 @@ def test_attachment_names_lose_paths_controls_and_bidi():
                                       compose.Upload("résumé\r\n.pdf", "application/pdf", b"%PDF")])
     msg = email.message_from_bytes(built.data, policy=email.policy.default)
     assert [p.get_filename() for p in msg.iter_attachments()] == ["résumé .pdf"]
+
+
+def test_encoded_words_in_user_input_are_refused_and_neutralised_in_originals():
+    # Python decodes an encoded-word handed to its header classes; on 3.11.7 a display name
+    # decoded to "x\r\nBcc: ..." is written with a raw CR LF (CVE-2024-6923): refuse the input
+    for bad in ('"=?utf-8?q?x=0D=0ABcc:_v@x.test?=" <p@x.test>',):
+        with pytest.raises(ComposeError, match="encoded text"):
+            compose.parse_address_list(bad, "to")
+    with pytest.raises(ComposeError, match="encoded text"):
+        compose.build_message(sender=compose.parse_address("a@x.test"),
+                              to=compose.parse_address_list("b@y.test", "to"), cc=[], bcc=[],
+                              subject="=?utf-8?q?hi=0D=0ABcc:_v@x.test?=", body="b")
+    # the last guard holds even without the input check
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+    m = EmailMessage(policy=email.policy.SMTP)
+    m["To"] = Address(display_name="=?utf-8?q?x=0D=0ABcc:_v@x.test?=", addr_spec="p@x.test")
+    with pytest.raises(ComposeError):
+        compose.check_generated(m.as_bytes() + b"\r\n")
+    # an original's undecodable encoded-word is shown, not decoded again later
+    assert thread_headers.clean_subject("=?x-unknown?q?a?= b") == "= ?x-unknown?q?a?= b"
+    assert thread_headers.reply_subject("=?gb2312?B?1tazobrP?=") == "Re: = ?gb2312?B?1tazobrP?="
