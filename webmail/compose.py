@@ -175,7 +175,8 @@ def safe_filename(name: str | None) -> str:
     characters, at most 150 characters; 'attachment' if nothing is left."""
     name = unicodedata.normalize("NFC", name or "")
     name = re.split(r"[/\\]", name)[-1]
-    name = " ".join(_NAME_JUNK.sub(" ", name).split()).replace('"', "'").replace("\\", "_").strip(". ")
+    name = " ".join(_NAME_JUNK.sub(" ", name).split()).replace('"', "'").replace("\\", "_")
+    name = name.replace("=?", "= ?").strip(". ")     # no encoded-word: Python would decode it
     if len(name) > 150:
         stem, dot, ext = name.rpartition(".")
         name = (stem[:140] + "." + ext[:8]) if dot and len(ext) <= 8 else name[:150]
@@ -274,12 +275,34 @@ def _crlf(data: bytes) -> bytes:
     return re.sub(rb"\r?\n", b"\r\n", data)
 
 
-def check_generated(data: bytes) -> None:
-    """Raise ComposeError unless the top-level header block holds only fields in WRITTEN, each
-    once (the last guard against a header created from user input)."""
-    head = data.split(b"\r\n\r\n", 1)[0]
-    names = [m.group(1).decode().lower() for m in re.finditer(rb"^([^ \t\r\n:]+):", head, re.M)]
+#: Header fields of the MIME parts build_message writes.
+PART_WRITTEN = {"content-type", "content-transfer-encoding", "content-disposition", "mime-version"}
+
+
+def _header_block_ok(head: bytes, allowed: set[str]) -> bool:
+    names = [m.group(1).decode("ascii", "replace").lower()
+             for m in re.finditer(rb"^([^ \t\r\n:]+):", head, re.M)]
     lines = head.split(b"\r\n")
-    if any(line and line[:1] not in (b" ", b"\t") and b":" not in line for line in lines) or \
-            any(n not in WRITTEN for n in names) or len(names) != len(set(names)):
-        raise ComposeError("The message could not be built safely; check the addresses and subject.")
+    return not (any(line and line[:1] not in (b" ", b"\t") and b":" not in line for line in lines)
+                or any(n not in allowed for n in names) or len(names) != len(set(names)))
+
+
+def check_generated(data: bytes) -> None:
+    """Raise ComposeError unless the top-level header block holds only fields in WRITTEN and
+    every MIME part's header block only fields in PART_WRITTEN, each once (the last guard
+    against a header created from user input). A forwarded message/rfc822 part's own content
+    is not looked into."""
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    ok = _header_block_ok(data.split(b"\r\n\r\n", 1)[0], WRITTEN)
+    if ok and msg.is_multipart():
+        # the parts' header blocks, found by their boundary in the bytes themselves
+        boundary = msg.get_boundary()
+        if not boundary:
+            ok = False
+        else:
+            body = b"\r\n" + data.split(b"\r\n\r\n", 1)[1]
+            for chunk in body.split(b"\r\n--" + boundary.encode() + b"\r\n")[1:]:
+                ok = ok and _header_block_ok(chunk.split(b"\r\n\r\n", 1)[0], PART_WRITTEN)
+    if not ok:
+        raise ComposeError("The message could not be built safely; check the addresses, the "
+                           "subject and the attachment names.")

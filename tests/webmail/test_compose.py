@@ -222,7 +222,8 @@ def test_header_input_never_creates_a_header(world):
         {"csrf": alice.csrf(), "from_addr": "alice@example.org", "to": "partner@ext.test",
          "subject": "names", "body": "see attached", "mode": "new", "orig": ""},
         [("evil\x0bBcc: victim@ext.test\x1b\x85.txt", "text/plain\x0bX-Injected: 1", b"one"),
-         ("../../\u202egnp.exe\x07", "application/x-msdownload", b"two")])
+         ("../../\u202egnp.exe\x07", "application/x-msdownload", b"two"),
+         ("=?utf-8?q?a=0D=0AX-Injected:_1?=.txt", "text/plain", b"three")])
     assert r.status_code == 303, r.text
     (env, data), = wait_delivered(world.internet)
     assert env["rcpt_tos"] == ["partner@ext.test"]
@@ -230,13 +231,13 @@ def test_header_input_never_creates_a_header(world):
     assert not re.search(rb"^(Bcc|X-Injected):", data, re.M | re.I)
     msg = email.message_from_bytes(data, policy=email.policy.default)
     names = [p.get_filename() for p in msg.iter_attachments()]
-    assert names == ["evil Bcc: victim@ext.test .txt", "gnp.exe"]
+    assert names == ["evil Bcc: victim@ext.test .txt", "gnp.exe", "= ?utf-8?q?a=0D=0AX-Injected:_1?=.txt"]
     # a CR LF inside a part's header ends that header line: the form is refused as a whole
     r = alice.raw_multipart({"csrf": alice.csrf(), "to": "partner@ext.test", "subject": "x"},
                             [("a\r\nBcc: victim@ext.test\r\n.txt", "text/plain", b"x")])
     assert r.status_code == 400 and world.queued() == 1
-    assert [p.get_content_type() for p in msg.iter_attachments()] == ["application/octet-stream",
-                                                                       "application/x-msdownload"]
+    assert [p.get_content_type() for p in msg.iter_attachments()] == [
+        "application/octet-stream", "application/x-msdownload", "text/plain"]
     assert verify_all(data, world.dnsfunc) == [True, True]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import email
 import email.policy
 
@@ -98,3 +99,26 @@ def test_encoded_words_in_user_input_are_refused_and_neutralised_in_originals():
     # an original's undecodable encoded-word is shown, not decoded again later
     assert thread_headers.clean_subject("=?x-unknown?q?a?= b") == "= ?x-unknown?q?a?= b"
     assert thread_headers.reply_subject("=?gb2312?B?1tazobrP?=") == "Re: = ?gb2312?B?1tazobrP?="
+
+
+def test_an_encoded_word_file_name_creates_no_part_header():
+    evil = "=?utf-8?q?a=0D=0AX-Injected:_1?=.txt"
+    built = compose.build_message(sender=compose.parse_address("a@x.test"),
+                                  to=compose.parse_address_list("b@y.test", "to"), cc=[], bcc=[],
+                                  subject="s", body="b", attachments=[
+                                      compose.Upload(evil, "text/plain", b"x"),
+                                      compose.Upload("é" + evil, "text/plain", b"y")])
+    assert not re.search(rb"^X-Injected", built.data, re.M)
+    msg = email.message_from_bytes(built.data, policy=email.policy.default)
+    assert [p.get_filename() for p in msg.iter_attachments()] == [
+        "= ?utf-8?q?a=0D=0AX-Injected:_1?=.txt", "é= ?utf-8?q?a=0D=0AX-Injected:_1?=.txt"]
+    # without the cleaning, Python writes that name with a raw line break (3.11.7): the part guard
+    from email.message import EmailMessage
+    m = EmailMessage(policy=email.policy.SMTP)
+    m["From"] = "a@x.test"
+    m.set_content("b")
+    m.add_attachment(b"x", maintype="text", subtype="plain", filename=evil)
+    raw = m.as_bytes()
+    assert b"\nX-Injected: 1.txt" in raw.replace(b"\r\n", b"\n")
+    with pytest.raises(ComposeError):
+        compose.check_generated(raw)
