@@ -208,8 +208,10 @@ async def login_post(request: Request) -> Response:
         stored, password = "", password[:auth.MAX_PASSWORD]
     ok = await st.hasher.verify(stored, password)
     if not ok:
+        why = ("unknown_user" if not (found and row) else "disabled" if row["disabled"]
+               else "no_password" if not row["password_hash"] else "wrong_password")
         await record(request, "login", address=address, actor=address, result="failed",
-                     detail="method=password" + ("" if found else " unknown_user"))
+                     detail=f"method=password {why}")
         return _page(request, "login.html", status=401, address=shown, error=WRONG)
     st.limiter.give_back(slots)
     return await _first_factor_done(request, address, "password")
