@@ -529,8 +529,10 @@ async def settings_post(request: Request) -> Response:
             await record(request, "totp_enrolled", result="failed", detail="wrong code")
             return await _settings(request, user, 400, error="That code is not right. Try the current one.",
                                    totp_secret=secret, totp_uri=auth.totp_uri(secret, user.address))
+        # the step of the enrolment code is not recorded: logging in right after enrolling,
+        # within the same 30 s, must work (replays are refused from the first login on)
         await ctx.spool.write(lambda c: accounts.update_user(c, user.address, totp_secret=secret,
-                                                             totp_last_step=step))
+                                                             totp_last_step=0))
         await record(request, "totp_enrolled")
         return await _settings(request, user, notice="Two-step login is on: you will be asked for a code "
                                "from your authenticator app after your password or login code.")
