@@ -143,28 +143,54 @@ def _verify(stored: str, password: str) -> bool:
         return False
 
 
+class Busy(Exception):
+    """More hashes are waiting than Hasher accepts (a flood from many addresses)."""
+
+
 class Hasher:
-    """argon2id off the event loop (asyncio.to_thread), at most ``limit`` at once. An unknown
-    user, or one without a password, is checked against a dummy hash so that every attempt costs
-    one hash (same timing)."""
+    """argon2id off the event loop (asyncio.to_thread), at most ``limit`` at once and at most
+    ``QUEUE_PER_SLOT * limit`` waiting (more: Busy, at once). An unknown user, or one without a
+    password, is checked against a dummy hash so that every attempt costs one hash (same timing).
+    """
+
+    QUEUE_PER_SLOT = 8
 
     def __init__(self, limit: int):
         self._sem = asyncio.Semaphore(limit)
+        self._limit = limit
         self._dummy: str | None = None
+        self.waiting = 0
         self.computed = 0          # hashes computed (for the log)
 
+    async def _slot(self):
+        if self.waiting >= self.QUEUE_PER_SLOT * self._limit:
+            raise Busy()
+        self.waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+
     async def verify(self, stored: str, password: str) -> bool:
-        async with self._sem:
+        """True if ``password`` matches the PHC string ``stored`` ("" never matches). Raises Busy."""
+        await self._slot()
+        try:
             if self._dummy is None:
                 self._dummy = await asyncio.to_thread(hash_password, secrets.token_urlsafe(16))
             self.computed += 1
             ok = await asyncio.to_thread(_verify, stored or self._dummy, password)
             return ok and bool(stored)
+        finally:
+            self._sem.release()
 
     async def hash(self, password: str) -> str:
-        async with self._sem:
+        """The argon2id PHC string of ``password``. Raises Busy."""
+        await self._slot()
+        try:
             self.computed += 1
             return await asyncio.to_thread(hash_password, password)
+        finally:
+            self._sem.release()
 
 
 # -- rate limits --------------------------------------------------------------------------------
@@ -333,7 +359,7 @@ def totp_step(secret: str, code: object, last_step: int, now: float | None = Non
 
 
 __all__ = ["clean_address", "resolve_user", "is_outside", "contacts", "normalize_phone",
-           "password_problem", "base_url", "open_now", "hash_password", "Hasher", "RateLimiter",
+           "password_problem", "base_url", "open_now", "hash_password", "Busy", "Hasher", "RateLimiter",
            "ip_buckets", "ip_keys", "account_keys", "pre_token", "pre_ok", "new_code", "clean_code",
            "code_message", "sms_text", "send_sms", "new_totp_secret", "totp_uri", "totp_step",
            "normalize_domain"]

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from spool import accounts
 from webmail import auth, outbound
 from webmail.audit import client_of, record
-from webmail.session import require_user, same_origin, set_session_cookie, check_csrf
+from webmail.session import check_csrf, clear_session_cookie, require_user, same_origin, set_session_cookie
 from webmail.templating import render
 
 PRE_MAX_AGE = 12 * 3600.0     # seconds a login form stays usable
@@ -225,7 +225,6 @@ async def logout(request: Request) -> Response:
     await ctx.spool.write(accounts.revoke_session, user.session_id)
     await record(request, "logout")
     response = RedirectResponse("/login", status_code=303)
-    from webmail.session import clear_session_cookie
     clear_session_cookie(response, ctx)
     return response
 
@@ -549,19 +548,29 @@ async def settings_post(request: Request) -> Response:
     raise HTTPException(400, "Unknown action.")
 
 
+def _guarded(endpoint):
+    """``endpoint`` answering 503 (a page, Retry-After) when the hash queue is full."""
+    import functools
+
+    @functools.wraps(endpoint)
+    async def run(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except auth.Busy:
+            return render(request, "error.html", status=503, headers={"Retry-After": "30"},
+                          status_code=503, message="The login service is busy. Try again in a minute.")
+    return run
+
+
+ROUTES = [
+    ("/login", login_page, "GET"), ("/login", login_post, "POST"), ("/logout", logout, "POST"),
+    ("/login/code", code_page, "GET"), ("/login/code", code_post, "POST"),
+    ("/login/link/{token}", link_page, "GET"), ("/login/link/{token}", link_post, "POST"),
+    ("/login/totp", totp_page, "GET"), ("/login/totp", totp_post, "POST"),
+    ("/enrol/{token}", enrol_page, "GET"), ("/enrol/{token}", enrol_post, "POST"),
+    ("/settings", settings_page, "GET"), ("/settings", settings_post, "POST"),
+]
+
+
 def routes() -> list:
-    return [
-        Route("/login", login_page, methods=["GET"]),
-        Route("/login", login_post, methods=["POST"]),
-        Route("/logout", logout, methods=["POST"]),
-        Route("/login/code", code_page, methods=["GET"]),
-        Route("/login/code", code_post, methods=["POST"]),
-        Route("/login/link/{token}", link_page, methods=["GET"]),
-        Route("/login/link/{token}", link_post, methods=["POST"]),
-        Route("/login/totp", totp_page, methods=["GET"]),
-        Route("/login/totp", totp_post, methods=["POST"]),
-        Route("/enrol/{token}", enrol_page, methods=["GET"]),
-        Route("/enrol/{token}", enrol_post, methods=["POST"]),
-        Route("/settings", settings_page, methods=["GET"]),
-        Route("/settings", settings_post, methods=["POST"]),
-    ]
+    return [Route(path, _guarded(endpoint), methods=[method]) for path, endpoint, method in ROUTES]

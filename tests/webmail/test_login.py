@@ -309,3 +309,20 @@ def test_during_events_only_login_is_closed_outside_an_event_but_sessions_keep_w
     assert s.get("/")[1]["location"] == "/mail/inbox"
     assert s.get("/settings")[0] == 200
     assert not audit_rows(gw.spool_path, "login")
+
+
+def test_a_flood_of_logins_waits_for_a_bounded_number_of_hashes_then_gets_503(peers, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    gw = start_webmail(peers, tmp_path, webmail_toml="max_concurrent_hashes = 1")
+    clients = [Client(gw.base, source=f"127.0.0.{n + 2}") for n in range(24)]
+    forms = [{"pre": c.pre(), "address": f"user{n}@example.com", "password": "guess"}
+             for n, c in enumerate(clients)]
+    with ThreadPoolExecutor(len(clients)) as pool:
+        results = list(pool.map(lambda cf: cf[0].post("/login", cf[1]), zip(clients, forms)))
+    statuses = sorted(r[0] for r in results)
+    print("flood of 24 logins, 1 hash at a time:", {s: statuses.count(s) for s in set(statuses)})
+    assert set(statuses) == {401, 503}, statuses
+    assert 9 <= statuses.count(401) <= 20           # one hashing, at most 8 waiting, as they arrive
+    assert all("Traceback" not in r[2] for r in results)
+    assert all(r[1].get("retry-after") == "30" for r in results if r[0] == 503)
+    assert len(audit_rows(gw.spool_path, "login")) == statuses.count(401)
