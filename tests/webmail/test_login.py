@@ -326,3 +326,46 @@ def test_a_flood_of_logins_waits_for_a_bounded_number_of_hashes_then_gets_503(pe
     assert all("Traceback" not in r[2] for r in results)
     assert all(r[1].get("retry-after") == "30" for r in results if r[0] == 503)
     assert len(audit_rows(gw.spool_path, "login")) == statuses.count(401)
+
+
+def test_over_https_the_cookies_are_host_prefixed_and_secure(peers, tmp_path, browser):
+    import ssl
+    import urllib.request
+
+    import trustme
+
+    from tests.conftest import config_toml
+    from tests.support.peers import free_port, wait_for
+    from tests.webmail.conftest import WebmailGateway
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "web.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "web.key"))
+    port, web = free_port(), free_port()
+    toml = config_toml(port=port, data_dir=tmp_path / "data", smarthost="[127.0.0.1]:9",
+                       extra=f'\n[webmail]\nlisten = "127.0.0.1:{web}"\ntls_cert = "{tmp_path / "web.pem"}"\n'
+                             f'tls_key = "{tmp_path / "web.key"}"\n')
+    proc = peers.gateway(toml, port)
+    base = f"https://127.0.0.1:{web}"
+    unverified = ssl._create_unverified_context()
+
+    def up():
+        try:
+            return urllib.request.urlopen(base + "/healthz", timeout=2, context=unverified).status == 200
+        except OSError:
+            return False
+    wait_for(up, 20, what="webmail over https")
+    gw = WebmailGateway(proc, base, tmp_path / "data" / "spool.db", port)
+    set_password(gw, ALICE, PASSWORD)
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.goto(base + "/login")
+    pre = browser_cookie(page, "__Host-mailgate-pre")
+    assert pre["secure"] and pre["httpOnly"] and pre["path"] == "/"
+    login_in_browser(page, base, ALICE, PASSWORD)
+    assert page.url == base + "/mail/inbox"
+    c = browser_cookie(page, "__Host-mailgate")
+    assert (c["secure"], c["httpOnly"], c["sameSite"], c["path"]) == (True, True, "Strict", "/")
+    assert not [k for k in context.cookies() if k["name"] == "mailgate"]
+    assert session_row(gw.spool_path, c["value"])["address"] == ALICE
+    context.close()
