@@ -243,7 +243,11 @@ class RateLimiter:
             if self._counts.get(slot, 0) > 0:
                 self._counts[slot] -= 1
 
+    MAX_COUNTERS = 500_000     # about 100 MB at worst; past it, the counters start again
+
     def _sweep(self, now: float) -> None:
+        if len(self._counts) > self.MAX_COUNTERS:
+            self._counts.clear()
         if now - self._swept < 60.0:
             return
         self._swept = now

@@ -295,20 +295,35 @@ def test_with_totp_the_password_alone_does_not_log_in(peers, tmp_path, browser):
     assert [r["result"] for r in audit_rows(gw.spool_path, "totp_enrolled", ALICE)] == ["ok"]
 
 
-def test_during_events_only_login_is_closed_outside_an_event_but_sessions_keep_working(peers, tmp_path):
-    gw = start_webmail(peers, tmp_path, webmail_toml='available = "during_events"')
+def test_during_events_login_opens_with_an_event_and_its_sessions_outlive_it(peers, tmp_path):
+    from tests.conftest import fast_continuity
+    from tests.support.peers import wait_for
+    exchange = peers.sink("127.0.0.1", None, "exchange")
+    gw = start_webmail(peers, tmp_path, webmail_toml='available = "during_events"',
+                       smarthost=f"[127.0.0.1]:{exchange.port}", continuity=None,
+                       extra=fast_continuity("postmaster@example.com", mode="alert-only"))
     set_password(gw, ALICE, PASSWORD)
     c = Client(gw.base)
     status, _, body = c.get("/login")
     assert status == 503 and "not open now" in body
     assert c.get("/login/code")[0] == 503
-    # an existing session (opened during an earlier event) keeps working
-    cookie = open_session(gw.spool_path, ALICE)
+    before = open_session(gw.spool_path, ALICE)       # opened during an earlier event
     s = Client(gw.base)
-    s.cookies["mailgate"] = cookie
-    assert s.get("/")[1]["location"] == "/mail/inbox"
+    s.cookies["mailgate"] = before
     assert s.get("/settings")[0] == 200
-    assert not audit_rows(gw.spool_path, "login")
+
+    def mode():
+        return gw.gw.cli("continuity", "status").stdout.split()[1]
+    assert gw.gw.cli("continuity", "start", "--reason", "drill").stdout.strip() == "ok: continuity"
+    status, headers, _ = Client(gw.base).login(ALICE, PASSWORD)
+    assert status == 303 and headers["location"] == "/mail/inbox"
+    during = Client(gw.base)
+    assert during.login(ALICE, PASSWORD)[0] == 303
+    assert gw.gw.cli("continuity", "stop").stdout.strip() == "ok: recovering"
+    wait_for(lambda: mode() == "normal", 20, what="the end of the event")
+    assert Client(gw.base).get("/login")[0] == 503
+    assert during.get("/settings")[0] == 200 and s.get("/settings")[0] == 200   # sessions go on
+    assert [r["result"] for r in audit_rows(gw.spool_path, "login")] == ["ok", "ok"]
 
 
 def test_a_flood_of_logins_waits_for_a_bounded_number_of_hashes_then_gets_503(peers, tmp_path):
