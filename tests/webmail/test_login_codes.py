@@ -121,7 +121,8 @@ def test_the_request_page_is_the_same_for_real_unknown_and_contactless_users(pee
     gw, mx, dns = start(peers, tmp_path)
     try:
         pages, timings = {}, {}
-        for who in (ALICE, "nobody@example.com", "bob@example.com", "team@example.com",
+        ask_code(Client(gw.base), "warm-up@example.com")      # first request: templates compile
+        for who in ("nobody@example.com", ALICE, "bob@example.com", "team@example.com",
                     "erin@example.com", "someone@elsewhere.test"):
             c = Client(gw.base)
             t0 = time.perf_counter()
@@ -133,7 +134,7 @@ def test_the_request_page_is_the_same_for_real_unknown_and_contactless_users(pee
         print("code request answered in " + ", ".join(f"{k}: {v * 1000:.0f} ms" for k, v in timings.items()))
         others = statistics.median(v for k, v in timings.items() if k != ALICE)
         assert timings[ALICE] < 3 * others + 0.05, timings
-        wait_for(lambda: len(audit_rows(gw.spool_path, "login_code_issued")) == 6, 20, what="audit rows")
+        wait_for(lambda: len(audit_rows(gw.spool_path, "login_code_issued")) == 7, 20, what="audit rows")
         time.sleep(2)
         assert [env["rcpt_tos"] for env, _ in mx.messages()] == [[ALT]]   # one code, to alice's alt only
     finally:
