@@ -319,6 +319,7 @@ def test_during_events_login_opens_with_an_event_and_its_sessions_outlive_it(pee
     assert status == 303 and headers["location"] == "/mail/inbox"
     during = Client(gw.base)
     assert during.login(ALICE, PASSWORD)[0] == 303
+    assert s.get("/settings")[0] == 200               # the session from before the event works
     assert gw.gw.cli("continuity", "stop").stdout.strip() == "ok: recovering"
     wait_for(lambda: mode() == "normal", 20, what="the end of the event")
     assert Client(gw.base).get("/login")[0] == 503
