@@ -385,3 +385,23 @@ def test_over_https_the_cookies_are_host_prefixed_and_secure(peers, tmp_path, br
     assert not [k for k in context.cookies() if k["name"] == "mailgate"]
     assert session_row(gw.spool_path, c["value"])["address"] == ALICE
     context.close()
+
+
+def test_malformed_and_oversized_login_forms_get_a_clear_400(peers, tmp_path):
+    import http.client
+    gw = start_webmail(peers, tmp_path)
+    c = Client(gw.base)
+    pre = c.pre()
+    conn = http.client.HTTPConnection(c.host, c.port, timeout=10)       # a multipart body cut short
+    conn.request("POST", "/login", body=b"--zzz\r\nContent-Disposition: form-data\r\n\r\n", headers={
+        "Content-Type": "multipart/form-data; boundary=zzz", "Sec-Fetch-Site": "same-origin",
+        "Cookie": "; ".join(f"{k}={v}" for k, v in c.cookies.items())})
+    r = conn.getresponse()
+    text = r.read().decode()
+    conn.close()
+    assert r.status == 400 and "The form could not be read." in text and "Traceback" not in text
+    status, _, body = c.post("/login", {"pre": pre, "address": ALICE, "password": "x" * 20000})
+    assert status == 400 and "Traceback" not in body                    # a field over 16 KiB
+    status, _, body = c.post("/login", {"pre": pre, "address": "a\u202eb@example.com", "password": "x"})
+    assert status == 400 and "Enter your full e-mail address" in body   # an RTL override
+    assert not audit_rows(gw.spool_path, "login")                       # no hash, nothing to audit
