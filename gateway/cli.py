@@ -7,6 +7,7 @@
     mailgate continuity status | start --reason R | stop | confirm | maintenance start|stop
     mailgate probes [--history]
     mailgate mailbox list ADDRESS | search ADDRESS WORDS...
+    mailgate users list | set-password A | login-link A [--enrol] | disable A | enable A | ...
 
 ``--config`` defaults to $MAILGATE_CONFIG, else the embedded defaults. The queue commands work on
 the spool database directly (like postqueue/postsuper on the queue directory) and are safe against
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ms.add_argument("words", nargs="+")
     for x in (ml, ms):
         x.add_argument("--limit", type=int, default=50)
+    from gateway import cli_users
+    cli_users.add_parser(sub)
     args = p.parse_args(argv)
     try:
         cfg = config_mod.load(args.config, check_files=args.cmd in ("serve", "check-config"))
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "probes":
         from gateway import cli_continuity
         return cli_continuity.probes(cfg, args)
+    if args.cmd == "users":
+        from gateway import cli_users
+        return cli_users.run(cfg, args)
     if args.cmd == "routes":
         return asyncio.run(_resolve(cfg, args.domain))
     return 2
