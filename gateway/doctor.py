@@ -1,0 +1,385 @@
+"""`mailgate doctor`: a preflight that says, before an outage, what will break.
+
+One line per check: ``LEVEL  CHECK  DETAIL  — HOW TO FIX`` (the fix only for WARN and FAIL);
+``--json`` prints ``{"worst": ..., "seconds": ..., "checks": [{level, check, detail, fix}]}``.
+Exit status by the worst level: 0 all OK, 1 a WARN, 2 a FAIL. The checks (docs/doctor.md):
+
+    mx DOMAIN        each accepted domain's MX points at this gateway: a target named
+                     server.hostname, or resolving to one of our addresses
+    spf DOMAIN       the domain's SPF record (RFC 7208) passes each of our outbound addresses
+    dkim SEL._domainkey.DOMAIN   each webmail.dkim key's TXT record carries our public key
+    route DOMAIN     the smarthost chain resolves as the router resolves it (MX → hosts → A/AAAA)
+    smarthost HOST[ADDR]:PORT    each address answers EHLO, offers STARTTLS, and its certificate
+                     verifies (routing.smarthost_ca_file honoured) with days to expiry
+    canary ADDRESS   a smarthost accepts the SMTP probe's RCPT TO
+    directory        the recipient directory loads; its entries per accepted domain
+    alerts           alert channels are configured (continuity.alert_urls, alert_mail_to)
+    disk             free space for the spool and at the last 24 h's volume, days left
+
+Our outbound addresses (for SPF) are the A/AAAA of ``server.hostname`` (the name we say in EHLO
+and that receivers check) plus every ``smtp.listen`` address that is globally routable (a public
+address we are bound to is one we send from). Every check is bounded: DNS by ``dns.lifetime``,
+an SMTP session by CHECK_TIMEOUT, and each check as a whole by CHECK_TIMEOUT. Reads the spool
+(volume of the last 24 h); writes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gateway.config import Config, parse_listen
+from gateway.doctor_dns import (Lookup, Missing, SpfEvaluator, TempFail, dkim_public_key,
+                                dkim_record_key, parse_tags)
+
+__all__ = ["Check", "run_checks", "format_line", "worst", "CHECK_TIMEOUT"]
+
+CHECK_TIMEOUT = 20.0           # seconds any one check may take
+SMTP_TIMEOUT = 10.0            # seconds for one smarthost session
+MAX_ADDRESSES = 10             # smarthost addresses checked per route
+CERT_WARN_DAYS = 14
+DISK_WARN_FRACTION, DISK_FAIL_FRACTION = 0.10, 0.02
+DISK_WARN_DAYS, DISK_FAIL_DAYS = 14.0, 2.0
+LEVELS = ("OK", "WARN", "FAIL")
+
+
+@dataclass
+class Check:
+    level: str          # OK | WARN | FAIL
+    check: str
+    detail: str
+    fix: str = ""
+
+
+def worst(checks: list[Check]) -> str:
+    return max((c.level for c in checks), key=LEVELS.index, default="OK")
+
+
+def format_line(c: Check, width: int = 0) -> str:
+    line = f"{c.level:<4}  {c.check:<{width}}  {c.detail}"
+    return line + (f"  — {c.fix}" if c.fix and c.level != "OK" else "")
+
+
+class Context:
+    """What the checks share: the configuration, one DNS lookup, our names and addresses."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        d = cfg.dns
+        self.dns = Lookup(d.nameservers or None, d.port, d.timeout, d.lifetime)
+        self.hostname = cfg.server.hostname.rstrip(".").lower()
+        self.our_addresses: list[str] = []
+        self.outbound: list[str] = []
+        self.hostname_error = ""
+        self.canary_replies: list[tuple[str, tuple[int, str] | None, str]] = []
+
+    async def learn_addresses(self) -> None:
+        try:
+            mine = await self.dns.addresses(self.hostname)
+        except (Missing, TempFail) as e:
+            mine, self.hostname_error = [], str(e)
+        listen = []
+        for spec in self.cfg.smtp.listen:
+            try:
+                ip = ipaddress.ip_address(parse_listen(spec)[0])
+            except ValueError:
+                continue
+            if not (ip.is_loopback or ip.is_unspecified):
+                listen.append(ip)
+        self.our_addresses = list(dict.fromkeys(mine + [str(ip) for ip in listen]))
+        self.outbound = list(dict.fromkeys(mine + [str(ip) for ip in listen if ip.is_global]))
+
+
+async def check_mx(ctx: Context, domain: str) -> list[Check]:
+    name = f"mx {domain}"
+    fix = f"publish `{domain}. MX 10 {ctx.hostname}.` (server.hostname)"
+    try:
+        records = await ctx.dns.mx(domain)
+    except Missing:
+        return [Check("FAIL", name, f"{domain} does not exist (NXDOMAIN)", fix)]
+    except TempFail as e:
+        return [Check("WARN", name, f"lookup failed: {e}", "check dns.nameservers and retry")]
+    if not records:
+        return [Check("FAIL", name, "no MX record (mail goes to the domain's A/AAAA)", fix)]
+    if len(records) == 1 and records[0][1] in ("", "."):
+        return [Check("FAIL", name, "null MX: the domain refuses all mail (RFC 7505)", fix)]
+    ours, others = [], []
+    for pref, target in records:
+        addrs = []
+        try:
+            addrs = await ctx.dns.addresses(target)
+        except (Missing, TempFail):
+            pass
+        mine = target == ctx.hostname or bool(set(addrs) & set(ctx.our_addresses))
+        (ours if mine else others).append(f"{pref} {target}")
+    detail = f"ours: {', '.join(ours) or 'none'}; not ours: {', '.join(others) or 'none'}"
+    if not ours:
+        return [Check("FAIL", name, detail, fix)]
+    if others:
+        return [Check("WARN", name, detail, "mail to the other MX hosts bypasses the gateway and "
+                      "its continuity: remove them, or run mailgate there too")]
+    return [Check("OK", name, detail)]
+
+
+async def check_spf(ctx: Context, domain: str) -> list[Check]:
+    name = f"spf {domain}"
+    if not ctx.outbound:
+        why = ctx.hostname_error or f"{ctx.hostname} has no A/AAAA"
+        return [Check("WARN", name, f"our outbound addresses are unknown ({why})",
+                      f"publish A/AAAA records for server.hostname {ctx.hostname}")]
+    results = []
+    for ip in ctx.outbound:
+        results.append((ip, await SpfEvaluator(ctx.dns).check(ip, domain)))
+    detail = "; ".join(f"{ip}: {r.result} ({r.detail}, {r.lookups} lookups)" for ip, r in results)
+    skipped = sorted({t for _, r in results for t in r.skipped})
+    if skipped:
+        detail += f"; not evaluated: {' '.join(skipped)}"
+    bad = [ip for ip, r in results if r.result not in ("pass", "none", "temperror")]
+    add = " ".join(f"ip{ipaddress.ip_address(ip).version}:{ip}" for ip in ctx.outbound)
+    if bad or any(r.result == "permerror" for _, r in results):
+        return [Check("FAIL", name, detail, f"add `{add}` to the v=spf1 record of {domain} "
+                      "before its -all/~all (at most 10 DNS-querying terms)")]
+    if any(r.result == "none" for _, r in results):
+        return [Check("WARN", name, detail, f'publish `{domain}. TXT "v=spf1 {add} ... -all"`')]
+    if any(r.result == "temperror" for _, r in results):
+        return [Check("WARN", name, detail, "DNS failed: check dns.nameservers and retry")]
+    return [Check("OK", name, detail)]
+
+
+async def check_dkim(ctx: Context, key) -> list[Check]:
+    where = f"{key.selector}._domainkey.{key.domain}"
+    name = f"dkim {where}"
+    try:
+        ours = await asyncio.to_thread(dkim_public_key, key.key_file, key.algorithm)
+    except (OSError, ValueError) as e:
+        return [Check("FAIL", name, f"cannot read the key: {e}",
+                      f"mailgate dkim keygen {key.domain} {key.selector}")]
+    try:
+        texts = await ctx.dns.txt(where)
+    except (Missing, TempFail) as e:
+        texts, error = [], str(e)
+    else:
+        error = "no TXT record"
+    fix = (f"publish the record `mailgate dkim keygen` printed for this key at {where} "
+           f"(k={'ed25519' if key.algorithm.startswith('ed25519') else 'rsa'}; p= from {key.key_file})")
+    records = [parse_tags(t) for t in texts if "p=" in t]
+    if not records:
+        return [Check("FAIL", name, error if not texts else "no DKIM key record", fix)]
+    want_k = "ed25519" if key.algorithm == "ed25519-sha256" else "rsa"
+    for tags in records:
+        if tags.get("k", "rsa").lower() != want_k or not tags.get("p"):
+            continue
+        try:
+            if dkim_record_key(tags["p"], key.algorithm) == ours:
+                return [Check("OK", name, f"k={want_k}, p= matches {key.key_file}")]
+        except ValueError:
+            continue
+    seen = ", ".join(f"k={t.get('k', 'rsa')} p={(t.get('p') or '(revoked)')[:16]}…" for t in records)
+    return [Check("FAIL", name, f"no record carries our {want_k} key (found {seen})", fix)]
+
+
+async def check_routes(ctx: Context) -> list[Check]:
+    from gateway.delivery.mx import MxResolver, ResolveError
+    from gateway.doctor_smtp import check_host
+    from gateway.router import Router
+    cfg, r = ctx.cfg, ctx.cfg.routing
+    d = cfg.dns
+    resolver = MxResolver(d.nameservers or None, d.port, d.timeout, d.lifetime)
+    router = Router(cfg)
+    hops: dict[str, tuple[list[str], object]] = {}
+    for domain in cfg.relay.accepted_domains:
+        hop = router.for_domain(domain)
+        hops.setdefault(hop.spec, ([], hop))[0].append(domain)
+    canary = cfg.probes.canary_rcpt or f"postmaster@{cfg.relay.accepted_domains[0]}"
+    want_canary = cfg.continuity.mode != "off" and cfg.probes.smtp
+    out: list[Check] = []
+    for spec, (domains, hop) in hops.items():
+        name = f"route {','.join(domains)}"
+        try:
+            groups = await resolver.resolve(spec, hop.port)
+        except (ResolveError, ValueError) as e:
+            out.append(Check("FAIL", name, f"{spec}: {e}", f"fix the DNS of {spec} or "
+                             "routing.default_smarthost / routing.routes"))
+            continue
+        hosts = [(h.name, a, h.port) for g in groups for h in g for a in h.addresses]
+        out.append(Check("OK", name, f"{spec} → " + "; ".join(
+            f"pref {g[0].preference}: " + ", ".join(f"{h.name} [{' '.join(h.addresses)}]" for h in g)
+            for g in groups)))
+        reports = await asyncio.gather(*(check_host(
+            n, a, p, helo=ctx.hostname, tls_mode=r.smarthost_tls, verify=r.smarthost_verify_tls,
+            ca_file=str(r.smarthost_ca_file) if r.smarthost_ca_file else None,
+            canary=canary if want_canary else None, timeout=SMTP_TIMEOUT)
+            for n, a, p in hosts[:MAX_ADDRESSES]))
+        for (n, a, p), rep in zip(hosts, reports):
+            out.append(_host_check(f"smarthost {n}[{a}]:{p}", rep, r))
+            ctx.canary_replies.append((f"{n}[{a}]", rep.canary, rep.error))
+    return out
+
+
+def _host_check(name: str, rep, r) -> Check:
+    if not rep.connected:
+        return Check("FAIL", name, rep.error, "start it or open the port from here; while it is "
+                     "down the router skips it (delivery.dead_host_ttl) and the probe counts it failed")
+    tls = "TLS off (routing.smarthost_tls = none)"
+    if r.smarthost_tls != "none" and not rep.starttls:
+        level = "FAIL" if r.smarthost_tls == "required" else "WARN"
+        return Check(level, name, f"EHLO ok, no STARTTLS offered ({rep.ehlo})",
+                     "enable STARTTLS on the Exchange receive connector")
+    if rep.tls_error:
+        what = f"EHLO ok, STARTTLS offered, certificate invalid: {rep.tls_error}"
+        fix = ("renew or replace the certificate (its name must match the host name); "
+               "routing.smarthost_ca_file must hold its CA")
+        if r.smarthost_verify_tls:
+            return Check("FAIL", name, what + " (delivery verifies it: mail to this host fails)", fix)
+        return Check("WARN", name, what + " (not verified: routing.smarthost_verify_tls = false)", fix)
+    if r.smarthost_tls != "none":
+        tls = f"STARTTLS {rep.tls_version}, certificate valid for {rep.days_left:.0f} days"
+    detail = f"EHLO ok, {tls}" + (f"; {rep.error}" if rep.error else "")
+    if rep.days_left is not None and rep.days_left < CERT_WARN_DAYS:
+        return Check("WARN", name, detail, "renew the certificate before it expires")
+    if r.smarthost_tls == "none":
+        return Check("WARN", name, detail, "set routing.smarthost_tls = \"required\"")
+    return Check("OK", name, detail)
+
+
+def check_canary(ctx: Context) -> list[Check]:
+    cfg = ctx.cfg
+    canary = cfg.probes.canary_rcpt or f"postmaster@{cfg.relay.accepted_domains[0]}"
+    name = f"canary {canary}"
+    if cfg.continuity.mode == "off":
+        return [Check("OK", name, "continuity.mode = off: no probe")]
+    if not cfg.probes.smtp:
+        return [Check("WARN", name, "probes.smtp = false: no SMTP probe watches Exchange",
+                      "set probes.smtp = true (or configure probes.http)")]
+    replies = [f"{h}: {c[0]} {c[1]}" if c else f"{h}: {e or 'not reached'}"
+               for h, c, e in ctx.canary_replies]
+    if any(c and c[0] // 100 == 2 for _, c, _ in ctx.canary_replies):
+        return [Check("OK", name, "accepted at RCPT by " + "; ".join(replies))]
+    if not any(c for _, c, _ in ctx.canary_replies):
+        return [Check("FAIL", name, "not tried: no smarthost answered (see the smarthost lines)",
+                      "bring a smarthost up; until then the probe fails and continuity holds mail")]
+    return [Check("FAIL", name, "no smarthost accepts it: " + "; ".join(replies),
+                  "set probes.canary_rcpt to a mailbox Exchange accepts, or the probe fails and "
+                  "starts a false continuity event")]
+
+
+def check_directory(cfg: Config) -> list[Check]:
+    from policies.directory import Directory, DirectoryError
+    f = cfg.directory.file
+    if f is None:
+        return [Check("WARN", "directory", "directory.file unset: every local part of an accepted "
+                      "domain is accepted (backscatter, dictionary attacks)",
+                      "export the valid recipients (docs/directory.md) and set directory.file")]
+    try:
+        d = Directory.load(f)
+    except (DirectoryError, OSError) as e:
+        return [Check("FAIL", "directory", f"{f}: {e}", "fix the export; the gateway keeps the "
+                      "last good copy while running, but will not start with this one")]
+    have = d.domains()
+    empty = [x for x in cfg.relay.accepted_domains if x not in have]
+    detail = f"{len(d)} entries from {f}" + (f"; none for {', '.join(empty)}" if empty else "")
+    if empty:
+        return [Check("WARN", "directory", detail, "mail to those domains is refused with 550 5.1.1: "
+                      "add their recipients to the export")]
+    return [Check("OK", "directory", detail)]
+
+
+def check_alerts(cfg: Config) -> list[Check]:
+    c = cfg.continuity
+    schemes = sorted({u.partition("://")[0] for u in c.alert_urls})
+    detail = f"{len(c.alert_urls)} apprise URL(s) ({', '.join(schemes) or '-'}), " \
+             f"{len(c.alert_mail_to)} alert mail address(es)"
+    if not c.alert_urls and not c.alert_mail_to:
+        level = "OK" if c.mode == "off" else "WARN"
+        return [Check(level, "alerts", "no alert channel: nobody hears of a continuity event",
+                      "set continuity.alert_urls and/or continuity.alert_mail_to; then "
+                      "`mailgate alerts test`")]
+    inside = [a for a in c.alert_mail_to if a.rpartition("@")[2].lower() in cfg.relay.accepted_domains]
+    if inside:
+        return [Check("WARN", "alerts", detail + f"; {', '.join(inside)} is behind the Exchange it "
+                      "warns about", "use addresses outside the accepted domains")]
+    return [Check("OK", "alerts", detail + " (`mailgate alerts test` sends one)")]
+
+
+def check_disk(cfg: Config) -> list[Check]:
+    path = Path(cfg.server.data_dir)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = os.statvfs(probe)
+    free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    frac = free / total if total else 0.0
+    detail = f"{_size(free)} free of {_size(total)} ({frac:.0%}) at {probe}"
+    daily = 0
+    if cfg.spool_path.exists():
+        from spool import db, query
+        conn = db.connect(cfg.spool_path)
+        try:
+            v = query.volume_since(conn, time.time() - 86400)
+        finally:
+            conn.close()
+        # SQLite keeps the bytes plus WAL and index overhead: count the day's bytes twice
+        daily = 2 * (v["bytes"] + v["mailbox_bytes"])
+        detail += (f"; last 24 h: {v['messages']} messages, {_size(v['bytes'])} spool + "
+                   f"{_size(v['mailbox_bytes'])} mailboxes")
+    days = free / daily if daily else None
+    if days is not None:
+        detail += f"; about {days:.0f} days left at this volume"
+    fix = (f"free space on {probe} or move server.data_dir; lower delivery.finished_retention / "
+           "continuity.mailbox_retention")
+    if frac < DISK_FAIL_FRACTION or (days is not None and days < DISK_FAIL_DAYS) \
+            or free < 2 * cfg.smtp.max_message_size:
+        return [Check("FAIL", "disk", detail, fix)]
+    if frac < DISK_WARN_FRACTION or (days is not None and days < DISK_WARN_DAYS):
+        return [Check("WARN", "disk", detail, fix)]
+    return [Check("OK", "disk", detail)]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+async def _bounded(name: str, coro) -> list[Check]:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            return await coro
+    except TimeoutError:
+        return [Check("FAIL", name, f"did not finish within {CHECK_TIMEOUT:.0f}s",
+                      "check DNS (dns.nameservers) and the network from here")]
+
+
+async def _sync(fn, *args) -> list[Check]:
+    return await asyncio.to_thread(fn, *args)
+
+
+async def run_checks(cfg: Config) -> list[Check]:
+    """Every check, in the order of the module docstring. Never raises for what it finds."""
+    ctx = Context(cfg)
+    await _bounded("server.hostname", ctx.learn_addresses())
+    domains = cfg.relay.accepted_domains
+    groups = [_bounded(f"mx {d}", check_mx(ctx, d)) for d in domains]
+    groups += [_bounded(f"spf {d}", check_spf(ctx, d)) for d in domains]
+    groups += [_bounded(f"dkim {k.selector}._domainkey.{k.domain}", check_dkim(ctx, k))
+               for k in cfg.webmail.dkim]
+    groups.append(_bounded("route", check_routes(ctx)))
+    groups += [_bounded("directory", _sync(check_directory, cfg)),
+               _bounded("alerts", _sync(check_alerts, cfg)), _bounded("disk", _sync(check_disk, cfg))]
+    results = await asyncio.gather(*groups)
+    out = [c for group in results for c in group]
+    if not cfg.webmail.dkim and cfg.webmail.enabled and cfg.webmail.sending:
+        out.insert(2 * len(domains), Check("WARN", "dkim", "webmail.dkim is empty: mail sent from "
+                                           "the webmail is not signed", "mailgate dkim keygen DOMAIN SELECTOR"))
+    canary = check_canary(ctx)
+    at = next(i for i, c in enumerate(out) if c.check == "directory")
+    return out[:at] + canary + out[at:]
+
+
+def as_json(checks: list[Check], seconds: float) -> dict:
+    return {"worst": worst(checks), "seconds": round(seconds, 3),
+            "checks": [asdict(c) for c in checks]}
