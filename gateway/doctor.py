@@ -133,7 +133,7 @@ async def check_spf(ctx: Context, domain: str) -> list[Check]:
     results = []
     for ip in ctx.outbound:
         results.append((ip, await SpfEvaluator(ctx.dns).check(ip, domain)))
-    detail = "; ".join(f"{ip}: {r.result} ({r.detail}, {r.lookups} lookups)" for ip, r in results)
+    detail = "; ".join(f"{ip}: {r.result} ({r.detail}, DNS terms: {r.lookups})" for ip, r in results)
     skipped = sorted({t for _, r in results for t in r.skipped})
     if skipped:
         detail += f"; not evaluated: {' '.join(skipped)}"
@@ -259,7 +259,7 @@ def check_canary(ctx: Context) -> list[Check]:
     if any(c and c[0] // 100 == 2 for _, c, _ in ctx.canary_replies):
         return [Check("OK", name, "accepted at RCPT by " + "; ".join(replies))]
     if not any(c for _, c, _ in ctx.canary_replies):
-        return [Check("FAIL", name, "not tried: no smarthost answered (see the smarthost lines)",
+        return [Check("FAIL", name, "not tried: no smarthost session got as far as RCPT (see the smarthost lines)",
                       "bring a smarthost up; until then the probe fails and continuity holds mail")]
     return [Check("FAIL", name, "no smarthost accepts it: " + "; ".join(replies),
                   "set probes.canary_rcpt to a mailbox Exchange accepts, or the probe fails and "
@@ -278,7 +278,7 @@ def check_directory(cfg: Config) -> list[Check]:
     except (DirectoryError, OSError) as e:
         return [Check("FAIL", "directory", f"{f}: {e}", "fix the export; the gateway keeps the "
                       "last good copy while running, but will not start with this one")]
-    have = d.domains()
+    have = d.domains
     empty = [x for x in cfg.relay.accepted_domains if x not in have]
     detail = f"{len(d)} entries from {f}" + (f"; none for {', '.join(empty)}" if empty else "")
     if empty:
@@ -352,6 +352,9 @@ async def _bounded(name: str, coro) -> list[Check]:
     except TimeoutError:
         return [Check("FAIL", name, f"did not finish within {CHECK_TIMEOUT:.0f}s",
                       "check DNS (dns.nameservers) and the network from here")]
+    except Exception as e:          # a check's own bug must not hide the other checks
+        return [Check("FAIL", name, f"the check failed: {type(e).__name__}: {e}",
+                      "report this as a mailgate bug")]
 
 
 async def _sync(fn, *args) -> list[Check]:
