@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.conftest import ROOT
 from tests.support.dnsserver import DnsServer
 from tests.support.peers import SinkProc, free_port
+from tests.support.smalldisk import SmallDisk
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +91,7 @@ def world(tmp_path_factory):
 
 
 def doctor(world, name: str, *, domains=("good.test",), smarthost="smarthost.test", dkim=(),
-           extra: str = ""):
+           extra: str = "", data_dir=None, smtp: str = ""):
     """Run `mailgate doctor --json` on a configuration for ``domains``; (exit, {check: entry})."""
     base = world["base"]
     keys = "".join(f'[[webmail.dkim]]\ndomain = "good.test"\nselector = "{sel}"\n'
@@ -99,9 +100,10 @@ def doctor(world, name: str, *, domains=("good.test",), smarthost="smarthost.tes
     conf.write_text(f"""
 [server]
 hostname = "gw.test"
-data_dir = "{base / name / 'data'}"
+data_dir = "{data_dir or base / name / 'data'}"
 [smtp]
 listen = ["127.0.0.1:{free_port()}"]
+{smtp}
 [relay]
 accepted_domains = {json.dumps(list(domains))}
 [directory]
@@ -232,3 +234,27 @@ def test_no_alert_channel_warns_and_text_output_has_one_line_per_check(world):
     alerts = [l for l in lines if l.split()[1:2] == ["alerts"]]
     assert len(alerts) == 1 and alerts[0].startswith("WARN") and " — set continuity.alert_urls" in alerts[0]
     assert p.returncode == 1 and lines[-1].startswith("-- WARN")
+
+
+@pytest.mark.skipif(not SmallDisk.available(), reason="needs root to mount a small tmpfs")
+def test_disk_days_left_at_the_last_day_s_volume(world, tmp_path):
+    from spool import NewMessage, db
+    from spool.commit import insert_message
+    with SmallDisk(tmp_path / "data", "64M"):
+        conn = db.connect(tmp_path / "data" / "spool.db")
+
+        def arrive(mib: int) -> None:
+            for _ in range(mib):
+                conn.execute("BEGIN IMMEDIATE")
+                insert_message(conn, NewMessage("a@remote.test", ("u@good.test",), b"x" * (1 << 20)))
+                conn.execute("COMMIT")
+        arrive(3)
+        kw = dict(data_dir=tmp_path / "data", smtp="max_message_size = 1048576")
+        _, checks, _ = doctor(world, "disk-warn", **kw)
+        disk = checks["disk"]
+        assert "last 24 h: 3 messages" in disk["detail"] and "days left" in disk["detail"], disk
+        assert disk["level"] == "WARN", disk                # ~55 MiB free / 6 MiB a day ≈ 9 days
+        arrive(15)
+        _, checks, _ = doctor(world, "disk-fail", **kw)
+        assert checks["disk"]["level"] == "FAIL", checks["disk"]   # ~1 day left
+        conn.close()
