@@ -195,19 +195,17 @@ async def check_routes(ctx: Context) -> list[Check]:
         hops.setdefault(hop.spec, ([], hop))[0].append(domain)
     canary = cfg.probes.canary_rcpt or f"postmaster@{cfg.relay.accepted_domains[0]}"
     want_canary = cfg.continuity.mode != "off" and cfg.probes.smtp
-    out: list[Check] = []
-    for spec, (domains, hop) in hops.items():
+    async def one(spec: str, domains: list[str], hop) -> list[Check]:
         name = f"route {','.join(domains)}"
         try:
             groups = await resolver.resolve(spec, hop.port)
         except (ResolveError, ValueError) as e:
-            out.append(Check("FAIL", name, f"{spec}: {e}", f"fix the DNS of {spec} or "
-                             "routing.default_smarthost / routing.routes"))
-            continue
+            return [Check("FAIL", name, f"{spec}: {e}", f"fix the DNS of {spec} or "
+                          "routing.default_smarthost / routing.routes")]
         hosts = [(h.name, a, h.port) for g in groups for h in g for a in h.addresses]
-        out.append(Check("OK", name, f"{spec} → " + "; ".join(
+        out = [Check("OK", name, f"{spec} → " + "; ".join(
             f"pref {g[0].preference}: " + ", ".join(f"{h.name} [{' '.join(h.addresses)}]" for h in g)
-            for g in groups)))
+            for g in groups))]
         reports = await asyncio.gather(*(check_host(
             n, a, p, helo=ctx.hostname, tls_mode=r.smarthost_tls, verify=r.smarthost_verify_tls,
             ca_file=str(r.smarthost_ca_file) if r.smarthost_ca_file else None,
@@ -216,7 +214,11 @@ async def check_routes(ctx: Context) -> list[Check]:
         for (n, a, p), rep in zip(hosts, reports):
             out.append(_host_check(f"smarthost {n}[{a}]:{p}", rep, r))
             ctx.canary_replies.append((f"{n}[{a}]", rep.canary, rep.error))
-    return out
+        return out
+
+    # the routes concurrently: resolution (dns.lifetime) plus one session (SMTP_TIMEOUT) each
+    done = await asyncio.gather(*(one(spec, domains, hop) for spec, (domains, hop) in hops.items()))
+    return [c for checks in done for c in checks]
 
 
 def _host_check(name: str, rep, r) -> Check:

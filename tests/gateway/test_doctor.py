@@ -223,6 +223,16 @@ def test_dead_smarthost_fails(world):
     assert rc == rc2 == 2
 
 
+def test_each_route_is_checked_on_its_own(world):
+    rc, checks, _ = doctor(world, "routes", domains=("good.test", "mixed.test"),
+                           extra='[[routing.routes]]\ndomain = "mixed.test"\nsmarthost = "dead.test"\n')
+    assert level(checks, "route good.test") == level(checks, "route mixed.test") == "OK"
+    assert level(checks, "smarthost mx1.smarthost.test") == "OK"
+    assert level(checks, "smarthost mx.dead.test") == "FAIL"
+    assert level(checks, "canary") == "OK"                  # one live smarthost accepts it
+    assert rc == 2
+
+
 def test_no_alert_channel_warns_and_text_output_has_one_line_per_check(world):
     rc, checks, _ = doctor(world, "noalerts", extra="")
     assert level(checks, "alerts") == "OK"
