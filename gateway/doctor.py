@@ -20,16 +20,15 @@ Our outbound addresses (for SPF) are the A/AAAA of ``server.hostname`` (the name
 and that receivers check) plus every ``smtp.listen`` address that is globally routable (a public
 address we are bound to is one we send from). Every check is bounded: DNS by ``dns.lifetime``,
 an SMTP session by CHECK_TIMEOUT, and each check as a whole by CHECK_TIMEOUT. Reads the spool
-(volume of the last 24 h); writes nothing.
+(volume of the last 24 h); writes nothing. The DNS checks are here (with their DNS, SPF and DKIM
+helpers in doctor_dns.py), the smarthost and canary checks in doctor_smtp.py, the directory,
+alerts and disk checks in doctor_local.py.
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from gateway.config import Config, parse_listen
 from gateway.doctor_dns import (Lookup, Missing, SpfEvaluator, TempFail, dkim_public_key,
@@ -38,11 +37,6 @@ from gateway.doctor_dns import (Lookup, Missing, SpfEvaluator, TempFail, dkim_pu
 __all__ = ["Check", "run_checks", "format_line", "worst", "CHECK_TIMEOUT"]
 
 CHECK_TIMEOUT = 20.0           # seconds any one check may take
-SMTP_TIMEOUT = 10.0            # seconds for one smarthost session
-MAX_ADDRESSES = 10             # smarthost addresses checked per route
-CERT_WARN_DAYS = 14
-DISK_WARN_FRACTION, DISK_FAIL_FRACTION = 0.10, 0.02
-DISK_WARN_DAYS, DISK_FAIL_DAYS = 14.0, 2.0
 LEVELS = ("OK", "WARN", "FAIL")
 
 
@@ -181,172 +175,6 @@ async def check_dkim(ctx: Context, key) -> list[Check]:
     return [Check("FAIL", name, f"no record carries our {want_k} key (found {seen})", fix)]
 
 
-async def check_routes(ctx: Context) -> list[Check]:
-    from gateway.delivery.mx import MxResolver, ResolveError
-    from gateway.doctor_smtp import check_host
-    from gateway.router import Router
-    cfg, r = ctx.cfg, ctx.cfg.routing
-    d = cfg.dns
-    resolver = MxResolver(d.nameservers or None, d.port, d.timeout, d.lifetime)
-    router = Router(cfg)
-    hops: dict[str, tuple[list[str], object]] = {}
-    for domain in cfg.relay.accepted_domains:
-        hop = router.for_domain(domain)
-        hops.setdefault(hop.spec, ([], hop))[0].append(domain)
-    canary = cfg.probes.canary_rcpt or f"postmaster@{cfg.relay.accepted_domains[0]}"
-    want_canary = cfg.continuity.mode != "off" and cfg.probes.smtp
-    async def one(spec: str, domains: list[str], hop) -> list[Check]:
-        name = f"route {','.join(domains)}"
-        try:
-            groups = await resolver.resolve(spec, hop.port)
-        except (ResolveError, ValueError) as e:
-            return [Check("FAIL", name, f"{spec}: {e}", f"fix the DNS of {spec} or "
-                          "routing.default_smarthost / routing.routes")]
-        hosts = [(h.name, a, h.port) for g in groups for h in g for a in h.addresses]
-        out = [Check("OK", name, f"{spec} → " + "; ".join(
-            f"pref {g[0].preference}: " + ", ".join(f"{h.name} [{' '.join(h.addresses)}]" for h in g)
-            for g in groups))]
-        reports = await asyncio.gather(*(check_host(
-            n, a, p, helo=ctx.hostname, tls_mode=r.smarthost_tls, verify=r.smarthost_verify_tls,
-            ca_file=str(r.smarthost_ca_file) if r.smarthost_ca_file else None,
-            canary=canary if want_canary else None, timeout=SMTP_TIMEOUT)
-            for n, a, p in hosts[:MAX_ADDRESSES]))
-        for (n, a, p), rep in zip(hosts, reports):
-            out.append(_host_check(f"smarthost {n}[{a}]:{p}", rep, r))
-            ctx.canary_replies.append((f"{n}[{a}]", rep.canary, rep.error))
-        return out
-
-    # the routes concurrently: resolution (dns.lifetime) plus one session (SMTP_TIMEOUT) each
-    done = await asyncio.gather(*(one(spec, domains, hop) for spec, (domains, hop) in hops.items()))
-    return [c for checks in done for c in checks]
-
-
-def _host_check(name: str, rep, r) -> Check:
-    if not rep.connected:
-        return Check("FAIL", name, rep.error, "start it or open the port from here; while it is "
-                     "down the router skips it (delivery.dead_host_ttl) and the probe counts it failed")
-    tls = "TLS off (routing.smarthost_tls = none)"
-    if r.smarthost_tls != "none" and not rep.starttls:
-        level = "FAIL" if r.smarthost_tls == "required" else "WARN"
-        return Check(level, name, f"EHLO ok, no STARTTLS offered ({rep.ehlo})",
-                     "enable STARTTLS on the Exchange receive connector")
-    if rep.tls_error:
-        what = f"EHLO ok, STARTTLS offered, certificate invalid: {rep.tls_error}"
-        fix = ("renew or replace the certificate (its name must match the host name); "
-               "routing.smarthost_ca_file must hold its CA")
-        if r.smarthost_verify_tls:
-            return Check("FAIL", name, what + " (delivery verifies it: mail to this host fails)", fix)
-        return Check("WARN", name, what + " (not verified: routing.smarthost_verify_tls = false)", fix)
-    if r.smarthost_tls != "none":
-        tls = f"STARTTLS {rep.tls_version}, certificate valid for {rep.days_left:.0f} days"
-    detail = f"EHLO ok, {tls}" + (f"; {rep.error}" if rep.error else "")
-    if rep.days_left is not None and rep.days_left < CERT_WARN_DAYS:
-        return Check("WARN", name, detail, "renew the certificate before it expires")
-    if r.smarthost_tls == "none":
-        return Check("WARN", name, detail, "set routing.smarthost_tls = \"required\"")
-    return Check("OK", name, detail)
-
-
-def check_canary(ctx: Context) -> list[Check]:
-    cfg = ctx.cfg
-    canary = cfg.probes.canary_rcpt or f"postmaster@{cfg.relay.accepted_domains[0]}"
-    name = f"canary {canary}"
-    if cfg.continuity.mode == "off":
-        return [Check("OK", name, "continuity.mode = off: no probe")]
-    if not cfg.probes.smtp:
-        return [Check("WARN", name, "probes.smtp = false: no SMTP probe watches Exchange",
-                      "set probes.smtp = true (or configure probes.http)")]
-    replies = [f"{h}: {c[0]} {c[1]}" if c else f"{h}: {e or 'not reached'}"
-               for h, c, e in ctx.canary_replies]
-    if any(c and c[0] // 100 == 2 for _, c, _ in ctx.canary_replies):
-        return [Check("OK", name, "accepted at RCPT by " + "; ".join(replies))]
-    if not any(c for _, c, _ in ctx.canary_replies):
-        return [Check("FAIL", name, "not tried: no smarthost session got as far as RCPT (see the smarthost lines)",
-                      "bring a smarthost up; until then the probe fails and continuity holds mail")]
-    return [Check("FAIL", name, "no smarthost accepts it: " + "; ".join(replies),
-                  "set probes.canary_rcpt to a mailbox Exchange accepts, or the probe fails and "
-                  "starts a false continuity event")]
-
-
-def check_directory(cfg: Config) -> list[Check]:
-    from policies.directory import Directory, DirectoryError
-    f = cfg.directory.file
-    if f is None:
-        return [Check("WARN", "directory", "directory.file unset: every local part of an accepted "
-                      "domain is accepted (backscatter, dictionary attacks)",
-                      "export the valid recipients (docs/directory.md) and set directory.file")]
-    try:
-        d = Directory.load(f)
-    except (DirectoryError, OSError) as e:
-        return [Check("FAIL", "directory", f"{f}: {e}", "fix the export; the gateway keeps the "
-                      "last good copy while running, but will not start with this one")]
-    have = d.domains
-    empty = [x for x in cfg.relay.accepted_domains if x not in have]
-    detail = f"{len(d)} entries from {f}" + (f"; none for {', '.join(empty)}" if empty else "")
-    if empty:
-        return [Check("WARN", "directory", detail, "mail to those domains is refused with 550 5.1.1: "
-                      "add their recipients to the export")]
-    return [Check("OK", "directory", detail)]
-
-
-def check_alerts(cfg: Config) -> list[Check]:
-    c = cfg.continuity
-    schemes = sorted({u.partition("://")[0] for u in c.alert_urls})
-    detail = f"{len(c.alert_urls)} apprise URL(s) ({', '.join(schemes) or '-'}), " \
-             f"{len(c.alert_mail_to)} alert mail address(es)"
-    if not c.alert_urls and not c.alert_mail_to:
-        level = "OK" if c.mode == "off" else "WARN"
-        return [Check(level, "alerts", "no alert channel: nobody hears of a continuity event",
-                      "set continuity.alert_urls and/or continuity.alert_mail_to; then "
-                      "`mailgate alerts test`")]
-    inside = [a for a in c.alert_mail_to if a.rpartition("@")[2].lower() in cfg.relay.accepted_domains]
-    if inside:
-        return [Check("WARN", "alerts", detail + f"; {', '.join(inside)} is behind the Exchange it "
-                      "warns about", "use addresses outside the accepted domains")]
-    return [Check("OK", "alerts", detail + " (`mailgate alerts test` sends one)")]
-
-
-def check_disk(cfg: Config) -> list[Check]:
-    path = Path(cfg.server.data_dir)
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    st = os.statvfs(probe)
-    free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-    frac = free / total if total else 0.0
-    detail = f"{_size(free)} free of {_size(total)} ({frac:.0%}) at {probe}"
-    daily = 0
-    if cfg.spool_path.exists():
-        from spool import db, query
-        conn = db.connect(cfg.spool_path)
-        try:
-            v = query.volume_since(conn, time.time() - 86400)
-        finally:
-            conn.close()
-        # SQLite keeps the bytes plus WAL and index overhead: count the day's bytes twice
-        daily = 2 * (v["bytes"] + v["mailbox_bytes"])
-        detail += (f"; last 24 h: {v['messages']} messages, {_size(v['bytes'])} spool + "
-                   f"{_size(v['mailbox_bytes'])} mailboxes")
-    days = free / daily if daily else None
-    if days is not None:
-        detail += f"; about {days:.0f} days left at this volume"
-    fix = (f"free space on {probe} or move server.data_dir; lower delivery.finished_retention / "
-           "continuity.mailbox_retention")
-    if frac < DISK_FAIL_FRACTION or (days is not None and days < DISK_FAIL_DAYS) \
-            or free < 2 * cfg.smtp.max_message_size:
-        return [Check("FAIL", "disk", detail, fix)]
-    if frac < DISK_WARN_FRACTION or (days is not None and days < DISK_WARN_DAYS):
-        return [Check("WARN", "disk", detail, fix)]
-    return [Check("OK", "disk", detail)]
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
 async def _bounded(name: str, coro) -> list[Check]:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
@@ -365,6 +193,8 @@ async def _sync(fn, *args) -> list[Check]:
 
 async def run_checks(cfg: Config) -> list[Check]:
     """Every check, in the order of the module docstring. Never raises for what it finds."""
+    from gateway.doctor_local import check_alerts, check_directory, check_disk
+    from gateway.doctor_smtp import check_canary, check_routes
     ctx = Context(cfg)
     await _bounded("server.hostname", ctx.learn_addresses())
     domains = cfg.relay.accepted_domains

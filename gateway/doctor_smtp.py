@@ -8,7 +8,12 @@ to its notAfter. It then sends ``MAIL FROM:<probe@HOSTNAME>`` and ``RCPT TO:<can
 probe's session: no DATA, no message), RSET and QUIT, and reports the canary's reply. When the
 verified handshake fails but the gateway does not verify (``routing.smarthost_verify_tls = false``),
 the canary is tried on a second connection with the gateway's own unverified TLS. The whole check
-is bounded by ``timeout`` seconds. Reads and writes no queue state.
+is bounded by ``timeout`` seconds.
+
+``check_routes()`` resolves every distinct next hop of the accepted domains as the router does
+(gateway.router, gateway.delivery.mx) and runs ``check_host()`` on each address (the first
+MAX_ADDRESSES per route), all concurrently; ``check_canary()`` then judges the canary's replies.
+Reads and writes no queue state.
 """
 from __future__ import annotations
 
@@ -20,8 +25,13 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from gateway.delivery.transport import client_tls_context
+from gateway.doctor import Check, Context
 
-__all__ = ["HostReport", "check_host"]
+__all__ = ["HostReport", "check_host", "check_routes", "check_canary"]
+
+SMTP_TIMEOUT = 10.0            # seconds for one smarthost session
+MAX_ADDRESSES = 10             # smarthost addresses checked per route
+CERT_WARN_DAYS = 14            # a certificate expiring sooner is a WARN
 
 
 @dataclass
@@ -126,3 +136,89 @@ async def _run(rep, name, address, port, helo, tls_mode, verify, ca_file, canary
         except Exception as e:
             rep.error = f"MAIL/RCPT: {_describe(e)}"
     await _quit(smtp)
+
+
+async def check_routes(ctx: Context) -> list[Check]:
+    from gateway.delivery.mx import MxResolver, ResolveError
+    from gateway.router import Router
+    cfg, r = ctx.cfg, ctx.cfg.routing
+    d = cfg.dns
+    resolver = MxResolver(d.nameservers or None, d.port, d.timeout, d.lifetime)
+    router = Router(cfg)
+    hops: dict[str, tuple[list[str], object]] = {}
+    for domain in cfg.relay.accepted_domains:
+        hop = router.for_domain(domain)
+        hops.setdefault(hop.spec, ([], hop))[0].append(domain)
+    canary = cfg.probes.canary_rcpt or f"postmaster@{cfg.relay.accepted_domains[0]}"
+    want_canary = cfg.continuity.mode != "off" and cfg.probes.smtp
+    async def one(spec: str, domains: list[str], hop) -> list[Check]:
+        name = f"route {','.join(domains)}"
+        try:
+            groups = await resolver.resolve(spec, hop.port)
+        except (ResolveError, ValueError) as e:
+            return [Check("FAIL", name, f"{spec}: {e}", f"fix the DNS of {spec} or "
+                          "routing.default_smarthost / routing.routes")]
+        hosts = [(h.name, a, h.port) for g in groups for h in g for a in h.addresses]
+        out = [Check("OK", name, f"{spec} → " + "; ".join(
+            f"pref {g[0].preference}: " + ", ".join(f"{h.name} [{' '.join(h.addresses)}]" for h in g)
+            for g in groups))]
+        reports = await asyncio.gather(*(check_host(
+            n, a, p, helo=ctx.hostname, tls_mode=r.smarthost_tls, verify=r.smarthost_verify_tls,
+            ca_file=str(r.smarthost_ca_file) if r.smarthost_ca_file else None,
+            canary=canary if want_canary else None, timeout=SMTP_TIMEOUT)
+            for n, a, p in hosts[:MAX_ADDRESSES]))
+        for (n, a, p), rep in zip(hosts, reports):
+            out.append(_host_check(f"smarthost {n}[{a}]:{p}", rep, r))
+            ctx.canary_replies.append((f"{n}[{a}]", rep.canary, rep.error))
+        return out
+
+    # the routes concurrently: resolution (dns.lifetime) plus one session (SMTP_TIMEOUT) each
+    done = await asyncio.gather(*(one(spec, domains, hop) for spec, (domains, hop) in hops.items()))
+    return [c for checks in done for c in checks]
+
+
+def _host_check(name: str, rep, r) -> Check:
+    if not rep.connected:
+        return Check("FAIL", name, rep.error, "start it or open the port from here; while it is "
+                     "down the router skips it (delivery.dead_host_ttl) and the probe counts it failed")
+    tls = "TLS off (routing.smarthost_tls = none)"
+    if r.smarthost_tls != "none" and not rep.starttls:
+        level = "FAIL" if r.smarthost_tls == "required" else "WARN"
+        return Check(level, name, f"EHLO ok, no STARTTLS offered ({rep.ehlo})",
+                     "enable STARTTLS on the Exchange receive connector")
+    if rep.tls_error:
+        what = f"EHLO ok, STARTTLS offered, certificate invalid: {rep.tls_error}"
+        fix = ("renew or replace the certificate (its name must match the host name); "
+               "routing.smarthost_ca_file must hold its CA")
+        if r.smarthost_verify_tls:
+            return Check("FAIL", name, what + " (delivery verifies it: mail to this host fails)", fix)
+        return Check("WARN", name, what + " (not verified: routing.smarthost_verify_tls = false)", fix)
+    if r.smarthost_tls != "none":
+        tls = f"STARTTLS {rep.tls_version}, certificate valid for {rep.days_left:.0f} days"
+    detail = f"EHLO ok, {tls}" + (f"; {rep.error}" if rep.error else "")
+    if rep.days_left is not None and rep.days_left < CERT_WARN_DAYS:
+        return Check("WARN", name, detail, "renew the certificate before it expires")
+    if r.smarthost_tls == "none":
+        return Check("WARN", name, detail, "set routing.smarthost_tls = \"required\"")
+    return Check("OK", name, detail)
+
+
+def check_canary(ctx: Context) -> list[Check]:
+    cfg = ctx.cfg
+    canary = cfg.probes.canary_rcpt or f"postmaster@{cfg.relay.accepted_domains[0]}"
+    name = f"canary {canary}"
+    if cfg.continuity.mode == "off":
+        return [Check("OK", name, "continuity.mode = off: no probe")]
+    if not cfg.probes.smtp:
+        return [Check("WARN", name, "probes.smtp = false: no SMTP probe watches Exchange",
+                      "set probes.smtp = true (or configure probes.http)")]
+    replies = [f"{h}: {c[0]} {c[1]}" if c else f"{h}: {e or 'not reached'}"
+               for h, c, e in ctx.canary_replies]
+    if any(c and c[0] // 100 == 2 for _, c, _ in ctx.canary_replies):
+        return [Check("OK", name, "accepted at RCPT by " + "; ".join(replies))]
+    if not any(c for _, c, _ in ctx.canary_replies):
+        return [Check("FAIL", name, "not tried: no smarthost session got as far as RCPT (see the smarthost lines)",
+                      "bring a smarthost up; until then the probe fails and continuity holds mail")]
+    return [Check("FAIL", name, "no smarthost accepts it: " + "; ".join(replies),
+                  "set probes.canary_rcpt to a mailbox Exchange accepts, or the probe fails and "
+                  "starts a false continuity event")]
