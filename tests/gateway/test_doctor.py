@@ -134,6 +134,7 @@ enabled = true
     assert p.stdout, p.stderr
     out = json.loads(p.stdout)
     assert out["worst"] == ("OK", "WARN", "FAIL")[p.returncode], (p.returncode, out)
+    doctor.checks_seconds = out["seconds"]          # the checks alone, as doctor measured them
     return p.returncode, {c["check"]: c for c in out["checks"]}, seconds
 
 
@@ -146,8 +147,8 @@ def level(checks, prefix: str) -> str:
 def test_all_good_exits_zero(world):
     rc, checks, seconds = doctor(world, "good", dkim=[("rsa", "rsa.pem", "rsa-sha256"),
                                                       ("ed", "ed.key", "ed25519-sha256")])
-    print(f"\ndoctor on the all-good zone: {seconds:.2f}s wall (process start included), "
-          f"{len(checks)} checks")
+    print(f"\ndoctor on the all-good zone: {doctor.checks_seconds:.2f}s of checks, {seconds:.2f}s "
+          f"wall with the process start, {len(checks)} checks")
     assert {n: c["level"] for n, c in checks.items() if c["level"] != "OK"} == {}
     assert rc == 0
     assert set(checks) >= {"mx good.test", "spf good.test", "dkim rsa._domainkey.good.test",
