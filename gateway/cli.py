@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--limit", type=int, default=50)
     from gateway import cli_users
     cli_users.add_parser(sub)
+    from gateway import cli_ops           # doctor, alerts test (issue 8)
+    cli_ops.add_parsers(sub)
     args = p.parse_args(argv)
     try:
         cfg = config_mod.load(args.config, check_files=args.cmd in ("serve", "check-config"))
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_users.run(cfg, args)
     if args.cmd == "routes":
         return asyncio.run(_resolve(cfg, args.domain))
+    if args.cmd in ("doctor", "alerts"):
+        return cli_ops.run(cfg, args)
     return 2
 
 
