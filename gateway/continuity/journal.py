@@ -55,8 +55,8 @@ class Owners:
 
     def __call__(self, msg, delivered: list[str]) -> JournalEntry | None:
         d, filtering = self._directory()
-        if (d, filtering) != self._version:
-            self._version, self._cache = (d, filtering), {}
+        if self._version is None or self._version[0] is not d or self._version[1] != filtering:
+            self._version, self._cache = (d, filtering), {}   # a reloaded directory
         owners: dict[str, str] = {}
         for rcpt in delivered:
             keys = self._cache.get(rcpt)
