@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from spool import journal as _journal
 
 #: Most entries one ``purge`` call deletes: one bounded write transaction (docs/webmail.md).
-PURGE_BATCH = 500
+PURGE_BATCH = 200
 
 
 @dataclass(frozen=True)

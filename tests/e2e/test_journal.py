@@ -57,9 +57,9 @@ def site(peers, tmp_path):
     internet = peers.sink(INTERNET_IP, None, "internet", "--rcpt-reply", "nobody@partner.test=550")
     dns = DnsServer(mx={"partner.test": [(10, "mx.partner.test")]}, a={"mx.partner.test": INTERNET_IP}).start()
 
-    def start(journal: str):
+    def start(journal: str, mode: str = "automatic"):
         port = free_port()
-        extra = fast_continuity("erin@example.org", journal=journal)
+        extra = fast_continuity("erin@example.org", mode=mode, journal=journal)
         toml = config_toml(port=port, data_dir=tmp_path / "data", accepted=("example.org",),
                            smarthost=f"[{EXCHANGE_IP}]:{exchange.port}", directory=DIRECTORY,
                            trusted=[f"{TRUSTED_IP}/32"], dns_port=dns.port, mx_port=internet.port,
@@ -114,9 +114,12 @@ def test_journal_all_files_delivered_local_mail_only(site):
     assert "journal_failed" not in gw.log_text()
 
 
-def test_journal_held_files_nothing_on_delivery(site):
+@pytest.mark.parametrize("journal, mode", [("held", "automatic"), ("all", "off")])
+def test_journal_held_or_continuity_off_files_nothing_on_delivery(site, journal, mode):
+    """With "held", today's behaviour (only held mail is filed); with continuity off (a plain relay) there are
+    no continuity mailboxes to fill, whatever continuity.journal says."""
     start, exchange, _internet = site
-    gw, spool_db = start("held")
+    gw, spool_db = start(journal, mode)
     send(gw.port, "alice@remote.test", ["erin@example.org", "team@example.org"], "Plain relay", "hi")
     wait_for(lambda: exchange.count() == 1, 20, what="delivery to Exchange")
     wait_for(lambda: rows(spool_db, "SELECT state FROM messages") == [("delivered",)], 10,
