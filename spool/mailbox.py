@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from spool import journal as _journal
 
-#: Most entries one ``purge`` call deletes: one bounded write transaction (docs/webmail.md).
+#: Most entries one ``purge`` call deletes: one bounded write transaction (docs/continuity.md).
 PURGE_BATCH = 200
 
 

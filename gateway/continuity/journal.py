@@ -14,7 +14,8 @@ Three parts, so that filing costs the relay path next to nothing:
   batch. Pending entries survive a crash and are indexed after the restart. While deliveries
   are in flight it works at most ``BUSY_SHARE`` of the time; idle, it catches up at full speed.
 - ``Journal.purge_expired``, hourly: entries older than continuity.mailbox_retention, in
-  bounded batches (spool.mailbox.purge), with a pause between batches for other writes.
+  bounded batches (spool.mailbox.purge), pausing between batches at least as long as the last
+  one took, so other writes (intake's commits) get the writer at least half the time.
 
 continuity.mode = "off" (a plain relay): nothing is filed, but the housekeeping task still runs,
 so entries filed before the switch are indexed and expire on schedule.
@@ -38,7 +39,7 @@ BUSY_SHARE = 0.05
 #: Seconds between looks for pending entries when there are none (a batch follows a full one
 #: at once).
 IDLE_POLL = 1.0
-#: Seconds between retention purges, and the pause between two purge batches.
+#: Seconds between retention purges, and the shortest pause between two purge batches.
 PURGE_INTERVAL = 3600.0
 PURGE_PAUSE = 0.05
 #: Most recipients whose mailboxes are remembered per directory version.
@@ -136,15 +137,18 @@ class Journal:
         return done
 
     async def purge_expired(self) -> int:
-        """Delete entries filed more than ``retention`` seconds ago, batch by batch; return how
-        many."""
+        """Delete entries filed more than ``retention`` seconds ago, batch by batch (each batch
+        one write transaction: 86 ms median, 177 ms at most with corpus messages, bench/journal.py),
+        pausing at least as long as the batch took; return how many."""
         before, total = self.clock() - self.retention, 0
         while True:
+            t0 = time.monotonic()
             n = await self.spool.write(mailbox.purge, before, mailbox.PURGE_BATCH)
             total += n
             if n < mailbox.PURGE_BATCH:
                 break
-            await asyncio.sleep(PURGE_PAUSE)
+            # the writer is ours at most half the time: intake's commits go in between
+            await asyncio.sleep(max(PURGE_PAUSE, time.monotonic() - t0))
         if total:
             self.stats["purged"] += total
             self.log.info("mailbox_purged", entries=total)

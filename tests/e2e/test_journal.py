@@ -116,8 +116,8 @@ def test_journal_all_files_delivered_local_mail_only(site):
 
 @pytest.mark.parametrize("journal, mode", [("held", "automatic"), ("all", "off")])
 def test_journal_held_or_continuity_off_files_nothing_on_delivery(site, journal, mode):
-    """With "held", today's behaviour (only held mail is filed); with continuity off (a plain relay) there are
-    no continuity mailboxes to fill, whatever continuity.journal says."""
+    """With "held", today's behaviour (only held mail is filed); with continuity off (a plain
+    relay) there are no continuity mailboxes to fill, whatever continuity.journal says."""
     start, exchange, _internet = site
     gw, spool_db = start(journal, mode)
     send(gw.port, "alice@remote.test", ["erin@example.org", "team@example.org"], "Plain relay", "hi")
