@@ -54,6 +54,25 @@ def file_delivered(conn: sqlite3.Connection, e: JournalEntry, now: float | None 
     return cur.rowcount
 
 
+def record_delivered(conn: sqlite3.Connection, queue_id: str, outcomes: list,
+                     entry: JournalEntry | None) -> int:
+    """transitions.record_delivered (the recipients of an attempt in progress that are already
+    delivered) with their journal ``entry`` in the same transaction, so that a crash before the
+    attempt's own record loses neither. A filing that fails (not the storage) is undone alone:
+    the attempt's record files the entry again and reports the error. Returns recipients changed."""
+    from spool.transitions import record_delivered as _record_delivered
+    if entry is not None:
+        conn.execute("SAVEPOINT journal_early")
+        try:
+            file_delivered(conn, entry)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            if not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO journal_early")
+        conn.execute("RELEASE journal_early")
+    return _record_delivered(conn, queue_id, outcomes)
+
+
 def message_data(conn: sqlite3.Connection, queue_id: str) -> bytes | None:
     """The bytes of a filed message: the copy made when it was held (mailbox_bodies), else the
     queue's own (bodies, kept for journal entries); None if neither exists (an operator deleted
@@ -131,5 +150,5 @@ def _head(conn: sqlite3.Connection, queue_id: str) -> bytes:
     return b""
 
 
-__all__ = ["JournalEntry", "file_delivered", "message_data", "pending_entries", "count_pending",
+__all__ = ["JournalEntry", "file_delivered", "record_delivered", "message_data", "pending_entries", "count_pending",
            "index_entries", "fill_headers", "HEAD_BYTES"]

@@ -35,7 +35,8 @@ from gateway.retry import Backoff, FaultLog, retry
 from gateway.router import Router
 from spool import NewMessage, QueueState, RcptState, Spool, SpoolError
 from spool.query import StoredMessage, message_size
-from spool.transitions import RcptOutcome, purge_finished, record_delivered
+from spool.journal import record_delivered
+from spool.transitions import RcptOutcome, purge_finished
 
 #: Seconds between looks at the queue when nothing wakes the manager (deferred mail, CLI flush).
 POLL_INTERVAL = 1.0
@@ -229,8 +230,11 @@ class QueueManager:
         delivered = [RcptOutcome(r.idx, out.state, out.code, out.text, out.host)
                      for r, out, _kind in outs if out.state is RcptState.DELIVERED]
         if early and delivered:
-            try:   # best effort: the attempt's own record below writes them too
-                await self.spool.write(record_delivered, msg.queue_id, delivered)
+            local = [r.address for r, out, kind in outs
+                     if kind == "smarthost" and out.state is RcptState.DELIVERED]
+            journal = self._journal_entry(msg, local) if local else None
+            try:   # best effort: the attempt's own record below writes them (and the journal) too
+                await self.spool.write(record_delivered, msg.queue_id, delivered, journal)
             except Exception as e:
                 self._record_faults.failed(e, queue_id=msg.queue_id)
 
@@ -300,11 +304,12 @@ class QueueManager:
     def _journal(self, msg: StoredMessage, outcomes: list[RcptOutcome], done: list):
         """The journal entry for the recipients of this attempt that a smarthost route delivered
         (local mailboxes), or None; a failure is logged and counted, never raised."""
-        if self.journal is None:
-            return None
         delivered = [r.address for (r, _out, kind), o in zip(done, outcomes)
                      if kind == "smarthost" and o.state is RcptState.DELIVERED]
-        if not delivered:
+        return self._journal_entry(msg, delivered) if delivered else None
+
+    def _journal_entry(self, msg: StoredMessage, delivered: list[str]):
+        if self.journal is None:
             return None
         try:
             return self.journal(msg, delivered)
