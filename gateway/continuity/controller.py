@@ -104,8 +104,8 @@ class ContinuityController:
             await asyncio.sleep(min(self.cfg.tick, REPLAY_STEP) if recovering else self.cfg.tick)
 
     async def step(self) -> None:
-        """One decision: admin commands, evidence, the engine, the replay, reminders. (The
-    continuity mailboxes' retention purge is gateway.continuity.journal's.)"""
+        """One decision: admin commands, evidence, the engine, the replay, reminders (the
+        continuity mailboxes' retention purge is gateway.continuity.journal's)."""
         async with self._lock:
             await self._step()
 
