@@ -74,6 +74,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
                                           directory=lambda: (watcher.current, watcher.enabled),
                                           mailbox=mailbox)
         await controller.start()   # before delivery: a restart during an event keeps holding
+    from gateway.continuity import journal   # continuity mailboxes: journal hook, index, retention
+    keeper = journal.build(cfg, spool, qmgr, lambda: (watcher.current, watcher.enabled), log)
     handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,
                             probe_mailbox=mailbox)
     intake = IntakeServer(cfg, handler)
@@ -96,7 +98,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
             if webmail is not None:
                 tg.create_task(webmail.serve(), name="webmail")
             helpers = [tg.create_task(supervise("directory", lambda: _watch_directory(
-                watcher, cfg.directory.reload_interval, log, reload_now), log), name="directory")]
+                watcher, cfg.directory.reload_interval, log, reload_now), log), name="directory"),
+                tg.create_task(supervise("journal", keeper.run, log), name="journal")]
             if webmail is not None and cfg.webmail.copy_sent_on_recovery:
                 from webmail import sent_copies
                 helpers.append(tg.create_task(supervise("sent_copies", lambda: sent_copies.run(

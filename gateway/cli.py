@@ -7,6 +7,7 @@
     mailgate continuity status | start --reason R | stop | confirm | maintenance start|stop
     mailgate probes [--history]
     mailgate mailbox list ADDRESS | search ADDRESS WORDS...
+    mailgate users list | set-password A | login-link A [--enrol] | disable A | enable A | ...
     mailgate dkim keygen DOMAIN SELECTOR [--algorithm rsa-sha256|ed25519-sha256] [--dir D]
 
 ``--config`` defaults to $MAILGATE_CONFIG, else the embedded defaults. The queue commands work on
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     ms.add_argument("words", nargs="+")
     for x in (ml, ms):
         x.add_argument("--limit", type=int, default=50)
+    from gateway import cli_users
+    cli_users.add_parser(sub)
+    from gateway import cli_ops           # doctor, alerts test (issue 8)
+    cli_ops.add_parsers(sub)
     from gateway import cli_dkim
     cli_dkim.add_parser(sub)
     args = p.parse_args(argv)
@@ -88,11 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "probes":
         from gateway import cli_continuity
         return cli_continuity.probes(cfg, args)
+    if args.cmd == "users":
+        from gateway import cli_users
+        return cli_users.run(cfg, args)
     if args.cmd == "dkim":
         from gateway import cli_dkim
         return cli_dkim.run(cfg, args)
     if args.cmd == "routes":
         return asyncio.run(_resolve(cfg, args.domain))
+    if args.cmd in ("doctor", "alerts"):
+        return cli_ops.run(cfg, args)
     return 2
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,13 +30,16 @@ class Entry:
     """One address. `kind` is "mailbox", "group", "contact" or "alias"; `members` (groups)
     and `target` (contact: external address; alias: primary address) as in the export;
     `internal_only` is Exchange's RequireSenderAuthenticationEnabled (only senders from inside,
-    i.e. the trusted networks, may send to it)."""
+    i.e. the trusted networks, may send to it); `alt_email` and `phone` (mailboxes, optional)
+    are where webmail login codes may be sent (AD/Entra `otherMails`, `mobile`)."""
 
     address: str
     kind: str
     members: tuple[str, ...] = ()
     target: str = ""
     internal_only: bool = False
+    alt_email: str = ""
+    phone: str = ""
 
 
 class Directory:
@@ -83,8 +87,13 @@ class Directory:
             primary = _key(rec.address, source, rec.where)
             members = tuple(_key(m, source, rec.where) for m in rec.members)
             target = _external(rec.target, source, rec.where) if rec.target else ""
+            alt_email = _external(rec.alt_email, source, rec.where) if rec.alt_email else ""
+            if rec.phone and not _PHONE.fullmatch(rec.phone):
+                raise DirectoryError(f"{source}: {rec.where}: phone {rec.phone!r} is not a number "
+                                     "like +441632960961")
             add(primary, Entry(primary, rec.kind, members, target,
-                               rec.require_sender_authentication_enabled), rec.where)
+                               rec.require_sender_authentication_enabled, alt_email,
+                               _phone(rec.phone)), rec.where)
             for alias in dict.fromkeys(_key(a, source, rec.where) for a in rec.aliases):
                 if alias != primary:
                     add(alias, Entry(alias, "alias", (), primary), rec.where)
@@ -121,6 +130,10 @@ class Directory:
                 seen_groups.add(entry.address)
                 stack.append(self._resolve(m) for m in entry.members)
         return list(out)
+
+    def mailboxes(self) -> list[Entry]:
+        """Every mailbox entry (the webmail's users), in file order."""
+        return [e for e in self._entries.values() if e.kind == "mailbox"]
 
     @property
     def domains(self) -> frozenset[str]:
@@ -206,6 +219,15 @@ class DirectoryWatcher:
         except OSError as exc:
             raise DirectoryError(f"{self.path}: cannot stat: {exc.strerror or exc}") from None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+#: a phone number as exported: digits with an optional leading +, spaces, dots, dashes, brackets
+_PHONE = re.compile(r"\+?[0-9][0-9 .()/-]{5,30}")
+
+
+def _phone(value: str) -> str:
+    """``+44 (1632) 960-961`` → ``+441632960961`` (separators dropped)."""
+    return re.sub(r"[^0-9+]", "", value)
 
 
 def _key(address: str, source: str, where: str) -> str:

@@ -31,6 +31,10 @@ class Record:
     where: str = ""                # "line 7" or "groups[2]"
     #: Exchange RequireSenderAuthenticationEnabled: only internal senders may send to it
     require_sender_authentication_enabled: bool = False
+    #: mailboxes: an alternate address outside the company (AD/Entra ``otherMails``) and a
+    #: phone number (``mobile``) for webmail login codes; "" when not exported
+    alt_email: str = ""
+    phone: str = ""
 
 
 # Exchange RecipientTypeDetails → kind; any other type (UserMailbox, SharedMailbox,
@@ -50,7 +54,7 @@ KIND_BY_TYPE = {
 
 _CSV_REQUIRED = ("primarysmtpaddress", "recipienttypedetails")
 _CSV_OPTIONAL = ("emailaddresses", "members", "externalemailaddress",
-                 "requiresenderauthenticationenabled")
+                 "requiresenderauthenticationenabled", "othermails", "mobilephone", "mobile")
 _RSAE = "require_sender_authentication_enabled"
 # How Export-Csv writes a [bool]; "" (the property is absent for this recipient type) is False.
 _CSV_BOOL = {"true": True, "false": False, "": False}
@@ -59,7 +63,7 @@ _UNJOINED = ("proxyaddresscollection", "system.object[]", "multivaluedproperty")
 
 _JSON_TOP = {"mailboxes", "groups", "contacts", "generated", "source", "comment"}
 _JSON_ITEM = {
-    "mailboxes": {"address", "aliases", "name", _RSAE},
+    "mailboxes": {"address", "aliases", "name", _RSAE, "alt_email", "phone"},
     "groups": {"address", "aliases", "members", "name", "dynamic", _RSAE},
     "contacts": {"address", "aliases", "target", "name"},
 }
@@ -110,6 +114,12 @@ def read_json(source: str, text: str) -> list[Record]:
             target = item.get("target", "")
             if not isinstance(target, str):
                 raise DirectoryError(f"{source}: {where}: \"target\" must be a string")
+            contact = {}
+            for key in ("alt_email", "phone"):
+                value = item.get(key, "")
+                if not isinstance(value, str):
+                    raise DirectoryError(f"{source}: {where}: \"{key}\" must be a string")
+                contact[key] = value.strip()
             internal_only = item.get(_RSAE, False)
             if not isinstance(internal_only, bool):
                 raise DirectoryError(f"{source}: {where}: \"{_RSAE}\" must be true or false")
@@ -118,7 +128,7 @@ def read_json(source: str, text: str) -> list[Record]:
                 aliases=_str_list(item.get("aliases", []), "aliases", source, where),
                 members=_str_list(item.get("members", []), "members", source, where),
                 target=target.strip(), where=where,
-                require_sender_authentication_enabled=internal_only))
+                require_sender_authentication_enabled=internal_only, **contact))
     return records
 
 
@@ -160,7 +170,7 @@ def _csv_record(row: dict[str, str], source: str, where: str) -> Record:
         raise DirectoryError(f"{source}: {where}: empty PrimarySmtpAddress")
     where = f"{where} ({address})"
     kind = KIND_BY_TYPE.get(row["recipienttypedetails"].strip().lower(), "mailbox")
-    for column in ("emailaddresses", "members"):
+    for column in ("emailaddresses", "members", "othermails"):
         value = row.get(column, "").strip().lower()
         if any(marker in value for marker in _UNJOINED):
             raise DirectoryError(
@@ -180,9 +190,11 @@ def _csv_record(row: dict[str, str], source: str, where: str) -> Record:
     if flag.lower() not in _CSV_BOOL:
         raise DirectoryError(f"{source}: {where}: RequireSenderAuthenticationEnabled is "
                              f"{flag!r}, expected True or False")
+    other = [_strip_smtp(m) for m in _split(row.get("othermails", ""))]
+    phone = (row.get("mobilephone", "") or row.get("mobile", "")).strip()
     return Record(kind, address, tuple(aliases), members,
                   _strip_smtp(row.get("externalemailaddress", "").strip()), where,
-                  _CSV_BOOL[flag.lower()])
+                  _CSV_BOOL[flag.lower()], other[0] if other else "", phone)
 
 
 def _split(value: str) -> list[str]:

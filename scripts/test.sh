@@ -10,12 +10,15 @@
 #   libio-socket-inet6-perl swaks over IPv6; only recommended by swaks
 #   postfix                 smtp-sink/smtp-source and the benchmark yardstick (never started)
 #   iproute2, util-linux    ip (loopback aliases), mount/umount (a small tmpfs is a real full disk)
+#   systemd                 systemd-analyze verify of deploy/systemd/mailgate.service
+#   chromium                the real browser of the webmail tests, driven by pip playwright through
+#                           /usr/bin/chromium (Playwright's own browser download cannot run here)
 # Python: the project with its [test] extras. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(dnsmasq-base swaks libnet-ssleay-perl libio-socket-ssl-perl
-                 libio-socket-inet6-perl postfix iproute2 util-linux)
+                 libio-socket-inet6-perl postfix iproute2 util-linux systemd chromium)
 
 need=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -44,6 +47,17 @@ grep -q "=== TLS supported" <<<"$support" \
 [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] || fail "smtp-sink/smtp-source not found (postfix)"
 python3 - <<'EOF' || fail "Python test dependencies do not import"
 import aiosmtpd, aiosmtplib, dns.asyncresolver, pytest, pytest_asyncio, trustme  # noqa: F401
+import nh3, argon2, pyotp, dkim, nacl, jinja2, multipart, yaml, playwright.sync_api  # noqa: F401
+EOF
+timeout 120 python3 - <<'EOF' || fail "Playwright cannot drive /usr/bin/chromium headless"
+from playwright.sync_api import sync_playwright
+with sync_playwright() as p:
+    b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu",
+                          "--disable-background-networking", "--disable-component-update"])
+    page = b.new_page()
+    page.set_content("<title>ok</title>")
+    assert page.title() == "ok"
+    b.close()
 EOF
 
 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -6,6 +6,10 @@ held message is always readable by its recipients. One row per (mailbox, message
 table ``mailbox_fts`` (rowid = mailbox_messages.id) the searchable text. Every read takes the
 owner's mailbox address and filters on it: one user can never read another user's mail
 (MISSION.md, multi-tenant privacy).
+
+Mail delivered to local mailboxes is filed too when ``continuity.journal = "all"`` (spool.journal):
+such an entry is "pending" (``indexed`` 0) until the background indexer has written its headers
+and FTS row, and its bytes are the queue's own copy (``bodies``), not a row of mailbox_bodies.
 """
 from __future__ import annotations
 
@@ -13,6 +17,11 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
+
+from spool import journal as _journal
+
+#: Most entries one ``purge`` call deletes: one bounded write transaction (docs/continuity.md).
+PURGE_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -60,20 +69,24 @@ def file_message(conn: sqlite3.Connection, e: FilingEntry, now: float | None = N
 
 
 _COLUMNS = ("id, mailbox, queue_id, event_id, filed_at, envelope_from, envelope_rcpt, from_header,"
-            " to_header, cc_header, subject, date_header, message_id, size, has_attachments, seen, folder, deleted")
+            " to_header, cc_header, subject, date_header, message_id, size, has_attachments, seen,"
+            " folder, deleted, indexed")
 
 
 def list_mailbox(conn: sqlite3.Connection, mailbox: str, limit: int = 50, offset: int = 0,
                  folder: str | None = None) -> list[dict]:
     """The owner's messages, newest first, without bytes; only ``folder``'s (inbox | sent) and
-    not deleted when ``folder`` is given."""
+    not deleted when ``folder`` is given. A pending journal entry comes with its header fields
+    parsed now (spool.journal.fill_headers)."""
     if folder is None:
-        return [dict(r) for r in conn.execute(
+        rows = conn.execute(
             f"SELECT {_COLUMNS} FROM mailbox_messages WHERE mailbox=? ORDER BY filed_at DESC, id DESC"
-            " LIMIT ? OFFSET ?", (mailbox.casefold(), limit, offset))]
-    return [dict(r) for r in conn.execute(
-        f"SELECT {_COLUMNS} FROM mailbox_messages WHERE mailbox=? AND folder=? AND deleted=0"
-        " ORDER BY filed_at DESC, id DESC LIMIT ? OFFSET ?", (mailbox.casefold(), folder, limit, offset))]
+            " LIMIT ? OFFSET ?", (mailbox.casefold(), limit, offset))
+    else:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM mailbox_messages WHERE mailbox=? AND folder=? AND deleted=0"
+            " ORDER BY filed_at DESC, id DESC LIMIT ? OFFSET ?", (mailbox.casefold(), folder, limit, offset))
+    return [dict(r) if r["indexed"] else _journal.fill_headers(conn, dict(r)) for r in rows]
 
 
 def get_message(conn: sqlite3.Connection, mailbox: str, message_id: int, with_data: bool = True) -> dict | None:
@@ -82,10 +95,9 @@ def get_message(conn: sqlite3.Connection, mailbox: str, message_id: int, with_da
                        (message_id, mailbox.casefold())).fetchone()
     if row is None:
         return None
-    out = dict(row)
-    if with_data:
-        b = conn.execute("SELECT data FROM mailbox_bodies WHERE queue_id=?", (out["queue_id"],)).fetchone()
-        out["data"] = bytes(b[0]) if b else None
+    out = dict(row) if row["indexed"] else _journal.fill_headers(conn, dict(row))
+    if with_data:   # the held copy, else the queue's (a journal entry); None if both are gone
+        out["data"] = _journal.message_data(conn, out["queue_id"])
     return out
 
 
@@ -115,11 +127,21 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT mailbox, count(*) FROM mailbox_messages GROUP BY mailbox").fetchall())
 
 
-def purge(conn: sqlite3.Connection, before: float) -> int:
-    """Delete mailbox entries filed before ``before`` (unix seconds), their index rows, and bytes
-    no entry refers to any more. Returns the number of entries deleted."""
-    ids = [r[0] for r in conn.execute("SELECT id FROM mailbox_messages WHERE filed_at < ?", (before,))]
-    conn.executemany("DELETE FROM mailbox_fts WHERE rowid=?", [(i,) for i in ids])
-    conn.executemany("DELETE FROM mailbox_messages WHERE id=?", [(i,) for i in ids])
-    conn.execute("DELETE FROM mailbox_bodies WHERE queue_id NOT IN (SELECT queue_id FROM mailbox_messages)")
+def purge(conn: sqlite3.Connection, before: float, limit: int = PURGE_BATCH) -> int:
+    """Delete up to ``limit`` mailbox entries filed before ``before`` (unix seconds), oldest
+    first, with their FTS rows, and the bytes no entry refers to any more: the held copy
+    (mailbox_bodies) and the queue's copy of a finished (delivered or bounced) message. Returns
+    the number of entries deleted; call again while it returns ``limit`` (one bounded write
+    transaction per call: gateway.continuity.journal.purge_expired does)."""
+    rows = conn.execute("SELECT id, queue_id FROM mailbox_messages WHERE filed_at < ?"
+                        " ORDER BY filed_at LIMIT ?", (before, limit)).fetchall()
+    ids = [(r[0],) for r in rows]
+    conn.executemany("DELETE FROM mailbox_fts WHERE rowid=?", ids)
+    conn.executemany("DELETE FROM mailbox_messages WHERE id=?", ids)
+    for q in {r[1] for r in rows}:
+        if conn.execute("SELECT 1 FROM mailbox_messages WHERE queue_id=? LIMIT 1", (q,)).fetchone():
+            continue
+        conn.execute("DELETE FROM mailbox_bodies WHERE queue_id=?", (q,))
+        conn.execute("DELETE FROM bodies WHERE queue_id=? AND EXISTS (SELECT 1 FROM messages"
+                     " WHERE queue_id=? AND state IN ('delivered','bounced'))", (q, q))
     return len(ids)

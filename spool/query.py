@@ -104,4 +104,16 @@ def next_due_at(conn: sqlite3.Connection) -> float | None:
     return row[0]
 
 
-__all__ = ["Recipient", "StoredMessage", "get_message", "list_messages", "count_by_state", "next_due_at"]
+def volume_since(conn: sqlite3.Connection, since: float) -> dict[str, int]:
+    """What arrived since ``since`` (unix seconds): ``messages`` and their ``bytes`` in the queue
+    (any state, as long as their records are kept), and ``mailbox_bytes`` of message copies filed
+    into continuity mailboxes (each message's bytes once). For `mailgate doctor`'s disk estimate."""
+    n, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE arrived_at >= ?",
+                           (since,)).fetchone()
+    boxed = conn.execute("SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM "
+                         "mailbox_messages WHERE filed_at >= ? GROUP BY queue_id)", (since,)).fetchone()[0]
+    return {"messages": n, "bytes": size, "mailbox_bytes": boxed}
+
+
+__all__ = ["Recipient", "StoredMessage", "get_message", "list_messages", "count_by_state", "next_due_at",
+           "volume_since"]

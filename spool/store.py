@@ -28,6 +28,7 @@ from typing import Any, Callable
 from spool import commit as _commit
 from spool import mailbox as _mailbox
 from spool import db as _db
+from spool import journal as _journal
 from spool import query as _query
 from spool import recover as _recover
 from spool import transitions as _tr
@@ -127,12 +128,19 @@ class Spool:
 
     async def record_attempt(self, queue_id: str, outcomes: list[_tr.RcptOutcome],
                              next_attempt_at: float, dsn: NewMessage | None = None,
-                             hold: bool = False, filing=None) -> QueueState:
+                             hold: bool = False, filing=None, journal=None,
+                             on_journal_error: Callable[[Exception], None] | None = None) -> QueueState:
         """Record an attempt (see transitions.record_attempt) and, in the same transaction,
-        enqueue the bounce ``dsn`` if one is given (a bounce is never lost or sent twice), and file
-        a held message into its continuity mailboxes (``filing``: spool.mailbox.FilingEntry)."""
-        return await self.write(_record_with_dsn, queue_id, outcomes, next_attempt_at, dsn, hold,
-                                filing)
+        enqueue the bounce ``dsn`` if one is given (a bounce is never lost or sent twice), file
+        a held message into its continuity mailboxes (``filing``: spool.mailbox.FilingEntry), and
+        journal its delivered local recipients (``journal``: spool.journal.JournalEntry). A
+        journal filing that fails (not the storage: that fails the whole record) is undone alone:
+        the attempt is still recorded, and ``on_journal_error(exc)`` is called on the loop."""
+        state, journal_error = await self.write(_record_with_dsn, queue_id, outcomes,
+                                                next_attempt_at, dsn, hold, filing, journal)
+        if journal_error is not None and on_journal_error is not None:
+            on_journal_error(journal_error)
+        return state
 
     async def move(self, queue_id: str, src, dst: QueueState, **kw) -> QueueState:
         return await self.write(lambda c: _tr.move(c, queue_id, src, dst, **kw))
@@ -231,13 +239,25 @@ def _resolve_all(results) -> None:
             fut.set_result(r)
 
 
-def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False, filing=None):
+def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False, filing=None,
+                     journal=None):
+    journal_error = None
+    if journal is not None:   # before the record: record_attempt keeps the bytes it refers to
+        conn.execute("SAVEPOINT journal")
+        try:
+            _journal.file_delivered(conn, journal)
+        except Exception as e:
+            if storage_failure(e) or not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO journal")
+            journal_error = e
+        conn.execute("RELEASE journal")
     state = _tr.record_attempt(conn, queue_id, outcomes, next_attempt_at, hold=hold)
     if filing is not None and state is QueueState.HOLD:
         _mailbox.file_message(conn, filing)
     if dsn is not None:
         _commit.insert_message(conn, dsn)
-    return state
+    return state, journal_error
 
 
 __all__ = ["Spool", "SpoolError", "NewMessage", "StoredMessage", "Recipient", "storage_failure"]

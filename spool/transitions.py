@@ -3,7 +3,8 @@
 Each function runs inside a write transaction opened by the caller, and each move is one guarded
 ``UPDATE ... WHERE queue_id=? AND state=?`` so two actors (a delivery worker and an operator, or
 two gateways on one spool) can never both move the same message. Reads and writes
-``messages.state``, ``recipients.state``; deletes ``bodies`` rows of finished messages.
+``messages.state``, ``recipients.state``; deletes ``bodies`` rows of finished messages, except
+the bytes a journal entry refers to (spool.journal: they go with its last entry, spool.mailbox.purge).
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptO
     if no recipient is pending or bounced, ``bounced`` if none is pending and some bounced, else
     ``deferred`` with ``next_attempt_at`` (unix seconds), or ``hold`` (reason 'continuity') if
     ``hold`` is set: a continuity event holds what is left for the downstream. The body is deleted once the message is
-    finished. Returns the new state. Raises InvalidTransition if the message is not active.
+    finished, unless a continuity-mailbox entry refers to it and no held copy of it exists
+    (a journal entry: spool.journal). Returns the new state. Raises InvalidTransition if the message is not active.
     """
     now = time.time() if now is None else now
     conn.executemany(
@@ -98,7 +100,9 @@ def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptO
     if outcomes:    # some recipient was tried (a refused connection counts: the backoff doubles)
         conn.execute("UPDATE messages SET attempts=attempts+1 WHERE queue_id=?", (queue_id,))
     if dst.terminal:
-        conn.execute("DELETE FROM bodies WHERE queue_id=?", (queue_id,))
+        conn.execute("DELETE FROM bodies WHERE queue_id=? AND NOT (EXISTS (SELECT 1 FROM mailbox_messages"
+                     " WHERE queue_id=?) AND NOT EXISTS (SELECT 1 FROM mailbox_bodies WHERE queue_id=?))",
+                     (queue_id, queue_id, queue_id))
     return dst
 
 
@@ -145,10 +149,13 @@ def flush(conn: sqlite3.Connection, queue_id: str | None = None, now: float | No
 
 
 def purge_finished(conn: sqlite3.Connection, before: float) -> int:
-    """Delete delivered and bounced messages (their bytes are already gone) last changed before
-    ``before`` (unix seconds), with their recipients. Returns how many were deleted."""
-    return conn.execute("DELETE FROM messages WHERE state IN ('delivered','bounced') AND updated_at < ?",
-                        (before,)).rowcount
+    """Delete delivered and bounced messages last changed before ``before`` (unix seconds), with
+    their recipients; a message a continuity-mailbox entry still refers to is kept (with the
+    bytes of a journal entry) until the mailbox purge has removed its entries. Returns how many
+    were deleted."""
+    return conn.execute("DELETE FROM messages WHERE state IN ('delivered','bounced') AND updated_at < ?"
+                        " AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.queue_id ="
+                        " messages.queue_id)", (before,)).rowcount
 
 
 __all__ = ["move", "claim_due", "RcptOutcome", "record_attempt", "record_delivered",

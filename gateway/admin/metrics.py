@@ -59,12 +59,13 @@ class GatewayCollector(Collector):
                                 "1 while an admin must confirm a continuity event",
                                 value=1.0 if s["awaiting_confirm"] else 0.0)
         r = s["replay"]
-        yield GaugeMetricFamily("mailgate_replay_released", "Held messages released in this replay",
-                                value=r["released"])
-        yield GaugeMetricFamily("mailgate_replay_remaining", "Held messages still to release",
+        # names per Prometheus' conventions: the unit is the last word (test_metric_names.py)
+        yield GaugeMetricFamily("mailgate_replay_released_messages",
+                                "Held messages released in this replay", value=r["released"])
+        yield GaugeMetricFamily("mailgate_replay_remaining_messages", "Held messages still to release",
                                 value=r["remaining"])
-        yield GaugeMetricFamily("mailgate_replay_rate", "Current replay rate limit (messages/s)",
-                                value=r["rate"])
+        yield GaugeMetricFamily("mailgate_replay_rate_limit_messages_per_second",
+                                "Current replay rate limit, messages per second", value=r["rate"])
 
     @staticmethod
     def _probes(latest: dict):

@@ -15,7 +15,7 @@ each gets exactly one audit record in the same transaction as its effect (applie
 expired when older than ``command_ttl`` seconds on pick-up).
 
 Clocks: durations and deadlines (hysteresis, probe freshness, the replay's token bucket,
-reminders, purges) use ``monotonic``; ``clock`` (wall, unix seconds) stamps what is persisted or
+reminders) use ``monotonic``; ``clock`` (wall, unix seconds) stamps what is persisted or
 shown (``since``, audit records, command ages across processes).
 """
 from __future__ import annotations
@@ -30,7 +30,6 @@ from gateway.continuity.engine import EngineState, Health, HealthTracker, Mode, 
 from gateway.retry import Backoff, FaultLog, retry
 from spool import SpoolError
 from spool import continuity as store
-from spool import mailbox
 
 #: Seconds between steps while replaying: releases follow deliveries closely instead of waiting
 #: for the next decision tick (else the replay could not exceed replay_concurrency / tick msg/s).
@@ -70,8 +69,6 @@ class ContinuityController:
         self._last_deferred = 0
         self._tokens, self._last_release, self._last_adapt = 1.0, 0.0, 0.0
         self._next_reminder = 0.0
-        self._next_purge = monotonic()
-        self._purge_due = True
         self._seen: dict[str, tuple[object, float]] = {}   # probe -> (its latest result, first seen)
         self._lock = asyncio.Lock()           # the one owner of self.state and its spool record
 
@@ -107,7 +104,8 @@ class ContinuityController:
             await asyncio.sleep(min(self.cfg.tick, REPLAY_STEP) if recovering else self.cfg.tick)
 
     async def step(self) -> None:
-        """One decision: admin commands, evidence, the engine, the replay, housekeeping."""
+        """One decision: admin commands, evidence, the engine, the replay, reminders (the
+        continuity mailboxes' retention purge is gateway.continuity.journal's)."""
         async with self._lock:
             await self._step()
 
@@ -121,11 +119,6 @@ class ContinuityController:
             await self._commit(t)
         if self.state.mode is Mode.RECOVERING:
             await self._replay_step(now)
-        if self._purge_due or now >= self._next_purge:
-            self._purge_due, self._next_purge = False, now + 3600.0
-            n = await self.spool.write(mailbox.purge, wall - self.cfg.mailbox_retention)
-            if n:
-                self.log.info("mailbox_purged", entries=n)
         if self.state.mode is Mode.CONTINUITY and now >= self._next_reminder:
             self._next_reminder = now + self.cfg.alert_repeat
             await self.alerter.send(f"reminder-{self.state.event_id}-{now // self.cfg.alert_repeat}",

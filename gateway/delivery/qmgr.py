@@ -7,6 +7,9 @@ one transaction that also moves the message on: ``delivered``, ``bounced`` or ``
 next retry time (gateway.delivery.backoff, Postfix's schedule). Recipients that fail permanently,
 or are still pending when the queue lifetime is over, get one RFC 3464 bounce to the envelope
 sender, enqueued in the same transaction (never for a bounce: RFC 3464 §2, RFC 5321 §6.1).
+With the journal on (continuity.journal = "all"), the recipients a smarthost route delivered
+are filed into their continuity mailboxes in that transaction too (``journal`` hook); a filing
+that fails is logged and counted, never holds up or fails the record.
 
 With several chunks, each chunk's delivered recipients are written as soon as it completes. An
 internal error in a chunk (ours: a route the resolver refuses, any exception) is a 4.3.0
@@ -32,7 +35,8 @@ from gateway.retry import Backoff, FaultLog, retry
 from gateway.router import Router
 from spool import NewMessage, QueueState, RcptState, Spool, SpoolError
 from spool.query import StoredMessage, message_size
-from spool.transitions import RcptOutcome, purge_finished, record_delivered
+from spool.journal import record_delivered
+from spool.transitions import RcptOutcome, purge_finished
 
 #: Seconds between looks at the queue when nothing wakes the manager (deferred mail, CLI flush).
 POLL_INTERVAL = 1.0
@@ -64,6 +68,10 @@ class QueueManager:
         #: Set by the continuity engine: ``await filer(msg, held_addresses)`` → a
         #: spool.mailbox.FilingEntry (or None) filed in the same transaction as the hold.
         self.filer = None
+        #: Set by gateway.continuity.journal when continuity.journal = "all": ``journal(msg,
+        #: delivered_addresses)`` → a spool.journal.JournalEntry (or None), cheap and synchronous
+        #: (no parsing), filed in the same transaction as the delivery record.
+        self.journal = None
         # spool failures, logged once per distinct error (gateway.retry)
         self._loop_faults = FaultLog(log, "qmgr_claim_failed")
         self._purge_faults = FaultLog(log, "qmgr_purge_failed")
@@ -222,8 +230,11 @@ class QueueManager:
         delivered = [RcptOutcome(r.idx, out.state, out.code, out.text, out.host)
                      for r, out, _kind in outs if out.state is RcptState.DELIVERED]
         if early and delivered:
-            try:   # best effort: the attempt's own record below writes them too
-                await self.spool.write(record_delivered, msg.queue_id, delivered)
+            local = [r.address for r, out, kind in outs
+                     if kind == "smarthost" and out.state is RcptState.DELIVERED]
+            journal = self._journal_entry(msg, local) if local else None
+            try:   # best effort: the attempt's own record below writes them (and the journal) too
+                await self.spool.write(record_delivered, msg.queue_id, delivered, journal)
             except Exception as e:
                 self._record_faults.failed(e, queue_id=msg.queue_id)
 
@@ -263,9 +274,13 @@ class QueueManager:
                     raise
                 self.log.exception("dsn_failed", queue_id=msg.queue_id)
         filing = await self._filing(msg, held)
+        journal = self._journal(msg, outcomes, done)
         next_at = next_attempt(self.retry, msg.attempts + 1, now)
         state = await self._spool(lambda: self.spool.record_attempt(
-            msg.queue_id, outcomes, next_at, dsn, hold=bool(held), filing=filing), msg.queue_id)
+            msg.queue_id, outcomes, next_at, dsn, hold=bool(held), filing=filing, journal=journal,
+            on_journal_error=lambda e: self._journal_failed(msg.queue_id, e)), msg.queue_id)
+        if journal is not None:
+            self.stats["journaled"] += 1
         if held:
             self.stats["held"] += len(held)
             self.log.info("held", queue_id=msg.queue_id, nrcpt=len(held), reason="continuity event")
@@ -285,6 +300,26 @@ class QueueManager:
         except Exception:
             self.log.exception("filing_failed", queue_id=msg.queue_id)
             return None
+
+    def _journal(self, msg: StoredMessage, outcomes: list[RcptOutcome], done: list):
+        """The journal entry for the recipients of this attempt that a smarthost route delivered
+        (local mailboxes), or None; a failure is logged and counted, never raised."""
+        delivered = [r.address for (r, _out, kind), o in zip(done, outcomes)
+                     if kind == "smarthost" and o.state is RcptState.DELIVERED]
+        return self._journal_entry(msg, delivered) if delivered else None
+
+    def _journal_entry(self, msg: StoredMessage, delivered: list[str]):
+        if self.journal is None:
+            return None
+        try:
+            return self.journal(msg, delivered)
+        except Exception as e:
+            self._journal_failed(msg.queue_id, e)
+            return None
+
+    def _journal_failed(self, queue_id: str, exc: Exception) -> None:
+        self.stats["journal_failed"] += 1
+        self.log.error("journal_failed", queue_id=queue_id, error=f"{type(exc).__name__}: {exc}"[:300])
 
     def _log_outcome(self, msg, rcpt, state, out, text, now) -> None:
         word = {RcptState.DELIVERED: "delivered", RcptState.BOUNCED: "bounced",

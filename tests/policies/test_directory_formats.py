@@ -97,3 +97,37 @@ def test_json_require_sender_authentication_enabled(tmp_path):
 def test_bad_require_sender_authentication_value_names_file_and_place(tmp_path, name, text, message):
     with pytest.raises(DirectoryError, match=message):
         load(tmp_path, name, text)
+
+
+def test_alternate_contacts_for_webmail_login_codes(tmp_path):
+    """issue 7: OtherMails (first entry) and MobilePhone/Mobile in the CSV; alt_email and phone on
+    JSON mailboxes; a phone loses its separators."""
+    d = load(tmp_path, "d.csv",
+             '"PrimarySmtpAddress","RecipientTypeDetails","EmailAddresses","OtherMails","MobilePhone"\n'
+             '"a@example.com","UserMailbox","","SMTP:a.home@home.test;a2@home.test","+44 (1632) 960-961"\n'
+             '"b@example.com","UserMailbox","","",""\n')
+    a, b = d.lookup("a@example.com"), d.lookup("b@example.com")
+    assert (a.alt_email, a.phone, b.alt_email, b.phone) == ("a.home@home.test", "+441632960961", "", "")
+    assert [e.address for e in d.mailboxes()] == ["a@example.com", "b@example.com"]
+    d = load(tmp_path, "d2.csv", '"PrimarySmtpAddress","RecipientTypeDetails","Mobile"\n'
+                                 '"a@example.com","UserMailbox","+1 555 123 4567"\n')
+    assert d.lookup("a@example.com").phone == "+15551234567"
+    d = load(tmp_path, "d.json", '{"mailboxes": [{"address": "a@example.com", "alt_email": "x@home.test",'
+                                 ' "phone": "+15551234567"}]}')
+    assert (d.lookup("a@example.com").alt_email, d.lookup("a@example.com").phone) == ("x@home.test", "+15551234567")
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("d.csv", '"PrimarySmtpAddress","RecipientTypeDetails","MobilePhone"\n"a@example.com","UserMailbox","call me"\n',
+     r"line 2 \(a@example.com\): phone 'call me' is not a number"),
+    ("d.csv", '"PrimarySmtpAddress","RecipientTypeDetails","OtherMails"\n"a@example.com","UserMailbox","System.Object[]"\n',
+     r"othermails holds .*-join"),
+    ("d.json", '{"mailboxes": [{"address": "a@example.com", "alt_email": ["x@home.test"]}]}',
+     r"\"alt_email\" must be a string"),
+    ("d.json", '{"mailboxes": [{"address": "a@example.com", "alt_email": "not an address"}]}',
+     r"bad address 'not an address'"),
+    ("d.json", '{"groups": [{"address": "g@example.com", "phone": "+15551234567"}]}', r"groups\[0\].*unknown key"),
+])
+def test_bad_alternate_contacts_name_file_and_place(tmp_path, name, text, message):
+    with pytest.raises(DirectoryError, match=message):
+        load(tmp_path, name, text)

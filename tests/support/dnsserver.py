@@ -10,6 +10,10 @@ Checked against dnsmasq 2.90:
   ``NoNameservers`` exactly like SERVFAIL.
 - ``timeout=[...]`` domains are forwarded to a closed local UDP port: dnsmasq never answers, so
   clients see a timeout (``LifetimeTimeout``).
+- ``txt={name: text or [texts]}``: one TXT record per text, written as ``txt-record=name,"..."``
+  lines of a conf file (on the command line dnsmasq keeps the quotes and splits at commas); a
+  text longer than 255 bytes becomes one record of 255-byte strings (RFC 7208 §3.3, RFC 6376
+  §3.6.2.2: receivers concatenate them).
 - names under ``--local=/test/`` with no record are NXDOMAIN; a name that has only an A record is
   NOERROR with no answer (NoAnswer) for MX and AAAA.
 """
@@ -54,9 +58,9 @@ class DnsServer:
                  a: dict[str, str | list[str]] | None = None,
                  aaaa: dict[str, str | list[str]] | None = None,
                  servfail: list[str] = (), timeout: list[str] = (), local: str = "test",
-                 txt: dict[str, list[str]] | None = None) -> None:
+                 txt: dict[str, str | list[str]] | None = None) -> None:
         self.mx, self.a, self.aaaa = mx or {}, a or {}, aaaa or {}
-        self.txt = txt or {}          # {name: [character-string, ...]} (one TXT record each)
+        self.txt = txt or {}
         self.servfail, self.timeout, self.local = list(servfail), list(timeout), local
         self.port: int = 0
         self.pid: int | None = None
@@ -75,13 +79,26 @@ class DnsServer:
         for table in (self.a, self.aaaa):     # one --host-record per address: dnsmasq merges them
             args += [f"--host-record={name},{addr}" for name, addrs in table.items()
                      for addr in _as_list(addrs)]
-        # dnsmasq keeps quotes literally in argv: each string is given bare (no commas in it)
-        args += [f"--txt-record={name}," + ",".join(strings) for name, strings in self.txt.items()]
+        if self.txt:
+            args.append(f"--conf-file={self._txt_file()}")
         args += [f"--server=/{d}/#" for d in self.servfail]
         if self.timeout:
             hole = self._black_hole.getsockname()[1] if self._black_hole else 9
             args += [f"--server=/{d}/127.0.0.1#{hole}" for d in self.timeout]
         return args
+
+    def _txt_file(self) -> str:
+        """Write the TXT records as a dnsmasq conf file (quotes parsed there); its path."""
+        path = os.path.join(self._dir or ".", "txt.conf")
+        lines = []
+        for name, texts in self.txt.items():
+            for text in _as_list(texts):
+                chunks = [text[i:i + 255] for i in range(0, len(text), 255)] or [""]
+                quoted = ('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
+                lines.append(f"txt-record={name}," + ",".join(quoted))
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
 
     def start(self) -> "DnsServer":
         """Start dnsmasq and wait until it answers (≤5 s). Raises RuntimeError if dnsmasq is

@@ -131,3 +131,112 @@ def settle(page, seconds: float = 0.3) -> None:
 
 __all__ = ["start_webmail", "open_session", "browser_page", "Recorder", "settle", "WebmailGateway",
            "free_port"]
+
+
+# -- auth: a cookie-keeping HTTP client, the users CLI, and the spool's login state ---------------
+import hashlib as _hashlib
+import http.client as _http_client
+import re as _re
+import sqlite3 as _sqlite3
+import subprocess as _subprocess
+import sys as _sys
+from urllib.parse import urlencode as _urlencode
+
+from tests.conftest import ROOT as _ROOT
+
+PRE_FIELD = _re.compile(r'name="pre" value="([^"]*)"')
+CSRF_FIELD = _re.compile(r'name="csrf" value="([^"]*)"')
+
+
+class Client:
+    """A minimal HTTP client for the webmail that keeps cookies, never follows redirects and
+    can bind its source address (``source``: another 127.0.0.x, for per-address limits). POSTs
+    send ``Sec-Fetch-Site: same-origin`` unless ``headers`` say otherwise, as a browser would."""
+
+    def __init__(self, base: str, source: str | None = None):
+        u = urlsplit(base)
+        self.host, self.port, self.source = u.hostname, u.port, source
+        self.base = base
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, form: dict | None = None, headers: dict | None = None):
+        conn = _http_client.HTTPConnection(self.host, self.port, timeout=30,
+                                           source_address=(self.source, 0) if self.source else None)
+        h = {"User-Agent": "mailgate-tests/1"}
+        if self.cookies:
+            h["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        body = None
+        if form is not None:
+            body = _urlencode(form)
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+            h["Sec-Fetch-Site"] = "same-origin"
+        h.update(headers or {})
+        h = {k: v for k, v in h.items() if v is not None}
+        try:
+            conn.request(method, path, body=body, headers=h)
+            r = conn.getresponse()
+            text = r.read().decode("utf-8", "replace")
+            for name, value in r.getheaders():
+                if name.lower() == "set-cookie":
+                    k, _, rest = value.partition("=")
+                    v = rest.split(";", 1)[0].strip('"')
+                    if "max-age=0" in value.lower() or 'expires=thu, 01 jan 1970' in value.lower():
+                        self.cookies.pop(k, None)
+                    else:
+                        self.cookies[k] = v
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, text
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, form: dict, **kw):
+        return self.request("POST", path, form=form, **kw)
+
+    def pre(self, path: str = "/login") -> str:
+        """GET ``path`` and return its pre-session form token."""
+        status, _, text = self.get(path)
+        m = PRE_FIELD.search(text)
+        assert m, (status, text[:500])
+        return m.group(1)
+
+    def login(self, address: str, password: str, **kw):
+        return self.post("/login", {"pre": self.pre(), "address": address, "password": password}, **kw)
+
+
+def users_cli(gw: WebmailGateway, *args: str, stdin: str | None = None) -> _subprocess.CompletedProcess:
+    """`mailgate --config <gw's> users ARGS...` (``stdin`` piped in)."""
+    return _subprocess.run([_sys.executable, "-m", "gateway.cli", "--config", str(gw.gw.config),
+                            "users", *args], input=stdin, capture_output=True, text=True,
+                           cwd=_ROOT, timeout=60)
+
+
+def set_password(gw: WebmailGateway, address: str, password: str) -> None:
+    r = users_cli(gw, "set-password", address, stdin=password + "\n")
+    assert r.returncode == 0, r.stderr
+
+
+def spool_rows(spool_path: Path, sql: str, *params) -> list[dict]:
+    """Rows of a read-only query on the gateway's spool."""
+    db = _sqlite3.connect(f"file:{spool_path}?mode=ro", uri=True)
+    db.row_factory = _sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute(sql, params)]
+    finally:
+        db.close()
+
+
+def session_row(spool_path: Path, cookie: str) -> dict | None:
+    rows = spool_rows(spool_path, "SELECT * FROM webmail_sessions WHERE id_hash=?",
+                      _hashlib.sha256(cookie.encode()).hexdigest())
+    return rows[0] if rows else None
+
+
+def audit_rows(spool_path: Path, action: str | None = None, address: str | None = None) -> list[dict]:
+    sql, params = "SELECT * FROM webmail_audit WHERE 1=1", []
+    if action is not None:
+        sql, params = sql + " AND action=?", [*params, action]
+    if address is not None:
+        sql, params = sql + " AND address=?", [*params, address]
+    return spool_rows(spool_path, sql + " ORDER BY id", *params)

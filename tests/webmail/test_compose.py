@@ -50,7 +50,7 @@ class World:
                                   sel, "--algorithm", alg, "--dir", str(tmp_path / "keys")],
                                  capture_output=True, text=True, cwd=ROOT, check=True).stdout
             name, strings, toml = parse_output(out)
-            records[name] = strings
+            records[name] = "".join(strings)   # dnsserver splits it into 255-byte strings again
             keys.append(toml)
         self.dns = DnsServer(mx={"ext.test": [(10, "mx.ext.test")]}, a={"mx.ext.test": "127.0.0.1"},
                              txt=records).start()

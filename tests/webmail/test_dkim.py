@@ -57,13 +57,14 @@ def published(tmp_path):
     rsa = keygen(tmp_path, "example.test", "rsa2026")
     ed = keygen(tmp_path, "example.test", "ed2026", "--algorithm", "ed25519-sha256")
     assert rsa.returncode == 0 and ed.returncode == 0, rsa.stderr + ed.stderr
-    records, keys = {}, []
+    records, printed, keys = {}, {}, []
     for out in (rsa.stdout, ed.stdout):
         name, strings, toml = parse_output(out)
-        records[name] = strings
+        printed[name] = strings
+        records[name] = "".join(strings)   # dnsserver splits it into 255-byte strings again
         keys.append(SimpleNamespace(**toml))
     with DnsServer(txt=records, local="test") as server:
-        yield SimpleNamespace(rsa=rsa.stdout, ed=ed.stdout, records=records, keys=keys,
+        yield SimpleNamespace(rsa=rsa.stdout, ed=ed.stdout, records=printed, keys=keys,
                               dnsfunc=dnsfunc_for(server.port))
 
 

@@ -89,7 +89,7 @@ def test_admin_api_drives_an_event_on_the_real_port(peers, tmp_path):
         assert sorted(t for _e, d in sink.messages() for t in tokens if t.encode() in d) == sorted(tokens)
         text = http.get("/metrics").text
         assert metric(text, 'mailgate_recipients_total{outcome="delivered"}') == 3.0
-        assert metric(text, 'mailgate_replay_released') == 3.0
+        assert metric(text, 'mailgate_replay_released_messages') == 3.0
         assert metric(text, 'mailgate_queue_messages{state="delivered"}') == 3.0
 
     t0 = time.monotonic()

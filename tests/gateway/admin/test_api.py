@@ -188,8 +188,8 @@ async def test_metrics_report_live_values(gw):
                  'mailgate_recipients_total{outcome="held"} 4.0',
                  'mailgate_dsn_sent_total 2.0',
                  'mailgate_queue_messages{state="hold"} 0.0',
-                 'mailgate_replay_released 0.0', 'mailgate_replay_remaining 0.0',
-                 'mailgate_replay_rate 50.0',
+                 'mailgate_replay_released_messages 0.0', 'mailgate_replay_remaining_messages 0.0',
+                 'mailgate_replay_rate_limit_messages_per_second 50.0',
                  f'mailgate_probe_ok{{critical="true",probe="smtp:[127.0.0.1]:{gw.dead_port}"}} 0.0'):
         assert want in lines, want
     assert any(l.startswith("mailgate_probe_latency_seconds{") for l in lines)

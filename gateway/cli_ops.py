@@ -1,0 +1,145 @@
+"""`mailgate doctor` and `mailgate alerts test`: the operations commands.
+
+    mailgate doctor [--json]                 preflight (gateway/doctor.py); exit 0 OK, 1 WARN, 2 FAIL
+    mailgate alerts test [--wait SECONDS]    a test alert on every configured channel
+
+``alerts test`` needs no running gateway for the apprise URLs (sent from this process, one at a
+time, so each channel's outcome is printed on its own). Alert mail goes the way the gateway's own
+alerts go (gateway/continuity/alerts.py): committed into the spool as a new message, which the
+running gateway's queue manager picks up within a second and delivers by the MX of the alternate
+domain. The command then watches that message for ``--wait`` seconds and prints what happened
+(delivered, refused, deferred with the last error, or still queued: is the gateway running?).
+Exit status: 0 every channel delivered, 1 one did not (or none is configured), 2 usage error.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+__all__ = ["add_parsers", "run"]
+
+
+def add_parsers(sub) -> None:
+    """Register ``doctor`` and ``alerts`` on the top-level subparsers of gateway.cli."""
+    sub.add_parser("doctor", help="preflight: what will break").add_argument("--json", action="store_true")
+    a = sub.add_parser("alerts", help="alert channels").add_subparsers(dest="acmd", required=True)
+    t = a.add_parser("test", help="send a test alert on every configured channel")
+    t.add_argument("--wait", type=float, default=30.0, help="seconds to watch alert mail")
+
+
+def run(cfg, args) -> int:
+    if args.cmd == "doctor":
+        return doctor(cfg, args.json)
+    return asyncio.run(alerts_test(cfg, args.wait))
+
+
+def doctor(cfg, as_json: bool) -> int:
+    from gateway import doctor as d
+    started = time.monotonic()
+    checks = asyncio.run(d.run_checks(cfg))
+    seconds = time.monotonic() - started
+    if as_json:
+        print(json.dumps(d.as_json(checks, seconds), indent=1))
+    else:
+        width = max((len(c.check) for c in checks), default=0)
+        for c in checks:
+            print(d.format_line(c, width))
+        print(f"-- {d.worst(checks)} ({len(checks)} checks in {seconds:.1f}s)")
+    return d.LEVELS.index(d.worst(checks))
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _notify(url: str, title: str, body: str) -> tuple[bool, str]:
+    import apprise
+    a = apprise.Apprise()
+    if not a.add(url):
+        return False, "apprise cannot use this URL"
+    cap = _Capture()
+    logger = logging.getLogger("apprise")
+    logger.addHandler(cap)
+    try:
+        ok = a.notify(title=title, body=body)
+    finally:
+        logger.removeHandler(cap)
+    return bool(ok), "; ".join(cap.messages[-3:])
+
+
+async def alerts_test(cfg, wait: float) -> int:
+    c = cfg.continuity
+    title = f"test alert from mailgate on {cfg.server.hostname}"
+    body = (f"This is a test of the alert channels of mailgate on {cfg.server.hostname}, sent by "
+            f"`mailgate alerts test` at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}. "
+            "No action is needed.")
+    if not c.alert_urls and not c.alert_mail_to:
+        print("FAIL  no alert channel configured (continuity.alert_urls, continuity.alert_mail_to)")
+        return 1
+    failed = 0
+    for i, url in enumerate(c.alert_urls):
+        shown = f"continuity.alert_urls[{i}] {url.partition('://')[0]}://***"
+        try:
+            ok, why = await asyncio.wait_for(asyncio.to_thread(_notify, url, title, body), 30)
+        except asyncio.TimeoutError:
+            ok, why = False, "no answer within 30 s"
+        failed += not ok
+        print(f"{'OK' if ok else 'FAIL':<4}  {shown}  " +
+              ("sent" if ok else f"not sent: {why or 'apprise reported a failure'}"))
+    if c.alert_mail_to:
+        failed += not await _mail(cfg, title, body, wait)
+    return 1 if failed else 0
+
+
+async def _mail(cfg, title: str, body: str, wait: float) -> bool:
+    from gateway.continuity.alerts import Alerter
+    from spool import RcptState, Spool, db, query
+    to = ", ".join(cfg.continuity.alert_mail_to)
+    name = "continuity.alert_mail_to"
+    if not cfg.spool_path.exists():
+        print(f"FAIL  {name} {to}  no spool at {cfg.spool_path}: start the gateway first")
+        return False
+    spool = await Spool.open(cfg.spool_path, recover=False)   # beside a running gateway: no recovery
+    try:
+        alerter = Alerter(urls=[], mail_to=cfg.continuity.alert_mail_to, spool=spool,
+                          hostname=cfg.server.hostname, log=None)
+        qid = await spool.commit(alerter._mail(title, body))    # the very message an alert sends
+    finally:
+        await spool.close()
+    print(f"....  {name} {to}  queued as {qid}; watching it for {wait:.0f}s", flush=True)
+    end = time.monotonic() + wait
+    conn = db.connect(cfg.spool_path)
+    try:
+        while True:
+            m = query.get_message(conn, qid)
+            done = m is None or not m.pending
+            if done or time.monotonic() >= end:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        conn.close()
+    if m is None:
+        print(f"WARN  {name} {to}  {qid} is gone from the queue (deleted?)")
+        return False
+    lines, ok = [], True
+    for r in m.recipients:
+        if r.state is RcptState.DELIVERED:
+            lines.append(f"OK    {name} {r.address}  delivered ({r.reply_code} {r.reply_text} "
+                         f"from {r.remote_host})")
+        elif r.state is RcptState.BOUNCED:
+            ok = False
+            lines.append(f"FAIL  {name} {r.address}  refused: {r.reply_code} {r.reply_text}")
+        else:
+            ok = False
+            why = (f"deferred: {m.last_error}" if m.attempts else
+                   "not attempted yet: is the gateway running? (mailgate queue show " + qid + ")")
+            lines.append(f"WARN  {name} {r.address}  not delivered within {wait:.0f}s, {why}")
+    print("\n".join(lines))
+    return ok
