@@ -180,7 +180,7 @@ def search_page(conn: sqlite3.Connection, mailbox: str, query: str, limit: int =
                 offset: int = 0) -> dict:
     """Full-text search of the owner's mailbox (words only, as ``search``), newest first, without
     deleted messages: {"rows": [...], "more": True if more hits follow}. Each row also has
-    ``snippet`` (FTS5 snippet() of the best column, ~16 tokens) and ``subject_marked``
+    ``snippet`` (FTS5 snippet() of the body text, ~16 tokens) and ``subject_marked``
     (highlight() of the subject), with matches between MARK_START and MARK_END. The marked
     text is mail content: the caller must escape it."""
     fts = _fts_query(query)
@@ -198,7 +198,7 @@ def search_page(conn: sqlite3.Connection, mailbox: str, query: str, limit: int =
         return {"rows": [], "more": False}
     marks = (MARK_START, MARK_END)
     found = {r["id"]: dict(r) for r in conn.execute(
-        f"SELECT {cols}, snippet(mailbox_fts, -1, ?, ?, '…', 16) AS snippet,"
+        f"SELECT {cols}, snippet(mailbox_fts, 3, ?, ?, '…', 16) AS snippet,"
         f" highlight(mailbox_fts, 0, ?, ?) AS subject_marked FROM mailbox_fts f"
         f" JOIN mailbox_messages m ON m.id = f.rowid WHERE mailbox_fts MATCH ? AND m.mailbox=?"
         f" AND f.rowid IN ({','.join('?' * len(ids))})",

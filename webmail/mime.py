@@ -253,14 +253,16 @@ def _walk(msg: Message, problems: list[str]) -> list[_Leaf]:
             problems.append(f"more than {MAX_PARTS} parts: the rest is not shown")
             break
         ctype = _ctype(part)
-        if ctype in ("message/rfc822", "message/global") and depth > 0:
+        if ctype in ("message/rfc822", "message/global") and part.is_multipart():
+            # an attached message: downloadable as a whole, its attachments listed; a message
+            # that *is* a message/rfc822 shows the inner message's text as its own
             leaves.append(_Leaf(part, nested, parent, ptype, True))
             inner = part.get_payload()
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 if depth + 1 > MAX_DEPTH:
                     problems.append("an attached message is nested too deeply to list")
                 else:
-                    stack.append((inner[0], depth + 1, True, id(part), ctype))
+                    stack.append((inner[0], depth + 1, nested or depth > 0, id(part), ctype))
             continue
         if part.is_multipart():
             children = part.get_payload()

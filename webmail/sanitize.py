@@ -107,7 +107,7 @@ class _Filter:
             return "data:image/%s;base64,%s" % (m.group(1).lower(), re.sub(r"\s+", "", m.group(2)))
         if low.startswith(("http://", "https://", "//")):
             if self.remote and low.startswith("https://"):
-                return v
+                return "https://" + v[8:]
             self.remote_blocked += 1
             return None
         return None
