@@ -212,3 +212,49 @@ def csrf_of(spool_path: Path, cookie: str) -> str:
 
 
 __all__ += ["file_raw", "fetch", "csrf_of"]
+
+
+@dataclass
+class Canary:
+    """The canary HTTP server process (tests/support/canary.py): ``base`` http://127.0.0.1:PORT;
+    ``hits()`` every request it received so far."""
+
+    port: int
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def hits(self) -> list[dict]:
+        import json
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def canary(tmp_path):
+    """A real HTTP server on a loopback port standing for "the internet", counting hits."""
+    import socket
+    import subprocess
+    import sys
+    port, log = free_port(), tmp_path / "canary-hits.jsonl"
+    p = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "support" / "canary.py"),
+                          "--port", str(port), "--log", str(log)])
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(up, 10, what="canary listening")
+    c = Canary(port, log)
+    log.write_text("")
+    yield c
+    p.terminate()
+    p.wait(5)
+
+
+__all__ += ["Canary", "canary"]
