@@ -46,15 +46,26 @@ def person(name: str, addr: str, limit: int = 120) -> dict:
             "suspicious": bool(name) and looks_like_address(name) and name.casefold() != addr.casefold()}
 
 
+_SIMPLE_FROM = re.compile(r'\s*(?:"?([^"<>\\=?,;:@]*)"?\s*<([^<>\s"@]+@[^<>\s"@]+)>|([^<>\s"@,;]+@[^<>\s"@,;]+))\s*')
+
+
 def list_sender(from_header: str, envelope_from: str = "") -> str:
     """The sender column of a folder list from the stored From header text: the display name,
     with the addr-spec beside it when the name looks like an address."""
     import email.headerregistry
     import email.policy
     text = from_header or envelope_from
+    m = _SIMPLE_FROM.fullmatch(text)                # the common shapes, without the slow parser
+    if m is not None:
+        name, spec = clean_line(m.group(1) or "", 60), clean_line(m.group(2) or m.group(3), 120)
+        if not name:
+            return spec
+        return f"{name} <{spec}>" if looks_like_address(name) and name.casefold() != spec.casefold() else name
     try:
         h = email.policy.default.header_factory("From", text[:2000])
         addrs = list(h.addresses)
+        if h.defects and text.count("@") > sum(a.addr_spec.count("@") for a in addrs):
+            addrs = []                    # "a@b.example <c@d.example>": show it as written
     except Exception:
         addrs = []
     if not addrs:

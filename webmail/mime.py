@@ -212,6 +212,8 @@ def addresses(msg: Message, name: str) -> list[tuple[str, str]]:
         h = email.policy.default.header_factory(name, raw[:MAX_ADDRESS_HEADER])
         found = [(unsurrogate(a.display_name or ""), unsurrogate(a.addr_spec or ""))
                  for a in h.addresses]
+        if h.defects and raw[:MAX_ADDRESS_HEADER].count("@") > sum(a.count("@") for _, a in found):
+            found = []                    # "a@b.example <c@d.example>": an address was lost
         if "\ufffd" in "".join(n for n, _ in found):      # a charset the parser did not know
             found = [(decode_words(_display_part(raw, a)) or n, a) for n, a in found]
         if found or not raw.strip():

@@ -167,6 +167,10 @@ def test_display_names_that_look_like_addresses_are_flagged():
     assert display.person(*p.from_[0])["suspicious"] is True
     assert display.person("Bob", "bob@x.example")["suspicious"] is False
     assert display.list_sender('"ceo@corp.example" <x@evil.example>') == "ceo@corp.example <x@evil.example>"
+    # unquoted: the parser of this interpreter drops <bob@...> (CVE-2023-27043 shape): show it as written
+    p = mime.parse(b"From: alice@example.com <bob@evil.example>\r\n\r\nx")
+    assert p.from_ == [("alice@example.com <bob@evil.example>", "")]
+    assert display.list_sender("alice@example.com <bob@evil.example>") == "alice@example.com <bob@evil.example>"
 
 
 def test_headers_for_display_lose_controls_and_bidi_and_are_bounded():
