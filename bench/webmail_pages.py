@@ -5,8 +5,8 @@ a search over a 10,000-message mailbox (issue 7, "Figures for the closing note")
 
 Files --small messages (~4 KiB each) into small@example.com and --big into big@example.com
 directly in a fresh spool (spool.mailbox.file_message, as a held message is filed), starts
-`python -m gateway.cli serve` with the webmail on a free port, and times, over one keep-alive
-HTTP connection, the median of --reps requests (ms, wall clock at the client, whole response
+`python -m gateway.cli serve` with the webmail on a free port, and times, with a new HTTP
+connection per request, the median of --reps requests (ms, wall clock at the client, whole response
 read): the inbox's first and last page, one message view, and searches (a word in every message,
 a word in ~1 %, two words, a prefix). With chromium (Debian's, via Playwright) it also times a
 full page load of the inbox (navigation start → load event). Prints one line per figure.
@@ -99,8 +99,10 @@ def main() -> int:
     base = f"http://127.0.0.1:{web}"
     try:
         wait_for(lambda: httpx.get(base + "/healthz").status_code == 200, 20, what="webmail")
-        small = httpx.Client(base_url=base, cookies={"mailgate": cookies["small@example.com"]})
-        big = httpx.Client(base_url=base, cookies={"mailgate": cookies["big@example.com"]})
+        fresh = httpx.Limits(max_keepalive_connections=0)      # a new connection per request (see doc)
+        small = httpx.Client(base_url=base, cookies={"mailgate": cookies["small@example.com"]}, limits=fresh)
+        big = httpx.Client(base_url=base, cookies={"mailgate": cookies["big@example.com"]}, limits=fresh)
+        kept = httpx.Client(base_url=base, cookies={"mailgate": cookies["small@example.com"]})
         last = -(-args.small // 50)
         rows = [
             (f"inbox page 1 of {args.small}-message mailbox", small, "/mail/inbox"),
@@ -110,6 +112,7 @@ def main() -> int:
             (f"search 'zanzibar' (1 %) over {args.big}", big, "/mail/search?q=zanzibar"),
             (f"search 'budget zanzibar' over {args.big}", big, "/mail/search?q=budget+zanzibar"),
             (f"search prefix 'deli' over {args.big}", big, "/mail/search?q=deli"),
+            (f"inbox page 1 of {args.small}, keep-alive connection", kept, "/mail/inbox"),
         ]
         for label, client, url in rows:
             print(f"{label:55s} {median_ms(client, url, args.reps):8.1f} ms (median of {args.reps})")
