@@ -36,6 +36,15 @@ def row(spool_path, mid):
         c.close()
 
 
+def downloads(spool_path):
+    """[(address, detail)] of the audited downloads."""
+    c = sqlite3.connect(spool_path)
+    try:
+        return c.execute("SELECT address, detail FROM webmail_audit WHERE action='download' ORDER BY id").fetchall()
+    finally:
+        c.close()
+
+
 def test_another_users_ids_are_404_like_missing_ones_and_change_nothing(peers, tmp_path):
     gw = start_webmail(peers, tmp_path)
     a, b = open_session(gw.spool_path, A), open_session(gw.spool_path, B)
@@ -46,6 +55,9 @@ def test_another_users_ids_are_404_like_missing_ones_and_change_nothing(peers, t
         for path in ("", "/body", "/raw"):
             assert fetch(f"{gw.base}/msg/{mid}{path}", a)[0] == 200
     assert fetch(f"{gw.base}/msg/{ids[0]}/att/0", a)[2] == b"%PDF-1.4 secret"
+    audited = downloads(gw.spool_path)                    # two sources and one attachment, all A's
+    assert len(audited) == 3 and {a for a, _ in audited} == {A}
+    assert any(d.startswith(f"msg={ids[0]} ") and d.endswith("att=0 name=plan.pdf size=15") for _, d in audited)
     for mid in ids:
         for path in ("", "/body", "/raw", "/att/0", "/att/1", "/body?remote=1"):
             s_b, _, body_b = fetch(f"{gw.base}/msg/{mid}{path}", b)
@@ -53,6 +65,7 @@ def test_another_users_ids_are_404_like_missing_ones_and_change_nothing(peers, t
             assert s_b == s_m == 404, path
             assert body_b == body_m                       # nothing tells "not yours" from "not there"
             assert b"zanzibar" not in body_b and b"secret" not in body_b
+    assert downloads(gw.spool_path) == audited            # B's refused attempts downloaded nothing
     # A opened both; put them back to unseen, then B tries every flag action
     csrf_a, csrf_b = csrf_of(gw.spool_path, a), csrf_of(gw.spool_path, b)
     for mid in ids:
