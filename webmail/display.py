@@ -52,7 +52,6 @@ _SIMPLE_FROM = re.compile(r'\s*(?:"?([^"<>\\=?,;:@]*)"?\s*<([^<>\s"@]+@[^<>\s"@]
 def list_sender(from_header: str, envelope_from: str = "") -> str:
     """The sender column of a folder list from the stored From header text: the display name,
     with the addr-spec beside it when the name looks like an address."""
-    import email.headerregistry
     import email.policy
     text = from_header or envelope_from
     m = _SIMPLE_FROM.fullmatch(text)                # the common shapes, without the slow parser

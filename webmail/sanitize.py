@@ -20,6 +20,7 @@ What survives (WEBMAIL-NOTES.md, "nh3 traps"):
 """
 from __future__ import annotations
 
+import base64
 import copy
 import html as _html
 import re
@@ -113,7 +114,6 @@ class _Filter:
         return None
 
     def cid(self, ref: str) -> str | None:
-        import base64
         key = unquote(ref).strip().strip("<>").strip()
         found = self.images.get(key) or self.folded.get(key.casefold())
         if found is None or found[0] not in RASTER:
