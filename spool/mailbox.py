@@ -89,10 +89,19 @@ def list_mailbox(conn: sqlite3.Connection, mailbox: str, limit: int = 50, offset
     return [dict(r) if r["indexed"] else _journal.fill_headers(conn, dict(r)) for r in rows]
 
 
-def get_message(conn: sqlite3.Connection, mailbox: str, message_id: int, with_data: bool = True) -> dict | None:
-    """One message of the owner's mailbox (None if it is not theirs or does not exist)."""
-    row = conn.execute(f"SELECT {_COLUMNS} FROM mailbox_messages WHERE id=? AND mailbox=?",
-                       (message_id, mailbox.casefold())).fetchone()
+def get_message(conn: sqlite3.Connection, mailbox: str, message_id: int, with_data: bool = True, *,
+                folder: str | None = None, include_deleted: bool = True) -> dict | None:
+    """One message of the owner's mailbox (None if it is not theirs or does not exist, or, when
+    given, not in ``folder`` or deleted while ``include_deleted`` is False). ``data`` is the
+    stored bytes (None if they are gone)."""
+    sql = f"SELECT {_COLUMNS} FROM mailbox_messages WHERE id=? AND mailbox=?"
+    args: list = [message_id, mailbox.casefold()]
+    if folder is not None:
+        sql += " AND folder=?"
+        args.append(folder)
+    if not include_deleted:
+        sql += " AND deleted=0"
+    row = conn.execute(sql, args).fetchone()
     if row is None:
         return None
     out = dict(row) if row["indexed"] else _journal.fill_headers(conn, dict(row))
@@ -104,13 +113,21 @@ def get_message(conn: sqlite3.Connection, mailbox: str, message_id: int, with_da
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+def _fts_query(query: str) -> str | None:
+    """Words of ``query`` as an FTS5 query (each word quoted, prefix match on the last), or None."""
+    words = _WORD.findall(query)
+    if not words:
+        return None
+    words = words[:20]
+    return " ".join(f'"{w}"' for w in words[:-1]) + (" " if len(words) > 1 else "") + f'"{words[-1]}"*'
+
+
 def search(conn: sqlite3.Connection, mailbox: str, query: str, limit: int = 50) -> list[dict]:
     """Full-text search in the owner's mailbox only; every word of ``query`` must match (prefix
     match on the last one). Query syntax is never passed to FTS5 raw: words only."""
-    words = _WORD.findall(query)
-    if not words:
+    fts = _fts_query(query)
+    if fts is None:
         return []
-    fts = " ".join(f'"{w}"' for w in words[:-1]) + (" " if len(words) > 1 else "") + f'"{words[-1]}"*'
     return [dict(r) for r in conn.execute(
         f"SELECT {', '.join('m.' + c.strip() for c in _COLUMNS.split(','))} FROM mailbox_fts f"
         " JOIN mailbox_messages m ON m.id = f.rowid WHERE mailbox_fts MATCH ? AND m.mailbox=?"
@@ -145,3 +162,91 @@ def purge(conn: sqlite3.Connection, before: float, limit: int = PURGE_BATCH) -> 
         conn.execute("DELETE FROM bodies WHERE queue_id=? AND EXISTS (SELECT 1 FROM messages"
                      " WHERE queue_id=? AND state IN ('delivered','bounced'))", (q, q))
     return len(ids)
+
+
+# -- the webmail's views -----------------------------------------------------------------------
+PER_PAGE = 50
+FOLDERS = ("inbox", "sent")
+#: Marker characters around matches in search_page() snippets (private-use code points; the
+#: webmail splits on them, escapes each run and wraps matches in <mark>).
+MARK_START, MARK_END = "\ue000", "\ue001"
+
+
+def folder_page(conn: sqlite3.Connection, mailbox: str, folder: str, page: int = 1,
+                per_page: int = PER_PAGE) -> dict:
+    """One page of a folder (inbox | sent) of the owner's mailbox, newest first (filing time),
+    without deleted messages and without bytes: {"rows": [...], "total": messages in the folder,
+    "unread": unseen ones, "page": the page shown (clamped to 1..pages), "pages": >= 1}."""
+    owner = mailbox.casefold()
+    total, unread = conn.execute(
+        "SELECT count(*), coalesce(sum(seen=0), 0) FROM mailbox_messages WHERE mailbox=? AND folder=?"
+        " AND deleted=0", (owner, folder)).fetchone()
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, int(page)), pages)
+    rows = [dict(r) for r in conn.execute(
+        f"SELECT {_COLUMNS} FROM mailbox_messages WHERE mailbox=? AND folder=? AND deleted=0"
+        " ORDER BY filed_at DESC, id DESC LIMIT ? OFFSET ?", (owner, folder, per_page, (page - 1) * per_page))]
+    return {"rows": rows, "total": total, "unread": unread, "page": page, "pages": pages}
+
+
+def unread_counts(conn: sqlite3.Connection, mailbox: str) -> dict[str, int]:
+    """{folder: unseen, not deleted messages} for every folder of FOLDERS (0 when empty)."""
+    out = dict.fromkeys(FOLDERS, 0)
+    out.update(conn.execute(
+        "SELECT folder, count(*) FROM mailbox_messages WHERE mailbox=? AND deleted=0 AND seen=0"
+        " GROUP BY folder", (mailbox.casefold(),)).fetchall())
+    return out
+
+
+def search_page(conn: sqlite3.Connection, mailbox: str, query: str, limit: int = PER_PAGE,
+                offset: int = 0) -> dict:
+    """Full-text search of the owner's mailbox (words only, as ``search``), newest first, without
+    deleted messages: {"rows": [...], "more": True if more hits follow}. Each row also has
+    ``snippet`` (FTS5 snippet() of the body text, ~16 tokens) and ``subject_marked``
+    (highlight() of the subject), with matches between MARK_START and MARK_END. The marked
+    text is mail content: the caller must escape it."""
+    fts = _fts_query(query)
+    if fts is None:
+        return {"rows": [], "more": False}
+    cols = ", ".join("m." + c.strip() for c in _COLUMNS.split(","))
+    ids = [r[0] for r in conn.execute(
+        "SELECT m.id FROM mailbox_fts f JOIN mailbox_messages m ON m.id = f.rowid"
+        " WHERE mailbox_fts MATCH ? AND m.mailbox=? AND m.deleted=0"
+        " ORDER BY m.filed_at DESC, m.id DESC LIMIT ? OFFSET ?",
+        (fts, mailbox.casefold(), limit + 1, max(0, offset)))]
+    more = len(ids) > limit
+    ids = ids[:limit]
+    if not ids:
+        return {"rows": [], "more": False}
+    marks = (MARK_START, MARK_END)
+    found = {r["id"]: dict(r) for r in conn.execute(
+        f"SELECT {cols}, snippet(mailbox_fts, 3, ?, ?, '…', 16) AS snippet,"
+        f" highlight(mailbox_fts, 0, ?, ?) AS subject_marked FROM mailbox_fts f"
+        f" JOIN mailbox_messages m ON m.id = f.rowid WHERE mailbox_fts MATCH ? AND m.mailbox=?"
+        f" AND f.rowid IN ({','.join('?' * len(ids))})",
+        (*marks, *marks, fts, mailbox.casefold(), *ids))}
+    return {"rows": [found[i] for i in ids if i in found], "more": more}
+
+
+def set_flags(conn: sqlite3.Connection, mailbox: str, message_id: int, *, seen: bool | None = None,
+              deleted: bool | None = None) -> bool:
+    """Set the owner's own flags on one message (``seen``, ``deleted``; None leaves a flag as it
+    is). Only mailbox_messages changes: the queue and what is replayed to Exchange never do.
+    Returns False if the message is not the owner's."""
+    sets, args = [], []
+    if seen is not None:
+        sets.append("seen=?")
+        args.append(int(seen))
+    if deleted is not None:
+        sets.append("deleted=?")
+        args.append(int(deleted))
+    if not sets:
+        return conn.execute("SELECT 1 FROM mailbox_messages WHERE id=? AND mailbox=?",
+                            (message_id, mailbox.casefold())).fetchone() is not None
+    return conn.execute(f"UPDATE mailbox_messages SET {', '.join(sets)} WHERE id=? AND mailbox=?",
+                        (*args, message_id, mailbox.casefold())).rowcount == 1
+
+
+def mark_deleted(conn: sqlite3.Connection, mailbox: str, message_id: int, deleted: bool = True) -> bool:
+    """Hide (or, with ``deleted=False``, show again) one message in the owner's views only."""
+    return set_flags(conn, mailbox, message_id, deleted=deleted)

@@ -240,3 +240,130 @@ def audit_rows(spool_path: Path, action: str | None = None, address: str | None 
     if address is not None:
         sql, params = sql + " AND address=?", [*params, address]
     return spool_rows(spool_path, sql + " ORDER BY id", *params)
+# -- reader: filing messages straight into a continuity mailbox ----------------------------------
+class _NoDirectory:
+    """No directory (filtering off): each envelope recipient is its own mailbox."""
+
+    def expand(self, rcpt):
+        return []
+
+    def lookup(self, rcpt):
+        return None
+
+
+def file_raw(spool_path: Path, owner: str, raw: bytes, *, folder: str = "inbox",
+             queue_id: str | None = None, now: float | None = None, conn=None) -> int:
+    """File ``raw`` into ``owner``'s continuity mailbox the way a held message is filed
+    (gateway.continuity.filing.prepare, then spool.mailbox.file_message); returns the
+    mailbox_messages id. A message prepare() cannot turn into a row (surrogates, nesting) is
+    filed with its bytes and a minimal entry, as the webmail must still show it."""
+    import uuid
+
+    from gateway.continuity.filing import prepare
+    from spool import mailbox
+    qid = queue_id or uuid.uuid4().hex[:16].upper()
+    own = conn is None
+    conn = conn or spool_db.connect(spool_path)
+    try:
+        try:
+            e = prepare(queue_id=qid, data=raw, envelope_from="sender@remote.test", rcpts=[owner],
+                        directory=_NoDirectory(), filtering=False)
+            e = _replace(e, folder=folder)
+            spool_db.transaction(conn, lambda: mailbox.file_message(conn, e, now=now))
+        except (RecursionError, UnicodeError, ValueError):
+            e = mailbox.FilingEntry(queue_id=qid, data=raw, mailboxes={owner.casefold(): owner},
+                                    envelope_from="sender@remote.test", folder=folder)
+            spool_db.transaction(conn, lambda: mailbox.file_message(conn, e, now=now))
+        return conn.execute("SELECT id FROM mailbox_messages WHERE queue_id=? AND mailbox=? AND folder=?",
+                            (qid, owner.casefold(), folder)).fetchone()[0]
+    finally:
+        if own:
+            conn.close()
+
+
+def _replace(e, **kw):
+    import dataclasses
+    return dataclasses.replace(e, **kw)
+
+
+def fetch(url: str, cookie: str | None = None, *, method: str = "GET", data: dict | None = None,
+          headers: dict | None = None):
+    """(status, headers with lower-case names, body bytes) without following redirects."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    h = dict(headers or {})
+    if cookie:
+        h["Cookie"] = f"mailgate={cookie}"
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    req = urllib.request.Request(url, data=body, headers=h, method=method)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        r = opener.open(req, timeout=30)
+        return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def csrf_of(spool_path: Path, cookie: str) -> str:
+    """The synchronizer token of the session with cookie value ``cookie``."""
+    import hashlib
+    conn = spool_db.connect(spool_path)
+    try:
+        return conn.execute("SELECT csrf_token FROM webmail_sessions WHERE id_hash=?",
+                            (hashlib.sha256(cookie.encode()).hexdigest(),)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+__all__ += ["file_raw", "fetch", "csrf_of"]
+
+
+@dataclass
+class Canary:
+    """The canary HTTP server process (tests/support/canary.py): ``base`` http://127.0.0.1:PORT;
+    ``hits()`` every request it received so far."""
+
+    port: int
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def hits(self) -> list[dict]:
+        import json
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def canary(tmp_path):
+    """A real HTTP server on a loopback port standing for "the internet", counting hits."""
+    import socket
+    import subprocess
+    import sys
+    port, log = free_port(), tmp_path / "canary-hits.jsonl"
+    p = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "support" / "canary.py"),
+                          "--port", str(port), "--log", str(log)])
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_for(up, 10, what="canary listening")
+    c = Canary(port, log)
+    log.write_text("")
+    yield c
+    p.terminate()
+    p.wait(5)
+
+
+__all__ += ["Canary", "canary"]
