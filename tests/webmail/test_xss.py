@@ -1,7 +1,8 @@
 """Hostile mail in a real browser: a set of XSS and remote-fetch vectors (WEBMAIL-NOTES.md, "Test
 vector classes") filed into a user's continuity mailbox of a real gateway, then opened in every
 view where mail content appears (folder list, message view, ?remote=1, ?view=text, the body URL
-opened directly in a tab, search results, attachment downloads) in Debian's chromium.
+opened directly in a tab, search results, the reply and forward forms that quote it, attachment
+downloads) in Debian's chromium.
 
 Every payload that runs fetches the canary ("the internet", a real HTTP server process counting
 hits), sets top.document.title and calls alert(). Asserted for every view: zero canary hits, no
@@ -189,7 +190,8 @@ def test_hostile_mail_stays_inert_in_every_view(hostile_mailbox, browser, canary
     assert page.locator("table.msglist tbody tr").count() == len(ids)
     assert "<script>" in page.locator("table.msglist").inner_text()          # shown as text
     for name, mid in ids.items():
-        for suffix in ("", "?remote=1", "?view=text", "/body", "/body?remote=1"):
+        for suffix in ("", "?remote=1", "?view=text", "/body", "/body?remote=1",
+                       "/reply", "/reply-all", "/forward", "/forward?as=attachment"):   # the quoting forms
             w.visit(f"{gw.base}/msg/{mid}{suffix}", remote="remote" in suffix)
         page.goto(f"{gw.base}/msg/{mid}")
         assert page.locator("iframe.body").count() in (0, 1)
