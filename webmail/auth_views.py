@@ -182,18 +182,28 @@ async def login_page(request: Request) -> Response:
     return _closed(request) or _page(request, "login.html", address="", error="")
 
 
-async def login_post(request: Request) -> Response:
-    ctx = request.app.state.ctx
+async def _address_form(request: Request, template: str, **values):
+    """The pre-checked form of a login step that starts from a typed address: (form, mailbox key
+    or None, the address as shown back, a response that ends the request or None): the closed
+    page (``available = "during_events"`` outside an event) or 400 for an unusable address."""
     form = await _pre_checked_form(request)
     closed = _closed(request)
     if closed is not None:
-        return closed
+        return form, None, "", closed
     typed = form.get("address")
     key = auth.clean_address(typed)
     shown = typed.strip()[:auth.MAX_ADDRESS] if isinstance(typed, str) else ""
     if key is None:
-        return _page(request, "login.html", status=400, address=shown,
-                     error="Enter your full e-mail address, like name@example.com.")
+        return form, None, shown, _page(request, template, status=400, address=shown, **values,
+                                        error="Enter your full e-mail address, like name@example.com.")
+    return form, key, shown, None
+
+
+async def login_post(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    form, key, shown, refused = await _address_form(request, "login.html")
+    if refused is not None:
+        return refused
     password = form.get("password")
     password = password if isinstance(password, str) else ""
     st = _state(ctx)
@@ -237,16 +247,9 @@ async def code_page(request: Request) -> Response:
 
 async def code_post(request: Request) -> Response:
     ctx = request.app.state.ctx
-    form = await _pre_checked_form(request)
-    closed = _closed(request)
-    if closed is not None:
-        return closed
-    typed = form.get("address")
-    key = auth.clean_address(typed)
-    shown = typed.strip()[:auth.MAX_ADDRESS] if isinstance(typed, str) else ""
-    if key is None:
-        return _page(request, "login_code.html", status=400, step="ask", address=shown, notice="",
-                     error="Enter your full e-mail address, like name@example.com.")
+    form, key, shown, refused = await _address_form(request, "login_code.html", step="ask", notice="")
+    if refused is not None:
+        return refused
     if form.get("action") == "send":
         return await _send_code(request, key, shown)
     return await _enter_code(request, key, shown, form.get("code"))

@@ -17,9 +17,8 @@ import time
 import nacl.signing
 import pytest
 import trustme
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.cli_dkim import generate
 from tests.conftest import ROOT
 from tests.support.dnsserver import DnsServer
 from tests.support.peers import SinkProc, free_port
@@ -30,13 +29,9 @@ pytestmark = pytest.mark.e2e
 GOOD, EXPIRED, SOON, DEAD = "127.0.0.41", "127.0.0.42", "127.0.0.44", "127.0.0.43"
 
 
-def rsa_key():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, base64.b64encode(spki).decode()
+def rsa_key() -> tuple[bytes, str]:
+    """(PEM private key, base64 SubjectPublicKeyInfo for p=), as `mailgate dkim keygen` makes them."""
+    return generate("rsa-sha256")
 
 
 @pytest.fixture(scope="module")
