@@ -43,9 +43,13 @@ class AdminServer:
     def bind(self) -> tuple[str, int]:
         """Open the listening socket now; returns the bound (host, port) (port 0 → the real one)."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when the
+        # socket says it is TCP (base_events._set_nodelay); without it a keep-alive response
+        # written as headers + body waits ~40 ms for the client's delayed ACK (Nagle)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, self.port))
             sock.listen(128)
             sock.set_inheritable(True)

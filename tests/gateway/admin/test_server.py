@@ -49,3 +49,27 @@ def test_busy_address_fails_at_bind():
         port = taken.getsockname()[1]
         with pytest.raises(OSError):
             AdminServer(app(), f"127.0.0.1:{port}").bind()
+
+
+async def test_accepted_connections_have_tcp_nodelay():
+    """A keep-alive response is written as headers then body: without TCP_NODELAY on the
+    accepted socket the body waited ~40 ms for the client's delayed ACK (Nagle). asyncio sets
+    it only on sockets created with proto IPPROTO_TCP."""
+    server = AdminServer(app(), "127.0.0.1:0")
+    host, port = server.bind()
+    task = asyncio.create_task(server.serve())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
+            for _ in range(50):
+                if server.server.started:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await http.get("/")).status_code == 200
+            conns = list(server.server.server_state.connections)
+            assert conns
+            for proto in conns:
+                sock = proto.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, 5)
