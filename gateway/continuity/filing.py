@@ -14,6 +14,7 @@ a header that cannot be decoded is kept raw, a part that cannot be decoded is sk
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 from html.parser import HTMLParser
 
@@ -66,9 +67,17 @@ def describe(queue_id: str, data: bytes) -> FilingEntry:
     FilingEntry without owners or bytes (``mailboxes`` empty, ``data`` b""): what the journal's
     background indexer (gateway.continuity.journal) writes for an entry filed at delivery. Pure
     CPU, never raises on broken mail: run it off the event loop."""
-    msg = email.message_from_bytes(data, policy=email.policy.default)
+    try:
+        msg = email.message_from_bytes(data, policy=email.policy.default)
+        parts = list(msg.walk())
+    except RecursionError:
+        # MIME nested deeper than the email package's recursive parser can go (hostile mail):
+        # list it by its top-level headers, index the undecoded text after them
+        msg = email.parser.BytesParser(policy=email.policy.default).parsebytes(data, headersonly=True)
+        body = data.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in data else data.split(b"\n\n", 1)[-1]
+        return _entry(queue_id, msg, [body[:MAX_TEXT].decode("utf-8", "replace")], False)
     texts, attachments = [], False
-    for part in msg.walk():
+    for part in parts:
         if part.is_multipart():
             continue
         try:
@@ -90,11 +99,15 @@ def describe(queue_id: str, data: bytes) -> FilingEntry:
         texts.append(_strip_html(text) if ctype == "text/html" else text)
         if sum(map(len, texts)) > MAX_TEXT:
             break
+    return _entry(queue_id, msg, texts, attachments)
+
+
+def _entry(queue_id: str, msg, texts: list[str], attachments: bool) -> FilingEntry:
     return FilingEntry(
         queue_id=queue_id, data=b"", mailboxes={}, from_header=_header(msg, "From"),
-        to_header=_header(msg, "To"), cc_header=_header(msg, "Cc"), subject=_header(msg, "Subject"), date_header=_header(msg, "Date"),
-        message_id=_header(msg, "Message-ID"), has_attachments=attachments,
-        body_text="\n".join(texts)[:MAX_TEXT])
+        to_header=_header(msg, "To"), cc_header=_header(msg, "Cc"), subject=_header(msg, "Subject"),
+        date_header=_header(msg, "Date"), message_id=_header(msg, "Message-ID"),
+        has_attachments=attachments, body_text="\n".join(texts)[:MAX_TEXT])
 
 
 def _header(msg, name: str) -> str:

@@ -59,3 +59,20 @@ def test_idn_forms_of_one_address_are_one_mailbox():
     owners = mailboxes_for(["Carol@XN--BCHER-KVA.example", "carol@bücher.example",
                             "carol@BÜCHER.example"], Directory.empty(), filtering=False)
     assert owners == {"carol@bücher.example": "Carol@XN--BCHER-KVA.example"}
+
+
+def test_mime_nested_deeper_than_the_parser_goes_is_still_filed_with_its_headers():
+    """1,200 nested multiparts make the email package's recursive parser raise RecursionError:
+    the message must still reach its user's mailbox, listed by its top-level headers."""
+    n = 1200
+    raw = (b"From: a@b.test\r\nTo: c@example.com\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n"
+           + b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
+                      for i in range(n))
+           + b"--b%d\r\nContent-Type: text/plain\r\n\r\nhello from the bottom\r\n--b%d--\r\n" % (n, n)
+           + b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(n))))
+    e = prepare(queue_id="Q1", data=raw, envelope_from="a@b.test", rcpts=["c@example.com"],
+                directory=Directory.empty(), filtering=False)
+    assert e is not None and e.mailboxes == {"c@example.com": "c@example.com"}
+    assert e.subject == "deep" and e.from_header == "a@b.test" and e.data == raw
+    assert "hello from the bottom" in e.body_text
