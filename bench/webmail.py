@@ -54,6 +54,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 class Gateway:
     def __init__(self, work: Path, *, exchange_port: int, journal: str, users: int):
+        work.mkdir(parents=True, exist_ok=True)
         self.work, self.smtp, self.web = work, free_port(), free_port()
         self.data = work / "data"
         directory = work / "directory.csv"

@@ -175,7 +175,8 @@ MARK_START, MARK_END = "\ue000", "\ue001"
 def folder_page(conn: sqlite3.Connection, mailbox: str, folder: str, page: int = 1,
                 per_page: int = PER_PAGE) -> dict:
     """One page of a folder (inbox | sent) of the owner's mailbox, newest first (filing time),
-    without deleted messages and without bytes: {"rows": [...], "total": messages in the folder,
+    without deleted messages and without bytes (a journal entry not yet indexed comes with its
+    header fields parsed now, as list_mailbox): {"rows": [...], "total": messages in the folder,
     "unread": unseen ones, "page": the page shown (clamped to 1..pages), "pages": >= 1}."""
     owner = mailbox.casefold()
     total, unread = conn.execute(
@@ -183,7 +184,7 @@ def folder_page(conn: sqlite3.Connection, mailbox: str, folder: str, page: int =
         " AND deleted=0", (owner, folder)).fetchone()
     pages = max(1, -(-total // per_page))
     page = min(max(1, int(page)), pages)
-    rows = [dict(r) for r in conn.execute(
+    rows = [dict(r) if r["indexed"] else _journal.fill_headers(conn, dict(r)) for r in conn.execute(
         f"SELECT {_COLUMNS} FROM mailbox_messages WHERE mailbox=? AND folder=? AND deleted=0"
         " ORDER BY filed_at DESC, id DESC LIMIT ? OFFSET ?", (owner, folder, per_page, (page - 1) * per_page))]
     return {"rows": rows, "total": total, "unread": unread, "page": page, "pages": pages}

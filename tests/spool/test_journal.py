@@ -43,3 +43,16 @@ def test_early_record_survives_an_entry_that_cannot_be_written(conn):
         conn, qid, [RcptOutcome(0, RcptState.DELIVERED, 250, "ok")], bad))
     assert changed == 1
     assert conn.execute("SELECT count(*) FROM mailbox_messages").fetchone()[0] == 0
+
+
+def test_a_pending_journal_entry_is_listed_with_its_headers_before_it_is_indexed(conn):
+    """The webmail's folder page shows a message delivered a moment ago with its subject, not
+    blank until the background indexer gets to it."""
+    from spool import mailbox
+    raw = b"From: Partner <p@remote.test>\r\nSubject: Minutes of today\r\n\r\nbody\r\n"
+    qid = db.transaction(conn, lambda: insert_message(conn, NewMessage("p@remote.test", ("erin@example.org",), raw)))
+    db.transaction(conn, lambda: journal.file_delivered(
+        conn, JournalEntry(qid, {"erin@example.org": "erin@example.org"}, "p@remote.test", len(raw))))
+    [row] = mailbox.folder_page(conn, "erin@example.org", "inbox")["rows"]
+    assert row["indexed"] == 0
+    assert row["subject"] == "Minutes of today" and "p@remote.test" in row["from_header"]
