@@ -158,5 +158,7 @@ def test_operator_hold_survives_a_replay_and_release_keeps_held_seconds(peers, t
     out = gw.cli("queue", "release", kept)
     assert out.returncode == 0 and out.stdout.strip() == f"{kept}: released (incoming)", out
     wait_for(lambda: sink.count() == 2, 10, what="the released message")
+    # the sink stores the message before its 250; the gateway records the outcome after it
+    wait_for(lambda: hold_row(tmp_path, kept)[0] != "active", 10, what="the delivery recorded")
     state, reason, has_held_at, held_seconds = hold_row(tmp_path, kept)
     assert (state, reason, has_held_at) == ("delivered", "", 0) and held_seconds >= 1.0
