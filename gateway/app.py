@@ -87,7 +87,7 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     reload_now = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, reload_now.set)
     try:
-        admin = _admin_server(cfg, spool, qmgr, intake, controller, runner, log)
+        admin = _admin_server(cfg, spool, qmgr, intake, controller, runner, log, keeper)
         webmail = _webmail_server(cfg, spool, qmgr, watcher, controller, log)
         async with asyncio.TaskGroup() as tg:
             # each long-running task handles its own faults; supervise() restarts one that
@@ -127,13 +127,13 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
         log.info("stopped", **dict(qmgr.stats))
 
 
-def _admin_server(cfg: Config, spool, qmgr, intake, controller, runner, log):
+def _admin_server(cfg: Config, spool, qmgr, intake, controller, runner, log, journal=None):
     """The admin HTTP API with its socket bound (a busy address fails the start), or None."""
     if not cfg.admin.enabled:
         return None
     from gateway.admin import AdminContext, AdminServer, build_app
     ctx = AdminContext(token=cfg.admin.token, spool=spool, qmgr=qmgr, listening=lambda: intake.serving,
-                       controller=controller, runner=runner)
+                       controller=controller, runner=runner, journal=journal)
     admin = AdminServer(build_app(ctx), cfg.admin.listen)
     host, port = admin.bind()
     log.info("admin_listening", address=f"{host}:{port}", api=bool(cfg.admin.token))

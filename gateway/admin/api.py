@@ -53,6 +53,7 @@ class AdminContext:
     listening: Callable[[], bool]
     controller: Any = None
     runner: Any = None
+    journal: Any = None            # gateway.continuity.journal task (its ``stats``), or None
 
 
 def _error(status: int, message: str, **headers) -> JSONResponse:

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.continuity.engine import Mode
+from spool import journal as journal_store
 
 __all__ = ["GatewayCollector", "build_registry", "render", "OUTCOMES"]
 
@@ -24,9 +25,11 @@ class GatewayCollector(Collector):
     def __init__(self, ctx) -> None:
         self.ctx = ctx
         self.queue_counts: dict[str, int] = {}
+        self.journal_pending = 0
 
     async def refresh(self) -> None:
         self.queue_counts = await self.ctx.spool.counts()
+        self.journal_pending = await self.ctx.spool.read(journal_store.count_pending)
 
     def collect(self):
         ctx = self.ctx
@@ -43,10 +46,29 @@ class GatewayCollector(Collector):
         yield c
         yield CounterMetricFamily("mailgate_dsn_sent", "Delivery status notifications queued since start",
                                   value=stats.get("dsn", 0))
+        yield from self._journal(stats)
         if ctx.controller is not None:
             yield from self._continuity(ctx.controller.status())
         if ctx.runner is not None:
             yield from self._probes(ctx.runner.latest())
+
+    def _journal(self, stats: dict):
+        """The journal (continuity.journal = "all"): messages filed at delivery, filings that
+        failed (the delivery was still recorded), the indexer's backlog and its parse failures."""
+        yield CounterMetricFamily("mailgate_journal_filed_messages",
+                                  "Delivered messages filed into continuity mailboxes since start",
+                                  value=stats.get("journaled", 0))
+        yield CounterMetricFamily("mailgate_journal_failed_messages",
+                                  "Delivered messages whose journal filing failed since start",
+                                  value=stats.get("journal_failed", 0))
+        yield GaugeMetricFamily("mailgate_journal_pending_messages",
+                                "Continuity-mailbox entries (one per mailbox and message) waiting for the journal indexer: listed, not yet searchable",
+                                value=self.journal_pending)
+        keeper = getattr(self.ctx, "journal", None)
+        if keeper is not None:
+            yield CounterMetricFamily("mailgate_journal_index_failed_messages",
+                                      "Filed messages the indexer could not parse since start",
+                                      value=keeper.stats.get("index_failed", 0))
 
     @staticmethod
     def _continuity(s: dict):

@@ -197,6 +197,21 @@ async def test_metrics_report_live_values(gw):
     assert 'mailgate_recipients_total{outcome="delivered"} 8.0' in (await gw.http.get("/metrics")).text
 
 
+async def test_metrics_report_the_journal(gw):
+    """Journal filings and failures from the queue manager, and the indexer's backlog from the
+    spool (an entry filed at delivery waits for the indexer)."""
+    from spool import journal
+    from spool.commit import NewMessage, insert_message
+    gw.qmgr.stats.update(journaled=5, journal_failed=1)
+    qid = await gw.spool.write(insert_message, NewMessage("p@remote.test", ("erin@example.org",), b"x"))
+    await gw.spool.write(journal.file_delivered, journal.JournalEntry(
+        qid, {"erin@example.org": "erin@example.org"}, "p@remote.test", 1))
+    lines = set((await gw.http.get("/metrics")).text.splitlines())
+    for want in ("mailgate_journal_filed_messages_total 5.0", "mailgate_journal_failed_messages_total 1.0",
+                 "mailgate_journal_pending_messages 1.0"):
+        assert want in lines, want
+
+
 async def test_replay_is_not_finished_while_released_mail_is_still_queued(gw):
     """Product bug (fixed): the controller counted messages in flight before releasing held mail,
     so a replay releasing everything in one tick ended at once: "normal" with the mail unsent."""
