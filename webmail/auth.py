@@ -17,7 +17,7 @@ import ipaddress
 import secrets
 import time
 import unicodedata
-from collections import defaultdict
+from collections import deque
 from email.utils import format_datetime, make_msgid
 
 from policies.rcpt_address import AddressError, normalize_domain, parse_rcpt, to_ascii_domain
@@ -217,42 +217,55 @@ def ip_buckets(client: str) -> list[tuple[int, str]]:
 
 
 class RateLimiter:
-    """Fixed-window counters. ``take(keys)`` reserves one unit in every (key, window) counter if
-    none is at its limit and returns a reservation, else None; ``give_back`` cancels a
-    reservation (a successful login does not count as a failure). In memory: a restart resets
-    the counters (documented)."""
+    """Sliding-window counters (a log of reservation times per key and window, at most ``limit``
+    entries each): ``take(keys)`` reserves one unit under every key if none has ``limit``
+    reservations within its last ``window`` seconds, and returns the reservation, else None;
+    ``give_back`` cancels a reservation (a successful login does not count as a failure). A
+    sliding window, not fixed ones: ten failures just before a minute boundary still block the
+    eleventh just after it. In memory: a restart resets the counters (documented)."""
+
+    MAX_KEYS = 200_000     # past it, the counters start again (bounded memory under a flood)
 
     def __init__(self, clock=time.monotonic):
         self._clock = clock
-        self._counts: dict[tuple, int] = defaultdict(int)
+        self._log: dict[tuple[str, float], deque] = {}
         self._swept = 0.0
 
     def take(self, keys: list[tuple[str, float, int]]) -> list[tuple] | None:
-        """``keys``: [(key, window seconds, limit)]. Returns the reserved counters or None."""
+        """``keys``: [(key, window seconds, limit)]. Returns the reserved slots or None."""
         now = self._clock()
         self._sweep(now)
-        slots = [(key, window, int(now // window)) for key, window, _ in keys]
-        if any(self._counts.get(slot, 0) >= limit for slot, (_, _, limit) in zip(slots, keys)):
-            return None
-        for slot in slots:
-            self._counts[slot] += 1
+        for key, window, limit in keys:
+            q = self._log.get((key, window))
+            if q is None:
+                continue
+            while q and q[0] <= now - window:
+                q.popleft()
+            if len(q) >= limit:
+                return None
+        slots = []
+        for key, window, _ in keys:
+            self._log.setdefault((key, window), deque()).append(now)
+            slots.append((key, window, now))
         return slots
 
     def give_back(self, slots: list[tuple] | None) -> None:
-        for slot in slots or ():
-            if self._counts.get(slot, 0) > 0:
-                self._counts[slot] -= 1
-
-    MAX_COUNTERS = 500_000     # about 100 MB at worst; past it, the counters start again
+        for key, window, at in slots or ():
+            q = self._log.get((key, window))
+            if q:
+                try:
+                    q.remove(at)
+                except ValueError:
+                    pass
 
     def _sweep(self, now: float) -> None:
-        if len(self._counts) > self.MAX_COUNTERS:
-            self._counts.clear()
+        if len(self._log) > self.MAX_KEYS:
+            self._log.clear()
         if now - self._swept < 60.0:
             return
         self._swept = now
-        for slot in [s for s in self._counts if int(now // s[1]) != s[2]]:
-            del self._counts[slot]
+        for k in [k for k, q in self._log.items() if not q or q[-1] <= now - k[1]]:
+            del self._log[k]
 
 
 def ip_keys(scope: str, client: str) -> list[tuple[str, float, int]]:

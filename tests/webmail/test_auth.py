@@ -44,6 +44,21 @@ def test_the_limiter_reserves_refunds_and_rolls_windows():
     assert first is not None
 
 
+def test_the_limiter_window_slides_across_a_minute_boundary():
+    """Ten failures in the last seconds of a minute still block the eleventh just after it
+    (fixed windows would give an attacker twice the limit, and made a login test flaky)."""
+    now = [50.0]
+    r = auth.RateLimiter(clock=lambda: now[0])
+    keys = [("ip", 60.0, 10)]
+    for i in range(10):
+        now[0] = 50.0 + i
+        assert r.take(keys) is not None
+    now[0] = 61.0
+    assert r.take(keys) is None
+    now[0] = 110.5                     # the first failure (t=50) is a minute old
+    assert r.take(keys) is not None and r.take(keys) is None
+
+
 def test_the_pre_session_token_is_bound_to_its_cookie_and_secret():
     token = auth.pre_token(b"k" * 32, "123.abc")
     assert auth.pre_ok(b"k" * 32, "123.abc", token)
