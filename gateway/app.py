@@ -88,7 +88,7 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload_now.set)
     try:
         admin = _admin_server(cfg, spool, qmgr, intake, controller, runner, log, keeper)
-        webmail = _webmail_server(cfg, spool, qmgr, watcher, controller, log)
+        webmail = _webmail_server(cfg, spool, qmgr, watcher, controller, log, runner)
         async with asyncio.TaskGroup() as tg:
             # each long-running task handles its own faults; supervise() restarts one that
             # raises anyway, so no single task's exception ends the gateway (port 25 stays up)
@@ -140,7 +140,7 @@ def _admin_server(cfg: Config, spool, qmgr, intake, controller, runner, log, jou
     return admin
 
 
-def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log):
+def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log, runner=None):
     """The continuity webmail with its socket bound (a busy address fails the start), or None."""
     if not cfg.webmail.enabled:
         return None
@@ -148,7 +148,8 @@ def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log):
     from webmail import WebmailContext, build_app
     ctx = WebmailContext(cfg=cfg, spool=spool, directory=lambda: (watcher.current, watcher.enabled),
                          continuity=(controller.status if controller is not None else lambda: None),
-                         notify=qmgr.notify, log=log)
+                         notify=qmgr.notify, log=log, controller=controller, runner=runner,
+                         qmgr=qmgr, admin_token=cfg.admin.token)
     server = AdminServer(build_app(ctx), cfg.webmail.listen, tls_cert=cfg.webmail.tls_cert,
                          tls_key=cfg.webmail.tls_key, trusted_proxies=cfg.webmail.trusted_proxies)
     server.ctx = ctx

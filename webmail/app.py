@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from webmail import auth_views, compose_views, mail_views
+from webmail.admin import routes as admin_routes
 from webmail.context import WebmailContext
 from webmail.security import SecurityHeaders
 from webmail.session import SessionLoader
@@ -50,7 +51,8 @@ def build_app(ctx: WebmailContext) -> Starlette:
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 401:
-            return RedirectResponse("/login", status_code=303)
+            admin_page = request.url.path == "/admin" or request.url.path.startswith("/admin/")
+            return RedirectResponse("/admin/login" if admin_page else "/login", status_code=303)
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != _default(exc.status_code) \
             else MESSAGES.get(exc.status_code, "The request failed.")
         return render(request, "error.html", status=exc.status_code, headers=exc.headers,
@@ -72,6 +74,7 @@ def build_app(ctx: WebmailContext) -> Starlette:
         *auth_views.routes(),
         *mail_views.routes(),
         *compose_views.routes(),
+        Mount("/admin", routes=admin_routes.routes()),
     ]
     app = Starlette(
         routes=routes,

@@ -20,6 +20,11 @@ class WebmailContext:
     notify: Callable[[], None] = lambda: None
     log: Any = None
     extra: dict = field(default_factory=dict)   # per-feature state (rate limiters, hash semaphore)
+    # for the admin console (webmail.admin): the gateway's live objects, None when off
+    controller: Any = None         # gateway.continuity.engine controller (status(), command())
+    runner: Any = None             # gateway.health probe runner (latest(), history())
+    qmgr: Any = None               # gateway.delivery queue manager
+    admin_token: str = ""          # [admin] token: may be exchanged for an admin session
 
     @property
     def public_url(self) -> str:

@@ -72,8 +72,8 @@ class SessionLoader:
             return None
         cfg = self.ctx.cfg.webmail
         row = await self.ctx.spool.read(lambda c: accounts.get_session(c, sid, idle=cfg.session_idle))
-        if row is None:
-            return None
+        if row is None or row["address"].startswith("admin:"):
+            return None     # an admin session (webmail.admin) is never a mailbox user
         now = time.time()
         if now - max(row["last_seen"], self._touched.get(sid, 0.0)) > TOUCH_INTERVAL:
             self._touched[sid] = now

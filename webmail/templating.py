@@ -44,3 +44,20 @@ def render(request: Request, template: str, status: int = 200, headers: dict | N
         request=request, user=user, csrf=user.csrf_token if user else "",
         mode=mode, banner=BANNERS.get(mode, ""), **values)
     return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def render_admin(request: Request, template: str, admin, status: int = 200,
+                 headers: dict | None = None, **values) -> HTMLResponse:
+    """Render an admin console ``template`` (extending admin/base.html) with ``admin`` (the
+    AdminUser or None on the login pages), its ``csrf`` token, the continuity ``state`` and
+    ``values``."""
+    ctx = request.app.state.ctx
+    state = None
+    try:
+        state = ctx.continuity()
+    except Exception:
+        pass
+    html = _ENV.get_template(template).render(
+        request=request, admin=admin, csrf=admin.csrf_token if admin else "",
+        state=state or {}, mode=(state or {}).get("mode", "off"), **values)
+    return HTMLResponse(html, status_code=status, headers=headers)

@@ -74,6 +74,22 @@ def open_session(spool_path: Path, address: str, lifetime: float = 3600.0) -> st
         conn.close()
 
 
+def open_admin_session(spool_path: Path, name: str = "root", lifetime: float = 3600.0) -> str:
+    """Open an admin console session for admin ``name`` directly in the spool (creating the
+    admin, with the second factor counted as given); returns the value of the admin cookie
+    (``mailgate-admin`` over plain HTTP, webmail.admin.session)."""
+    from spool import admins
+    conn = spool_db.connect(spool_path)
+    try:
+        def tx():
+            admins.ensure_admin(conn, name)
+            return accounts.create_session(conn, admins.session_address(name), lifetime=lifetime,
+                                           mfa=True)[0]
+        return spool_db.transaction(conn, tx)
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="module")
 def browser():
     """One headless Debian chromium per test module (Playwright's sync API). The sync API runs

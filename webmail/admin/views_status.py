@@ -1,0 +1,7 @@
+"""Admin console: the status part (filled in by its own change)."""
+from __future__ import annotations
+
+
+def routes() -> list:
+    """Routes of this part, relative to /admin."""
+    return []
