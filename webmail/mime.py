@@ -26,9 +26,9 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
-from html.parser import HTMLParser
 
 from webmail.charsets import decode_bytes, unsurrogate
+from webmail.html_text import html_to_text
 
 MAX_DEPTH = 10                      # multipart / message nesting levels walked
 MAX_PARTS = 300                     # MIME parts walked per message
@@ -427,45 +427,6 @@ def _fallback(leaves: list[_Leaf], raw: bytes, out: ParsedMessage) -> None:
 
 def _raw_text(raw: bytes) -> str:
     return decode_bytes(raw[:MAX_TEXT_CHARS])
-
-
-class _Text(HTMLParser):
-    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote",
-             "pre", "hr", "dd", "dt"}
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style", "head", "title", "template"):
-            self.skip += 1
-        elif tag in self.BLOCK:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in ("script", "style", "head", "title", "template"):
-            self.skip = max(0, self.skip - 1)
-        elif tag in self.BLOCK:
-            self.out.append("\n")
-
-    def handle_data(self, data):
-        if not self.skip:
-            self.out.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Readable plain text of an HTML body (for quoting and search, never rendered as HTML)."""
-    p = _Text()
-    try:
-        p.feed(html[:MAX_TEXT_CHARS])
-        p.close()
-    except Exception:
-        pass
-    text = "".join(p.out)
-    lines = [" ".join(line.split()) for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 __all__ = ["parse", "attachment_bytes", "ParsedMessage", "Attachment", "html_to_text",

@@ -10,6 +10,7 @@ import email
 import email.policy
 from dataclasses import dataclass, field
 
+from webmail.html_text import html_to_text
 from webmail.thread_headers import CONTROL, clean_subject, clean_text, message_ids
 
 MAX_QUOTE = 200_000                    # characters of the original quoted in a reply
@@ -124,8 +125,7 @@ def _fallback_parse(raw: bytes) -> _Parsed:
         except LookupError:
             text = payload.decode("utf-8", "replace")
         if body.get_content_type() == "text/html":
-            from gateway.continuity.filing import _strip_html
-            text = _strip_html(text)
+            text = html_to_text(text)
         p.text = text
     p.attachments = [a for a, _part in _fallback_attachments(msg)]
     return p

@@ -16,10 +16,10 @@ from __future__ import annotations
 import email
 import email.parser
 import email.policy
-from html.parser import HTMLParser
 
 from policies.rcpt_address import AddressError, parse_rcpt
 from spool.mailbox import FilingEntry
+from webmail.html_text import html_to_text
 
 #: Most characters of body text indexed per message.
 MAX_TEXT = 200_000
@@ -96,7 +96,7 @@ def describe(queue_id: str, data: bytes) -> FilingEntry:
         except Exception:
             payload = part.get_payload(decode=True) or b""
             text = payload.decode("utf-8", "replace")
-        texts.append(_strip_html(text) if ctype == "text/html" else text)
+        texts.append(html_to_text(text) if ctype == "text/html" else text)
         if sum(map(len, texts)) > MAX_TEXT:
             break
     return _entry(queue_id, msg, texts, attachments)
@@ -119,33 +119,3 @@ def _header(msg, name: str) -> str:
             if k.lower() == name.lower():
                 return str(v)[:2000]
         return ""
-
-
-class _Text(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style"):
-            self._skip += 1
-
-    def handle_endtag(self, tag):
-        if tag in ("script", "style") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data):
-        if not self._skip:
-            self.out.append(data)
-
-
-def _strip_html(html: str) -> str:
-    """Text of an HTML body, for the search index only (never rendered)."""
-    p = _Text()
-    try:
-        p.feed(html)
-        p.close()
-    except Exception:
-        pass
-    return " ".join(" ".join(p.out).split())
