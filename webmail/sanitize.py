@@ -48,6 +48,12 @@ ATTRIBUTES["font"] = {"color", "face", "size"}
 ATTRIBUTES["*"] = GENERIC
 ATTRIBUTES.pop("area", None)
 
+#: URL-valued attributes other than src/href/cite: dropped whatever they hold. nh3 runs with
+#: url_relative="pass_through" so that protocol-relative image sources ("//host/x.png") reach the
+#: filter and are counted as remote; the filter then decides every URL attribute itself.
+URL_ATTRIBUTES = frozenset({"longdesc", "background", "poster", "action", "formaction",
+                            "usemap", "data", "codebase", "profile", "manifest", "icon", "srcset"})
+
 STYLE_PROPERTIES = frozenset({
     "color", "background-color", "background", "font", "font-family", "font-size", "font-style",
     "font-weight", "font-variant", "text-align", "text-decoration", "text-transform",
@@ -93,6 +99,8 @@ class _Filter:
             return v if low.startswith(ok) else None
         if attr == "style":
             return style(value)
+        if attr in URL_ATTRIBUTES:     # any other URL-valued attribute: never kept
+            return None
         return value
 
     def src(self, value: str) -> str | None:
@@ -160,7 +168,7 @@ def clean(html: str, images: dict[str, tuple[str, bytes]] | None = None,
         html[:MAX_HTML_CHARS], tags=TAGS, clean_content_tags=DROP_WITH_CONTENT,
         attributes=ATTRIBUTES, attribute_filter=f, strip_comments=True,
         link_rel="noopener noreferrer", set_tag_attribute_values={"a": {"target": "_blank"}},
-        url_schemes={"http", "https", "mailto", "cid", "data"}, url_relative="deny")
+        url_schemes={"http", "https", "mailto", "cid", "data"}, url_relative="pass_through")
     return CleanBody(out, f.remote_blocked, f.inlined, f.dropped)
 
 

@@ -203,6 +203,17 @@ def test_remote_images_are_counted_and_only_https_kept_on_request():
     assert_clean(r.html, remote=True)
 
 
+def test_protocol_relative_images_are_counted_and_relative_urls_never_kept():
+    html = ('<img src="//t.example/p.gif"><img src="rel.png"><a href="/rel">r</a><a href="//t.example/x">p</a>'
+            '<blockquote cite="../c">q</blockquote><video poster="//t.example/v.jpg"></video>')
+    for remote in (False, True):
+        c = sanitize.clean(html, remote=remote)
+        assert c.remote_blocked == 1, remote
+        assert "t.example" not in c.html and "rel" not in c.html.replace('rel="noopener', "")
+        assert "href=" not in c.html and "cite=" not in c.html and "poster" not in c.html
+        assert_clean(c.html, remote=remote)
+
+
 HOSTILE = [
     '<svg><animate attributeName="href" to="javascript:alert(1)"/><a><text>x</text></a></svg>',
     '<svg><set attributeName="onmouseover" to="alert(1)"/></svg><svg><rect fill="url(http://c/x)"/></svg>',
