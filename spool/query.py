@@ -92,15 +92,24 @@ def list_messages(conn: sqlite3.Connection, states: tuple[QueueState, ...] | Non
 
 
 def count_by_state(conn: sqlite3.Connection) -> dict[str, int]:
-    """{state: number of messages} for every state (zeros included)."""
+    """{state: number of messages} for every state (zeros included). Reads the per-state
+    counters that triggers keep (migration 0012), not the messages: constant time at any size."""
     counts = {s.value: 0 for s in QueueState}
-    counts.update(dict(conn.execute("SELECT state, count(*) FROM messages GROUP BY state").fetchall()))
+    counts.update(dict(conn.execute("SELECT state, n FROM queue_counts").fetchall()))
     return counts
+
+
+def ping(conn: sqlite3.Connection) -> int:
+    """A cheap read of the spool file (its schema version), for health checks: raises
+    sqlite3.Error if the database cannot be read."""
+    conn.execute("SELECT n FROM queue_counts LIMIT 1").fetchall()
+    return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
 def next_due_at(conn: sqlite3.Connection) -> float | None:
     """Earliest next-attempt time (unix seconds) among incoming/deferred messages, or None."""
-    row = conn.execute("SELECT min(next_attempt_at) FROM messages WHERE state IN ('incoming','deferred')").fetchone()
+    row = conn.execute("SELECT min(next_attempt_at) FROM messages INDEXED BY messages_due_order"
+                       " WHERE state IN ('incoming','deferred')").fetchone()
     return row[0]
 
 
@@ -115,5 +124,5 @@ def volume_since(conn: sqlite3.Connection, since: float) -> dict[str, int]:
     return {"messages": n, "bytes": size, "mailbox_bytes": boxed}
 
 
-__all__ = ["Recipient", "StoredMessage", "get_message", "list_messages", "count_by_state", "next_due_at",
+__all__ = ["Recipient", "StoredMessage", "get_message", "list_messages", "count_by_state", "ping", "next_due_at",
            "volume_since"]

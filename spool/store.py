@@ -156,6 +156,10 @@ class Spool:
     async def counts(self) -> dict[str, int]:
         return await self.read(_query.count_by_state)
 
+    async def ping(self) -> None:
+        """A cheap read (health checks); raises SpoolError if the spool cannot be read."""
+        await self.read(_query.ping)
+
     async def next_due_at(self) -> float | None:
         return await self.read(_query.next_due_at)
 

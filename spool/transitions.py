@@ -47,7 +47,8 @@ def claim_due(conn: sqlite3.Connection, limit: int, now: float | None = None) ->
     has come) to ``active``, oldest first; return their queue IDs."""
     now = time.time() if now is None else now
     rows = conn.execute(
-        "SELECT queue_id FROM messages WHERE state IN ('incoming','deferred') AND next_attempt_at<=?"
+        "SELECT queue_id FROM messages INDEXED BY messages_due_order"   # an index walk (0012)
+        " WHERE state IN ('incoming','deferred') AND next_attempt_at<=?"
         " ORDER BY next_attempt_at, seq LIMIT ?", (now, limit)).fetchall()
     ids = [r[0] for r in rows]
     if ids:
@@ -148,16 +149,23 @@ def flush(conn: sqlite3.Connection, queue_id: str | None = None, now: float | No
     return cur.rowcount
 
 
-def purge_finished(conn: sqlite3.Connection, before: float) -> int:
-    """Delete delivered and bounced messages last changed before ``before`` (unix seconds), with
-    their recipients; a message a continuity-mailbox entry still refers to is kept (with the
-    bytes of a journal entry) until the mailbox purge has removed its entries. Returns how many
-    were deleted."""
-    return conn.execute("DELETE FROM messages WHERE state IN ('delivered','bounced') AND updated_at < ?"
-                        " AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.queue_id ="
-                        " messages.queue_id)", (before,)).rowcount
+PURGE_BATCH = 5000   # messages deleted per purge_finished call (one group commit each)
+
+
+def purge_finished(conn: sqlite3.Connection, before: float, limit: int = PURGE_BATCH) -> int:
+    """Delete up to ``limit`` delivered and bounced messages last changed before ``before``
+    (unix seconds), oldest first, with their recipients; a message a continuity-mailbox entry
+    still refers to is kept (with the bytes of a journal entry) until the mailbox purge has
+    removed its entries. Returns how many were deleted: call again while it returns ``limit``
+    (each call is one short write, so intake's commits interleave with a large purge). The
+    candidates come from the partial index messages_finished (migration 0012)."""
+    return conn.execute(
+        "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages INDEXED BY messages_finished"
+        " WHERE state IN ('delivered','bounced') AND updated_at < ?"
+        " AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.queue_id = messages.queue_id)"
+        " ORDER BY updated_at LIMIT ?)", (before, limit)).rowcount
 
 
 __all__ = ["move", "claim_due", "RcptOutcome", "record_attempt", "record_delivered",
            "delete_message", "flush",
-           "purge_finished", "check_transition"]
+           "purge_finished", "PURGE_BATCH", "check_transition"]

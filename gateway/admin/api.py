@@ -83,7 +83,7 @@ def build_app(ctx: AdminContext) -> Starlette:
         if not ctx.listening():
             problems.append("smtp listener down")
         try:
-            await asyncio.wait_for(ctx.spool.counts(), HEALTH_TIMEOUT)
+            await asyncio.wait_for(ctx.spool.ping(), HEALTH_TIMEOUT)
         except Exception as e:  # closed, locked, timed out: not healthy, whatever the cause
             problems.append(f"spool: {type(e).__name__}")
         if problems:

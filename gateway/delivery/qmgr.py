@@ -36,7 +36,7 @@ from gateway.router import Router
 from spool import NewMessage, QueueState, RcptState, Spool, SpoolError
 from spool.query import StoredMessage, message_size
 from spool.journal import record_delivered
-from spool.transitions import RcptOutcome, purge_finished
+from spool.transitions import PURGE_BATCH, RcptOutcome, purge_finished
 
 #: Seconds between looks at the queue when nothing wakes the manager (deferred mail, CLI flush).
 POLL_INTERVAL = 1.0
@@ -81,6 +81,16 @@ class QueueManager:
         """Something is due now (a new message was queued, a delivery finished)."""
         self._wake.set()
 
+    async def _purge(self, before: float) -> int:
+        """Purge finished records older than ``before`` in batches of PURGE_BATCH (one short
+        write each, so commits of new mail interleave); returns how many were deleted."""
+        total = 0
+        while True:
+            n = await self.spool.write(purge_finished, before)
+            total += n
+            if n < PURGE_BATCH:
+                return total
+
     async def run(self) -> None:
         """Deliver until cancelled. Cancel it, then ``await drain()``. Once an hour, records of
         finished messages older than ``delivery.finished_retention`` are purged. A failing spool
@@ -92,8 +102,7 @@ class QueueManager:
             if self.clock() >= next_purge:
                 next_purge = self.clock() + 3600.0
                 try:
-                    n = await self.spool.write(purge_finished,
-                                               self.clock() - self.cfg.delivery.finished_retention)
+                    n = await self._purge(self.clock() - self.cfg.delivery.finished_retention)
                 except Exception as e:
                     self._purge_faults.failed(e)
                     next_purge = self.clock() + 60.0
