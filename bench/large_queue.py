@@ -151,6 +151,8 @@ def main() -> int:
                 Path(str(db) + suffix).unlink(missing_ok=True)
             if kind == "large":
                 shutil.copyfile(template, db)
+                with open(db, "rb+") as f:   # else the first checkpoint's fsync writes the whole copy
+                    os.fsync(f.fileno())
             else:
                 spool_db.connect(db).close()
             r = asyncio.run(measure(db, args.n, args.conc))
