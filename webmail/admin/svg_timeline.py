@@ -1,0 +1,220 @@
+"""The geometry of the admin console's timeline: probe results per probe, continuity state
+bands and audit marks laid out on one time axis, for the server-side SVG of
+``templates/admin/_timeline_svg.html`` (no script; colours come from admin.css classes).
+
+Time is cut into buckets aligned to multiples of the bucket width (unix seconds), so a result
+falls in the same bucket whatever the moment the page is rendered: bucket ``i`` of a window is
+``[start + i*bucket, start + (i+1)*bucket)``. Each probe has a lane with one *ok mark* per bucket
+holding at least one successful result and one *fail mark* per bucket holding at least one
+failed result (``count`` says how many), and a latency line (the bucket's worst latency). State
+bands cover the window: the mode in force at its start, then a new band at each audit record
+whose destination differs from the current mode. Every audit record in the window (state
+changes and admin commands, even refused ones) gets an audit mark.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+
+#: The ranges the console offers: (window seconds, bucket seconds).
+RANGES = {"24h": (86400.0, 60.0), "7d": (7 * 86400.0, 600.0)}
+
+WIDTH, LEFT, PLOT = 1200.0, 120.0, 1064.0   # SVG user units: the plot spans [LEFT, LEFT+PLOT]
+TOP, BAND_H, LANE_H, AXIS_H = 8.0, 18.0, 60.0, 26.0
+MARK_H, MARK_GAP = 12.0, 2.0
+
+
+@dataclass(frozen=True)
+class Mark:
+    x: float
+    y: float
+    w: float
+    h: float
+    count: int
+    t0: float
+    t1: float
+    title: str
+
+
+@dataclass
+class Lane:
+    probe: str
+    y: float
+    ok_marks: list[Mark] = field(default_factory=list)
+    fail_marks: list[Mark] = field(default_factory=list)
+    latency_points: str = ""
+    ok: int = 0
+    fail: int = 0
+    latency_avg: float | None = None    # seconds
+    latency_max: float | None = None    # seconds
+    last_fail_detail: str = ""
+
+
+@dataclass(frozen=True)
+class Band:
+    x: float
+    w: float
+    mode: str
+    t0: float
+    t1: float
+    title: str
+
+
+@dataclass(frozen=True)
+class AuditMark:
+    x: float
+    row: dict
+    kind: str        # 'change' (src != dst) or 'command' (a command that changed nothing)
+    title: str
+
+
+@dataclass
+class Timeline:
+    range_name: str
+    start: float
+    end: float
+    bucket: float
+    height: float
+    lanes: list[Lane]
+    bands: list[Band]
+    audit_marks: list[AuditMark]
+    ticks: list[tuple[float, str]]
+    title: str
+    desc: str
+    width: float = WIDTH
+    left: float = LEFT
+    plot: float = PLOT
+    band_y: float = TOP
+    band_h: float = BAND_H
+    plot_bottom: float = 0.0
+
+
+def window(range_name: str, now: float) -> tuple[float, float, float]:
+    """(start, end, bucket) of the window ``range_name`` (a key of RANGES) ending at the bucket
+    boundary at or after ``now``. Raises KeyError for an unknown range."""
+    span, bucket = RANGES[range_name]
+    end = math.ceil(now / bucket) * bucket
+    return end - span, end, bucket
+
+
+def _hm(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _x(t: float, start: float, end: float) -> float:
+    return round(LEFT + (t - start) / (end - start) * PLOT, 2)
+
+
+def build(range_name: str, start: float, end: float, bucket: float, probes: list[str],
+          results: list[dict], audit: list[dict], mode_before: str | None) -> Timeline:
+    """The Timeline of ``results`` (spool.console.probe_results_between rows) for the lanes of
+    ``probes`` (sorted names; a probe of ``results`` missing from it is added), ``audit``
+    (spool.console.continuity_audit_between rows, oldest first) and ``mode_before`` (the mode in
+    force at ``start``, spool.console.mode_at; None: the engine never ran)."""
+    n = int(round((end - start) / bucket))
+    step = PLOT / n
+    names = sorted(set(probes) | {r["probe"] for r in results})
+    lanes = [Lane(p, TOP + BAND_H + 10 + i * LANE_H) for i, p in enumerate(names)]
+    by_name = {lane.probe: lane for lane in lanes}
+    grouped: dict[str, dict[int, list[dict]]] = {p: {} for p in names}
+    for r in results:
+        i = int((r["at"] - start) // bucket)
+        if 0 <= i < n:
+            grouped[r["probe"]].setdefault(i, []).append(r)
+    for name, buckets in grouped.items():
+        _fill_lane(by_name[name], buckets, start, bucket, step)
+    plot_bottom = TOP + BAND_H + 10 + len(lanes) * LANE_H
+    bands = _bands(audit, mode_before, start, end)
+    marks = [AuditMark(_x(a["at"], start, end), a, "change" if a["src"] != a["dst"] else "command",
+                       _audit_title(a)) for a in audit if start <= a["at"] < end]
+    ticks = _ticks(range_name, start, end)
+    label = "last 24 hours" if range_name == "24h" else "last 7 days"
+    title = f"Probe results and continuity state, {label}"
+    ok, fail = sum(lane.ok for lane in lanes), sum(lane.fail for lane in lanes)
+    desc = (f"From {_hm(start)} to {_hm(end)} UTC in {bucket / 60:g}-minute buckets: "
+            + ("; ".join(f"probe {lane.probe}: {lane.ok} ok, {lane.fail} failed" for lane in lanes)
+               or "no probe results")
+            + f" ({ok} ok, {fail} failed in all). {len(bands)} state band(s): "
+            + ", ".join(b.mode for b in bands) + f". {len(marks)} audit entries, listed in the "
+            "table below.")
+    return Timeline(range_name, start, end, bucket, plot_bottom + AXIS_H, lanes, bands, marks,
+                    ticks, title, desc, plot_bottom=plot_bottom)
+
+
+def _fill_lane(lane: Lane, buckets: dict[int, list[dict]], start: float, bucket: float,
+               step: float) -> None:
+    w = round(max(step, 1.2), 2)
+    lat_all = [r["latency"] for rows in buckets.values() for r in rows]
+    top = max(lat_all, default=0.0) or 1e-3
+    points = []
+    for i in sorted(buckets):
+        rows = buckets[i]
+        t0, t1 = start + i * bucket, start + (i + 1) * bucket
+        x = round(LEFT + i * step, 2)
+        oks = [r for r in rows if r["ok"]]
+        fails = [r for r in rows if not r["ok"]]
+        worst = max(r["latency"] for r in rows)
+        when = f"{_hm(t0)} UTC"
+        if oks:
+            lane.ok_marks.append(Mark(x, lane.y, w, MARK_H, len(oks), t0, t1,
+                                      f"{lane.probe} {when}: {len(oks)} ok, latency up to "
+                                      f"{_ms(max(r['latency'] for r in oks))}"))
+        if fails:
+            lane.last_fail_detail = fails[-1]["detail"]
+            lane.fail_marks.append(Mark(x, lane.y + MARK_H + MARK_GAP, w, MARK_H, len(fails), t0, t1,
+                                        f"{lane.probe} {when}: {len(fails)} failed: "
+                                        f"{fails[-1]['detail'][:160]}"))
+        lane.ok += len(oks)
+        lane.fail += len(fails)
+        base = lane.y + 2 * (MARK_H + MARK_GAP) + 26
+        points.append(f"{x + w / 2:.2f},{base - worst / top * 24:.2f}")
+    lane.latency_points = " ".join(points)
+    if lat_all:
+        lane.latency_avg = sum(lat_all) / len(lat_all)
+        lane.latency_max = max(lat_all)
+
+
+def _bands(audit: list[dict], mode_before: str | None, start: float, end: float) -> list[Band]:
+    segments: list[list] = []     # [t0, mode]
+    mode = mode_before
+    if mode is None and audit:
+        mode = audit[0]["src"]
+    if mode is not None:
+        segments.append([start, mode])
+    for a in audit:
+        if not start <= a["at"] < end:
+            continue
+        if a["dst"] != mode:
+            mode = a["dst"]
+            segments.append([a["at"], mode])
+    out = []
+    for k, (t0, m) in enumerate(segments):
+        t1 = segments[k + 1][0] if k + 1 < len(segments) else end
+        x0, x1 = _x(t0, start, end), _x(t1, start, end)
+        out.append(Band(x0, round(max(x1 - x0, 0.5), 2), m, t0, t1,
+                        f"{m} from {_hm(t0)} to {_hm(t1)} UTC"))
+    return out
+
+
+def _audit_title(a: dict) -> str:
+    what = f"{a['src']} -> {a['dst']}" if a["src"] != a["dst"] else f"{a['command'] or 'command'} ({a['dst']}, unchanged)"
+    return f"{_hm(a['at'])} UTC: {what} by {a['actor']}: {a['reason'][:160]}"
+
+
+def _ticks(range_name: str, start: float, end: float) -> list[tuple[float, str]]:
+    every = 3 * 3600.0 if range_name == "24h" else 86400.0
+    fmt = "%H:%M" if range_name == "24h" else "%a %d %b"
+    t = math.ceil(start / every) * every
+    out = []
+    while t <= end:
+        out.append((_x(t, start, end), dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime(fmt)))
+        t += every
+    return out
+
+
+__all__ = ["RANGES", "window", "build", "Timeline", "Lane", "Mark", "Band", "AuditMark"]
