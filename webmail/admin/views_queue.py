@@ -64,7 +64,7 @@ async def queue_list(request: Request) -> Response:
     rows, total, counts = await ctx.spool.read(load)
     pages = max(1, -(-total // PAGE))
     return render_admin(request, "admin/queue.html", admin, rows=rows, total=total, counts=counts,
-                        state=state, q=text, page=page, pages=pages, live=console.LIVE_STATES,
+                        sel=state, q=text, page=page, pages=pages, live=console.LIVE_STATES,
                         flushed=p.get("flushed"), deleted=p.get("deleted", "")[:64])
 
 
