@@ -17,8 +17,10 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
-#: The ranges the console offers: (window seconds, bucket seconds).
-RANGES = {"24h": (86400.0, 60.0), "7d": (7 * 86400.0, 600.0)}
+#: The ranges the console offers: (window seconds, bucket seconds). "1h" is for the admin who
+#: just got an alert: the last minutes in 5-second buckets.
+RANGES = {"1h": (3600.0, 5.0), "24h": (86400.0, 60.0), "7d": (7 * 86400.0, 600.0)}
+LABELS = {"1h": "last hour", "24h": "last 24 hours", "7d": "last 7 days"}
 
 WIDTH, LEFT, PLOT = 1200.0, 120.0, 1064.0   # SVG user units: the plot spans [LEFT, LEFT+PLOT]
 TOP, BAND_H, LANE_H, AXIS_H = 8.0, 18.0, 60.0, 26.0
@@ -102,8 +104,17 @@ def _hm(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
+def _span(seconds: float) -> str:
+    return f"{seconds:g}-second" if seconds < 60 else f"{seconds / 60:g}-minute"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
+
+
+def _clock(ts: float, bucket: float) -> str:
+    fmt = "%H:%M:%S" if bucket < 60 else "%H:%M" if bucket < 600 else "%a %H:%M"
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime(fmt) + " UTC"
 
 
 def _x(t: float, start: float, end: float) -> float:
@@ -133,10 +144,9 @@ def build(range_name: str, start: float, end: float, bucket: float, probes: list
     marks = [AuditMark(_x(a["at"], start, end), a, "change" if a["src"] != a["dst"] else "command",
                        _audit_title(a)) for a in audit if start <= a["at"] < end]
     ticks = _ticks(range_name, start, end)
-    label = "last 24 hours" if range_name == "24h" else "last 7 days"
-    title = f"Probe results and continuity state, {label}"
+    title = f"Probe results and continuity state, {LABELS[range_name]}"
     ok, fail = sum(lane.ok for lane in lanes), sum(lane.fail for lane in lanes)
-    desc = (f"From {_hm(start)} to {_hm(end)} UTC in {bucket / 60:g}-minute buckets: "
+    desc = (f"From {_hm(start)} to {_hm(end)} UTC in {_span(bucket)} buckets: "
             + ("; ".join(f"probe {lane.probe}: {lane.ok} ok, {lane.fail} failed" for lane in lanes)
                or "no probe results")
             + f" ({ok} ok, {fail} failed in all). {len(bands)} state band(s): "
@@ -159,16 +169,14 @@ def _fill_lane(lane: Lane, buckets: dict[int, list[dict]], start: float, bucket:
         oks = [r for r in rows if r["ok"]]
         fails = [r for r in rows if not r["ok"]]
         worst = max(r["latency"] for r in rows)
-        when = f"{_hm(t0)} UTC"
+        when = _clock(t0, bucket)
         if oks:
             lane.ok_marks.append(Mark(x, lane.y, w, MARK_H, len(oks), t0, t1,
-                                      f"{lane.probe} {when}: {len(oks)} ok, latency up to "
-                                      f"{_ms(max(r['latency'] for r in oks))}"))
+                                      f"{when}: {len(oks)} ok, up to {_ms(max(r['latency'] for r in oks))}"))
         if fails:
             lane.last_fail_detail = fails[-1]["detail"]
             lane.fail_marks.append(Mark(x, lane.y + MARK_H + MARK_GAP, w, MARK_H, len(fails), t0, t1,
-                                        f"{lane.probe} {when}: {len(fails)} failed: "
-                                        f"{fails[-1]['detail'][:160]}"))
+                                        f"{when}: {len(fails)} failed: {fails[-1]['detail'][:120]}"))
         lane.ok += len(oks)
         lane.fail += len(fails)
         base = lane.y + 2 * (MARK_H + MARK_GAP) + 26
@@ -207,8 +215,8 @@ def _audit_title(a: dict) -> str:
 
 
 def _ticks(range_name: str, start: float, end: float) -> list[tuple[float, str]]:
-    every = 3 * 3600.0 if range_name == "24h" else 86400.0
-    fmt = "%H:%M" if range_name == "24h" else "%a %d %b"
+    every = {"1h": 600.0, "24h": 3 * 3600.0}.get(range_name, 86400.0)
+    fmt = "%a %d %b" if range_name == "7d" else "%H:%M"
     t = math.ceil(start / every) * every
     out = []
     while t <= end:
