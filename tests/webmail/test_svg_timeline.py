@@ -1,10 +1,10 @@
 """webmail.admin.svg_timeline: buckets aligned to multiples of their width, one ok and one fail
 mark per bucket with results, bands from the audit trail, audit marks for every record, and
-the SVG template escaping what probes and admins wrote (a reason is text, never markup)."""
+the SVG writer (svg_render) escaping what probes and admins wrote (a reason is text, never markup)."""
 import pytest
 
 from webmail.admin import svg_timeline as tl
-from webmail.templating import _ENV
+from webmail.admin.svg_render import render_svg
 
 
 def audit(i, at, src, dst, reason="r", command=""):
@@ -44,6 +44,6 @@ def test_svg_escapes_text():
     res = [{"probe": "smtp<x>", "ok": 0, "at": start + 1, "latency": 0.2, "detail": "</title><script>x</script>"}]
     t = tl.build("1h", start, end, bucket, [], res, [audit(1, start + 2, "normal", "degraded", "<b>oops</b>")],
                  "normal")
-    svg = _ENV.get_template("admin/_timeline_svg.html").render(tl=t)
+    svg = str(render_svg(t))
     assert "<script>" not in svg and "<b>" not in svg and "&lt;script&gt;" in svg
     assert 'style=' not in svg                          # the CSP has no 'unsafe-inline' for styles

@@ -1,6 +1,6 @@
 """The geometry of the admin console's timeline: probe results per probe, continuity state
-bands and audit marks laid out on one time axis, for the server-side SVG of
-``templates/admin/_timeline_svg.html`` (no script; colours come from admin.css classes).
+bands and audit marks laid out on one time axis, for the server-side SVG written by
+webmail.admin.svg_render (no script; colours come from admin.css classes).
 
 Time is cut into buckets aligned to multiples of the bucket width (unix seconds), so a result
 falls in the same bucket whatever the moment the page is rendered: bucket ``i`` of a window is

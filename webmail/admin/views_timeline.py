@@ -1,8 +1,9 @@
-"""Admin console: the timeline (``GET /admin/timeline?range=24h|7d``): probe results per probe
+"""Admin console: the timeline (``GET /admin/timeline?range=1h|24h|7d``): probe results per probe
 and the continuity state bands as server-side SVG (webmail.admin.svg_timeline), with the audit
 entries marked on it and listed in a table under it (the same facts, for screen readers)."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 from starlette.exceptions import HTTPException
@@ -12,6 +13,7 @@ from starlette.routing import Route
 
 from spool import console
 from webmail.admin import svg_timeline
+from webmail.admin.svg_render import render_svg
 from webmail.admin.session import require_admin
 from webmail.templating import render_admin
 
@@ -29,8 +31,15 @@ async def timeline(request: Request) -> Response:
         raise HTTPException(400, "Unknown range: use 24h or 7d.")
     start, end, bucket = svg_timeline.window(range_name, time.time())
     probes, results, audit, before = await ctx.spool.read(_load, start, end)
+    # a day of marks is thousands of elements: laid out and written off the event loop, which
+    # also serves SMTP
+    tl, svg = await asyncio.to_thread(_draw, range_name, start, end, bucket, probes, results, audit, before)
+    return render_admin(request, "admin/timeline.html", admin, tl=tl, svg=svg, ranges=list(svg_timeline.RANGES))
+
+
+def _draw(range_name, start, end, bucket, probes, results, audit, before):
     tl = svg_timeline.build(range_name, start, end, bucket, probes, results, audit, before)
-    return render_admin(request, "admin/timeline.html", admin, tl=tl, ranges=list(svg_timeline.RANGES))
+    return tl, render_svg(tl)
 
 
 def routes() -> list:
