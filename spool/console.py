@@ -30,15 +30,33 @@ def probe_names(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT probe FROM probe_results ORDER BY probe")]
 
 
-def continuity_audit_between(conn: sqlite3.Connection, start: float, end: float) -> list[dict]:
+def continuity_audit_between(conn: sqlite3.Connection, start: float, end: float,
+                             limit: int | None = None) -> list[dict]:
     """continuity_audit rows (state changes, and admin commands that changed nothing: src =
-    dst) with ``start <= at < end``, oldest first: dicts with id, at, src, dst, actor, reason,
-    event_id, command_id, and ``command`` (the continuity_commands.command, '' for the engine's
-    own decisions)."""
-    return [dict(r) for r in conn.execute(
+    dst) with ``start <= at < end``, oldest first (with ``limit``: the newest ``limit`` of
+    them): dicts with id, at, src, dst, actor, reason, event_id, command_id, and ``command``
+    (the continuity_commands.command, '' for the engine's own decisions)."""
+    rows = [dict(r) for r in conn.execute(
         "SELECT a.*, coalesce(c.command, '') AS command FROM continuity_audit a"
         " LEFT JOIN continuity_commands c ON c.id = a.command_id"
-        " WHERE a.at >= ? AND a.at < ? ORDER BY a.at, a.id", (start, end))]
+        " WHERE a.at >= ? AND a.at < ? ORDER BY a.at DESC, a.id DESC LIMIT ?",
+        (start, end, -1 if limit is None else limit))]
+    rows.reverse()
+    return rows
+
+
+def count_audit_between(conn: sqlite3.Connection, start: float, end: float) -> int:
+    """How many continuity_audit rows have ``start <= at < end``."""
+    return conn.execute("SELECT count(*) FROM continuity_audit WHERE at >= ? AND at < ?",
+                        (start, end)).fetchone()[0]
+
+
+def mode_changes_between(conn: sqlite3.Connection, start: float, end: float) -> list[dict]:
+    """The state changes (audit rows with src <> dst) with ``start <= at < end``, oldest first:
+    dicts with at, src, dst. All of them, however many: the timeline's bands need each one."""
+    return [dict(r) for r in conn.execute(
+        "SELECT at, src, dst FROM continuity_audit WHERE at >= ? AND at < ? AND src <> dst"
+        " ORDER BY at, id", (start, end))]
 
 
 def mode_at(conn: sqlite3.Connection, at: float) -> str | None:
@@ -91,4 +109,4 @@ def search_queue(conn: sqlite3.Connection, states: tuple[str, ...] = LIVE_STATES
 
 
 __all__ = ["LIVE_STATES", "probe_results_between", "probe_names", "continuity_audit_between",
-           "mode_at", "search_queue"]
+           "count_audit_between", "mode_changes_between", "mode_at", "search_queue"]

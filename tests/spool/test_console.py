@@ -31,6 +31,9 @@ def test_mode_at_and_audit_window(tmp_path):
     assert console.mode_at(conn, 1000.0) == "continuity"
     rows = console.continuity_audit_between(conn, 100.0, 300.0)
     assert [(r["at"], r["command"]) for r in rows] == [(100.0, ""), (200.0, "")]
+    assert [r["at"] for r in console.continuity_audit_between(conn, 0, 1000.0, limit=2)] == [200.0, 300.0]
+    assert console.count_audit_between(conn, 0, 1000.0) == 3
+    assert [r["dst"] for r in console.mode_changes_between(conn, 0, 1000.0)] == ["degraded", "continuity"]
 
 
 def test_search_queue(tmp_path):

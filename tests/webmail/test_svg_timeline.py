@@ -47,3 +47,21 @@ def test_svg_escapes_text():
     svg = str(render_svg(t))
     assert "<script>" not in svg and "<b>" not in svg and "&lt;script&gt;" in svg
     assert 'style=' not in svg                          # the CSP has no 'unsafe-inline' for styles
+
+
+def test_a_flapping_week_coalesces_bands_and_caps_audit():
+    start, end, bucket = tl.window("7d", 86400.0 * 1000)
+    changes, mode = [], "normal"
+    for k in range(2000):                  # a change every 300 s: two per 600 s bucket
+        new = "degraded" if mode == "normal" else "normal"
+        changes.append(audit(k + 1, start + 150.0 + k * 300.0, mode, new))
+        mode = new
+    changes.append(audit(3000, start + 604000.0, mode, "continuity"))
+    newest = changes[-tl.AUDIT_MAX:]
+    t = tl.build("7d", start, end, bucket, [], [], newest, "normal", changes, len(changes))
+    assert t.coalesced == 2001 and len(t.audit_marks) == tl.AUDIT_MAX and t.audit_total == 2001
+    modes = [b.mode for b in t.bands]
+    assert modes[0] == "degraded" and "normal" not in modes[:-2]   # each bucket saw degraded
+    assert modes[-1] == "continuity"
+    assert all(b.t0 % bucket == start % bucket for b in t.bands)   # on bucket boundaries
+    assert "(the newest of 2001)" in t.desc and "most severe mode" in t.desc

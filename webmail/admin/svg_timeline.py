@@ -7,9 +7,11 @@ falls in the same bucket whatever the moment the page is rendered: bucket ``i`` 
 ``[start + i*bucket, start + (i+1)*bucket)``. Each probe has a lane with one *ok mark* per bucket
 holding at least one successful result and one *fail mark* per bucket holding at least one
 failed result (``count`` says how many), and a latency line (the bucket's worst latency). State
-bands cover the window: the mode in force at its start, then a new band at each audit record
-whose destination differs from the current mode. Every audit record in the window (state
-changes and admin commands, even refused ones) gets an audit mark.
+bands cover the window: the mode in force at its start, then a new band at each state change
+whose destination differs from the current mode; when there are more than MAX_BANDS of them (a
+flapping week), each bucket shows the most severe mode in force during it instead (SEVERITY) and
+equal neighbours merge. Every audit record given (state changes and admin commands, even
+refused ones; the views pass the newest AUDIT_MAX of the window) gets an audit mark.
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ from dataclasses import dataclass, field
 #: just got an alert: the last minutes in 5-second buckets.
 RANGES = {"1h": (3600.0, 5.0), "24h": (86400.0, 60.0), "7d": (7 * 86400.0, 600.0)}
 LABELS = {"1h": "last hour", "24h": "last 24 hours", "7d": "last 7 days"}
+
+MAX_BANDS = 600      # more state changes than this in a window: bands coalesce per bucket
+AUDIT_MAX = 500      # audit entries marked and listed per window (the newest)
+SEVERITY = {"normal": 0, "degraded": 1, "recovering": 2, "continuity": 3}
 
 WIDTH, LEFT, PLOT = 1200.0, 120.0, 1064.0   # SVG user units: the plot spans [LEFT, LEFT+PLOT]
 TOP, BAND_H, LANE_H, AXIS_H = 8.0, 18.0, 60.0, 26.0
@@ -90,6 +96,8 @@ class Timeline:
     band_y: float = TOP
     band_h: float = BAND_H
     plot_bottom: float = 0.0
+    audit_total: int = 0      # audit records in the window (audit_marks may hold only the newest)
+    coalesced: int = 0        # state changes, when bands show the worst mode per bucket; else 0
 
 
 def window(range_name: str, now: float) -> tuple[float, float, float]:
@@ -122,11 +130,14 @@ def _x(t: float, start: float, end: float) -> float:
 
 
 def build(range_name: str, start: float, end: float, bucket: float, probes: list[str],
-          results: list[dict], audit: list[dict], mode_before: str | None) -> Timeline:
+          results: list[dict], audit: list[dict], mode_before: str | None,
+          changes: list[dict] | None = None, audit_total: int | None = None) -> Timeline:
     """The Timeline of ``results`` (spool.console.probe_results_between rows) for the lanes of
     ``probes`` (sorted names; a probe of ``results`` missing from it is added), ``audit``
     (spool.console.continuity_audit_between rows, oldest first) and ``mode_before`` (the mode in
-    force at ``start``, spool.console.mode_at; None: the engine never ran)."""
+    force at ``start``, spool.console.mode_at; None: the engine never ran). ``changes``: every
+    state change of the window (spool.console.mode_changes_between), when ``audit`` is only the
+    newest of the window's records; ``audit_total``: how many records the window has."""
     n = int(round((end - start) / bucket))
     step = PLOT / n
     names = sorted(set(probes) | {r["probe"] for r in results})
@@ -140,7 +151,7 @@ def build(range_name: str, start: float, end: float, bucket: float, probes: list
     for name, buckets in grouped.items():
         _fill_lane(by_name[name], buckets, start, bucket, step)
     plot_bottom = TOP + BAND_H + 10 + len(lanes) * LANE_H
-    bands = _bands(audit, mode_before, start, end)
+    bands, coalesced = _bands(audit if changes is None else changes, mode_before, start, end, bucket)
     marks = [AuditMark(_x(a["at"], start, end), a, "change" if a["src"] != a["dst"] else "command",
                        _audit_title(a)) for a in audit if start <= a["at"] < end]
     ticks = _ticks(range_name, start, end)
@@ -150,10 +161,13 @@ def build(range_name: str, start: float, end: float, bucket: float, probes: list
             + ("; ".join(f"probe {lane.probe}: {lane.ok} ok, {lane.fail} failed" for lane in lanes)
                or "no probe results")
             + f" ({ok} ok, {fail} failed in all). {len(bands)} state band(s): "
-            + ", ".join(b.mode for b in bands) + f". {len(marks)} audit entries, listed in the "
-            "table below.")
+            + (f"the most severe mode of each {_span(bucket)} bucket (state changed {coalesced} times)"
+               if coalesced else ", ".join(b.mode for b in bands))
+            + f". {len(marks)} audit entries, listed in the table below"
+            + (f" (the newest of {audit_total})" if audit_total and audit_total > len(marks) else "") + ".")
     return Timeline(range_name, start, end, bucket, plot_bottom + AXIS_H, lanes, bands, marks,
-                    ticks, title, desc, plot_bottom=plot_bottom)
+                    ticks, title, desc, plot_bottom=plot_bottom,
+                    audit_total=len(marks) if audit_total is None else audit_total, coalesced=coalesced)
 
 
 def _fill_lane(lane: Lane, buckets: dict[int, list[dict]], start: float, bucket: float,
@@ -187,26 +201,55 @@ def _fill_lane(lane: Lane, buckets: dict[int, list[dict]], start: float, bucket:
         lane.latency_max = max(lat_all)
 
 
-def _bands(audit: list[dict], mode_before: str | None, start: float, end: float) -> list[Band]:
+def _bands(changes: list[dict], mode_before: str | None, start: float, end: float,
+           bucket: float) -> tuple[list[Band], int]:
     segments: list[list] = []     # [t0, mode]
     mode = mode_before
-    if mode is None and audit:
-        mode = audit[0]["src"]
+    if mode is None and changes:
+        mode = changes[0]["src"]
     if mode is not None:
         segments.append([start, mode])
-    for a in audit:
-        if not start <= a["at"] < end:
-            continue
-        if a["dst"] != mode:
+    for a in changes:
+        if start <= a["at"] < end and a["dst"] != mode:
             mode = a["dst"]
             segments.append([a["at"], mode])
+    spans = [(t0, segments[k + 1][0] if k + 1 < len(segments) else end, m)
+             for k, (t0, m) in enumerate(segments)]
+    coalesced = 0
+    if len(spans) > MAX_BANDS:
+        coalesced = len(spans) - 1
+        spans = _worst_per_bucket(spans, start, end, bucket)
     out = []
-    for k, (t0, m) in enumerate(segments):
-        t1 = segments[k + 1][0] if k + 1 < len(segments) else end
+    for t0, t1, m in spans:
         x0, x1 = _x(t0, start, end), _x(t1, start, end)
         out.append(Band(x0, round(max(x1 - x0, 0.5), 2), m, t0, t1,
-                        f"{m} from {_hm(t0)} to {_hm(t1)} UTC"))
-    return out
+                        f"{m} from {_hm(t0)} to {_hm(t1)} UTC" + (" (most severe mode of each bucket)"
+                                                                 if coalesced else "")))
+    return out, coalesced
+
+
+def _worst_per_bucket(spans: list[tuple], start: float, end: float, bucket: float) -> list[tuple]:
+    """Spans (t0, t1, mode) → one per bucket with the most severe mode in force during it,
+    equal neighbours merged."""
+    out: list[list] = []
+    k = 0
+    n = int(round((end - start) / bucket))
+    for i in range(n):
+        t0, t1 = start + i * bucket, start + (i + 1) * bucket
+        while k < len(spans) and spans[k][1] <= t0:
+            k += 1
+        j, worst = k, None
+        while j < len(spans) and spans[j][0] < t1:
+            if worst is None or SEVERITY.get(spans[j][2], 9) > SEVERITY.get(worst, 9):
+                worst = spans[j][2]
+            j += 1
+        if worst is None:
+            continue
+        if out and out[-1][2] == worst and out[-1][1] == t0:
+            out[-1][1] = t1
+        else:
+            out.append([t0, t1, worst])
+    return [tuple(s) for s in out]
 
 
 def _audit_title(a: dict) -> str:
@@ -225,4 +268,4 @@ def _ticks(range_name: str, start: float, end: float) -> list[tuple[float, str]]
     return out
 
 
-__all__ = ["RANGES", "window", "build", "Timeline", "Lane", "Mark", "Band", "AuditMark"]
+__all__ = ["RANGES", "MAX_BANDS", "AUDIT_MAX", "SEVERITY", "window", "build", "Timeline", "Lane", "Mark", "Band", "AuditMark"]

@@ -20,7 +20,9 @@ from webmail.templating import render_admin
 
 def _load(conn, start: float, end: float) -> tuple:
     return (console.probe_names(conn), console.probe_results_between(conn, start, end),
-            console.continuity_audit_between(conn, start, end), console.mode_at(conn, start))
+            console.continuity_audit_between(conn, start, end, svg_timeline.AUDIT_MAX),
+            console.mode_at(conn, start), console.mode_changes_between(conn, start, end),
+            console.count_audit_between(conn, start, end))
 
 
 async def timeline(request: Request) -> Response:
@@ -30,15 +32,16 @@ async def timeline(request: Request) -> Response:
     if range_name not in svg_timeline.RANGES:
         raise HTTPException(400, "Unknown range: use 24h or 7d.")
     start, end, bucket = svg_timeline.window(range_name, time.time())
-    probes, results, audit, before = await ctx.spool.read(_load, start, end)
+    probes, results, audit, before, changes, total = await ctx.spool.read(_load, start, end)
     # a day of marks is thousands of elements: laid out and written off the event loop, which
     # also serves SMTP
-    tl, svg = await asyncio.to_thread(_draw, range_name, start, end, bucket, probes, results, audit, before)
+    tl, svg = await asyncio.to_thread(_draw, range_name, start, end, bucket, probes, results, audit, before,
+                                      changes, total)
     return render_admin(request, "admin/timeline.html", admin, tl=tl, svg=svg, ranges=list(svg_timeline.RANGES))
 
 
-def _draw(range_name, start, end, bucket, probes, results, audit, before):
-    tl = svg_timeline.build(range_name, start, end, bucket, probes, results, audit, before)
+def _draw(range_name, start, end, bucket, probes, results, audit, before, changes, total):
+    tl = svg_timeline.build(range_name, start, end, bucket, probes, results, audit, before, changes, total)
     return tl, render_svg(tl)
 
 
