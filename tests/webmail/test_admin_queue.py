@@ -1,6 +1,6 @@
 """Admin console, the queue pages, against a real gateway whose smarthost is down (a long
 backoff, so a message moves only because of what the admin did) and real chromium: counts and
-search by queue ID, sender and recipient; hold, release and delete from the browser change the
+search by queue ID, sender and recipient; hold, release, flush and delete from the browser change the
 spool rows as `mailgate queue` does (tests/e2e/test_queue_cli.py) and are audited with actor
 admin:NAME; a cross-site POST is refused and changes nothing."""
 from __future__ import annotations
@@ -44,19 +44,20 @@ def test_queue_search_hold_release_delete(peers, tmp_path, browser):
     sink.stop()
     gw = start_webmail(peers, tmp_path, smarthost=f"[127.0.0.1]:{sink.port}",
                        minimal_backoff=300.0, maximal_backoff=600.0)
-    a, b, c = send_all(gw.smtp_port, [("alice@remote.test", "bob@example.com", "a"),
-                                      ("carol@other.test", "dave@example.com", "b"),
-                                      ("alice@remote.test", "erin@example.com", "c")])
+    a, b, c, d = send_all(gw.smtp_port, [("alice@remote.test", "bob@example.com", "a"),
+                                         ("carol@other.test", "dave@example.com", "b"),
+                                         ("alice@remote.test", "erin@example.com", "c"),
+                                         ("frank@remote.test", "gina@example.com", "d")])
     wait_for(lambda: {r["state"] for r in spool_rows(gw.spool_path, "SELECT state FROM messages")} == {"deferred"},
-             20, what="three deferred messages")
+             20, what="four deferred messages")
     page, cookie = admin_page(browser, gw)
     rec = Recorder(page, gw.base)
     csp = csp_violations(page)
 
     page.goto(gw.base + "/admin/queue")
-    assert page.locator('#counts li[data-state="deferred"]').get_attribute("data-count") == "3"
-    assert listed(page) == {a, b, c}
-    for text, want in [(b, {b}), (b[:6].lower(), {x for x in (a, b, c) if x.lower().startswith(b[:6].lower())}),
+    assert page.locator('#counts li[data-state="deferred"]').get_attribute("data-count") == "4"
+    assert listed(page) == {a, b, c, d}
+    for text, want in [(b, {b}), (b[:6].lower(), {x for x in (a, b, c, d) if x.lower().startswith(b[:6].lower())}),
                        ("alice@remote", {a, c}), ("carol", {b}), ("erin@example.com", {c}),
                        ("nobody", set())]:
         page.fill("#q", text)
@@ -77,9 +78,14 @@ def test_queue_search_hold_release_delete(peers, tmp_path, browser):
     page.wait_for_url(re.compile(r"done=held"))
     m = message_row(gw, a)
     assert (m["state"], m["hold_reason"]) == ("hold", "operator") and m["held_at"] is not None
+    assert gw.gw.cli("queue", "hold", d).stdout.strip() == f"{d}: held (hold)"   # the same change
+    same = ("state", "hold_reason", "attempts", "held_seconds", "replay_id")
+    cli_row = message_row(gw, d)
+    assert {k: m[k] for k in same} == {k: cli_row[k] for k in same}
+    assert cli_row["held_at"] is not None
     page.goto(gw.base + "/admin/queue?state=hold")
-    assert listed(page) == {a}
-    # hold again: refused (it is not incoming or deferred), nothing changes
+    assert listed(page) == {a, d}
+    # release of a message not on hold: refused, nothing changes
     page.goto(gw.base + f"/admin/queue/{b}")
     page.click("#release")
     assert page.text_content("#error").startswith("Cannot release: the message is deferred")
@@ -93,7 +99,12 @@ def test_queue_search_hold_release_delete(peers, tmp_path, browser):
     wait_for(lambda: message_row(gw, a)["state"] == "delivered", 20, what="released message delivered")
     m = message_row(gw, a)
     assert m["hold_reason"] == "" and m["held_at"] is None and m["held_seconds"] > 0
-    assert [t for _e, d in sink.messages() for t in re.findall(rb"X-Test-Token: (\w+)", d)] == [b"a"]
+    assert [t for _e, data in sink.messages() for t in re.findall(rb"X-Test-Token: (\w+)", data)] == [b"a"]
+    # flush: a deferred message due now, before its 300 s backoff
+    page.goto(gw.base + f"/admin/queue/{b}")
+    page.click("#flush")
+    page.wait_for_url(re.compile(r"done=flushed"))
+    wait_for(lambda: message_row(gw, b)["state"] == "delivered", 20, what="flushed message delivered")
 
     # delete: a confirmation step, then the rows are gone
     page.goto(gw.base + f"/admin/queue/{c}")
@@ -110,15 +121,16 @@ def test_queue_search_hold_release_delete(peers, tmp_path, browser):
     assert acts == [("queue_hold", "admin:root", "ok", f"queue_id={a}"),
                     ("queue_release", "admin:root", "refused", f"queue_id={b}"),
                     ("queue_release", "admin:root", "ok", f"queue_id={a}"),
+                    ("queue_flush", "admin:root", "ok", f"queue_id={b}"),
                     ("queue_delete", "admin:root", "ok", f"queue_id={c}")], acts
     assert rec.foreign == [] and rec.dialogs == [] and csp == []
 
     # a cross-site POST (no same-origin Fetch-Metadata, wrong Origin) changes nothing
     cl = Client(gw.base)
     cl.cookies["mailgate-admin"] = cookie
-    status, _, _ = cl.post(f"/admin/queue/{b}/hold", {"csrf": "x"},
+    status, _, _ = cl.post(f"/admin/queue/{d}/release", {"csrf": "x"},
                            headers={"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.test"})
-    assert status == 403 and message_row(gw, b)["state"] == "deferred"
-    status, _, _ = cl.post(f"/admin/queue/{b}/delete", {"csrf": "x", "confirm": "yes"},
+    assert status == 403 and message_row(gw, d)["state"] == "hold"
+    status, _, _ = cl.post(f"/admin/queue/{d}/delete", {"csrf": "x", "confirm": "yes"},
                            headers={"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.test"})
-    assert status == 403 and message_row(gw, b) is not None
+    assert status == 403 and message_row(gw, d) is not None
