@@ -18,10 +18,10 @@ def _n(v: float) -> str:
 def render_svg(tl: Timeline) -> Markup:
     """The ``<svg id="timeline">`` element of ``tl`` (role img, with title and desc)."""
     out = [
-        f'<svg class="timeline" id="timeline" role="img" aria-labelledby="tl-title tl-desc"'
-        f' xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_n(tl.width)} {_n(tl.height)}"'
-        f' data-range="{escape(tl.range_name)}" data-start="{tl.start:.0f}" data-end="{tl.end:.0f}"'
-        f' data-bucket="{tl.bucket:g}">',
+        (f'<svg class="timeline" id="timeline" role="img" aria-labelledby="tl-title tl-desc"'
+         f' xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_n(tl.width)} {_n(tl.height)}"'
+         f' data-range="{escape(tl.range_name)}" data-start="{tl.start:.0f}" data-end="{tl.end:.0f}"'
+         f' data-bucket="{tl.bucket:g}">'),
         f'<title id="tl-title">{escape(tl.title)}</title>',
         f'<desc id="tl-desc">{escape(tl.desc)}</desc>',
         '<g class="grid">',

@@ -109,7 +109,7 @@ def window(range_name: str, now: float) -> tuple[float, float, float]:
 
 
 def _hm(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _span(seconds: float) -> str:
@@ -122,7 +122,7 @@ def _ms(seconds: float) -> str:
 
 def _clock(ts: float, bucket: float) -> str:
     fmt = "%H:%M:%S" if bucket < 60 else "%H:%M" if bucket < 600 else "%a %H:%M"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime(fmt) + " UTC"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(fmt) + " UTC"
 
 
 def _x(t: float, start: float, end: float) -> float:
@@ -138,7 +138,7 @@ def build(range_name: str, start: float, end: float, bucket: float, probes: list
     force at ``start``, spool.console.mode_at; None: the engine never ran). ``changes``: every
     state change of the window (spool.console.mode_changes_between), when ``audit`` is only the
     newest of the window's records; ``audit_total``: how many records the window has."""
-    n = int(round((end - start) / bucket))
+    n = round((end - start) / bucket)
     step = PLOT / n
     names = sorted(set(probes) | {r["probe"] for r in results})
     lanes = [Lane(p, TOP + BAND_H + 10 + i * LANE_H) for i, p in enumerate(names)]
@@ -233,7 +233,7 @@ def _worst_per_bucket(spans: list[tuple], start: float, end: float, bucket: floa
     equal neighbours merged."""
     out: list[list] = []
     k = 0
-    n = int(round((end - start) / bucket))
+    n = round((end - start) / bucket)
     for i in range(n):
         t0, t1 = start + i * bucket, start + (i + 1) * bucket
         while k < len(spans) and spans[k][1] <= t0:
@@ -263,9 +263,9 @@ def _ticks(range_name: str, start: float, end: float) -> list[tuple[float, str]]
     t = math.ceil(start / every) * every
     out = []
     while t <= end:
-        out.append((_x(t, start, end), dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime(fmt)))
+        out.append((_x(t, start, end), dt.datetime.fromtimestamp(t, dt.UTC).strftime(fmt)))
         t += every
     return out
 
 
-__all__ = ["RANGES", "MAX_BANDS", "AUDIT_MAX", "SEVERITY", "window", "build", "Timeline", "Lane", "Mark", "Band", "AuditMark"]
+__all__ = ["AUDIT_MAX", "MAX_BANDS", "RANGES", "SEVERITY", "AuditMark", "Band", "Lane", "Mark", "Timeline", "build", "window"]

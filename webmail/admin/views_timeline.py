@@ -13,8 +13,8 @@ from starlette.routing import Route
 
 from spool import console
 from webmail.admin import svg_timeline
-from webmail.admin.svg_render import render_svg
 from webmail.admin.session import require_admin
+from webmail.admin.svg_render import render_svg
 from webmail.templating import render_admin
 
 
