@@ -149,17 +149,21 @@ def hold_due_now(conn: sqlite3.Connection, now: float | None = None) -> int:
     return conn.execute("UPDATE messages SET next_attempt_at=? WHERE state='deferred'", (now,)).rowcount
 
 
-#: Probe results kept per probe (older ones are pruned as new ones arrive).
-PROBE_HISTORY = 200
+#: How long probe results are kept (seconds): the admin console's timeline shows the last 7
+#: days, and a day more is kept so that a window ending now is always full. Pruning is by age,
+#: one indexed DELETE per new result (probe_results_at): at the default 10 s SMTP interval that
+#: is about 69 000 rows per probe.
+PROBE_KEEP_SECONDS = 8 * 86400.0
 
 
 def record_probe(conn: sqlite3.Connection, probe: str, ok: bool, at: float, latency: float,
                  detail: str, critical: bool) -> None:
-    """Keep a probe result (for `mailgate probes --history` and the admin API)."""
+    """Keep a probe result (for `mailgate probes --history`, the admin API and the admin
+    console's timeline); results of ``probe`` older than PROBE_KEEP_SECONDS before ``at`` are
+    pruned."""
     conn.execute("INSERT INTO probe_results (probe, ok, at, latency, detail, critical) VALUES (?,?,?,?,?,?)",
                  (probe, int(ok), at, latency, detail[:500], int(critical)))
-    conn.execute("DELETE FROM probe_results WHERE probe=? AND id <= (SELECT id FROM probe_results"
-                 " WHERE probe=? ORDER BY id DESC LIMIT 1 OFFSET ?)", (probe, probe, PROBE_HISTORY))
+    conn.execute("DELETE FROM probe_results WHERE probe=? AND at < ?", (probe, at - PROBE_KEEP_SECONDS))
 
 
 def probe_history(conn: sqlite3.Connection, latest_only: bool = True, limit: int = 50) -> list[dict]:
