@@ -52,7 +52,7 @@ class SmtpListener(_Section):
     address: str                          # host:port, [v6]:port
     proxy_protocol: bool = False          # every connection starts with a PROXY v1/v2 header
     proxy_trusted: list[str] = []         # proxies (addresses, CIDRs) that may send that header
-    proxy_timeout: float = Field(5.0, ge=1.0, le=300.0)   # seconds to wait for it (Postfix: 5 s)
+    proxy_timeout: float = Field(5.0, ge=3.0, le=300.0)   # seconds to wait for it (Postfix: 5 s)
 
     @field_validator("address")
     @classmethod
@@ -111,7 +111,7 @@ class SmtpConfig(_Section):
         seen: set[tuple[str, int]] = set()
         for spec in [*self.listen, *(lst.address for lst in self.listeners)]:
             host, port = parse_listen(spec)
-            if (host, port) in seen:
+            if port != 0 and (host, port) in seen:     # port 0: the system picks one each
                 raise ValueError(f"listen address {spec!r} is given twice (smtp.listen and "
                                  "smtp.listeners together name each address once)")
             seen.add((host, port))
