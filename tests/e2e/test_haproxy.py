@@ -11,13 +11,16 @@ import smtplib
 import socket
 import sqlite3
 import struct
+import subprocess
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 
+from gateway import config
 from tests.conftest import config_toml
 from tests.support.haproxy import HAPROXY, HAProxyProc
 from tests.support.peers import GatewayProc, free_port, wait_for
@@ -106,6 +109,24 @@ def cluster(peers, tmp_path):
     peers.procs.append(hap)
     hap.start()
     return sink, gws, hap, front
+
+
+def test_the_deploy_example_is_valid_haproxy_and_its_gateway_snippet_a_valid_config():
+    cfg_file = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
+    run = subprocess.run([HAPROXY, "-c", "-f", str(cfg_file)], capture_output=True, text=True,
+                         timeout=30)
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = cfg_file.read_text()
+    live = [ln.split("#")[0] for ln in text.splitlines()]
+    assert any("send-proxy-v2" in ln and "check-send-proxy" in ln for ln in live)
+    assert any(ln.strip().startswith("option smtpchk") for ln in live)
+    assert sum(ln.strip().startswith("server gw") for ln in live) == 2
+    snippet = "\n".join(ln[4:] for ln in text.splitlines()
+                        if ln.startswith("#   ") and not ln.startswith("#   option")
+                        and not ln.startswith(("#   http-check", "#   default-server")))
+    smtp = config.parse(tomllib.loads(snippet), "deploy/haproxy.cfg").smtp
+    (listener,) = smtp.all_listeners()
+    assert listener.proxy_protocol and listener.proxy_trusted == ["10.0.0.5", "10.0.0.6"]
 
 
 def message(subject: str) -> bytes:
