@@ -222,3 +222,28 @@ async def test_per_client_limit_is_keyed_by_the_header_client(intake):
             break
         await asyncio.sleep(0.02)
     assert server.limits.open == 0 and not server.limits.by_ip
+
+
+async def test_the_header_client_survives_starttls(intake, tmp_path):
+    """STARTTLS makes aiosmtpd start a new session: the client address must carry over."""
+    import ssl
+
+    import trustme
+    ca = trustme.CA()
+    cert = ca.issue_cert("gw.test")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "gw.pem"))
+    _, spool, port, _, _ = await intake(tls_cert=str(tmp_path / "gw.pem"))
+    c = await Conn.open(port, v2("198.51.100.7"))
+    assert (await c.reply()).startswith(b"220")
+    assert b"STARTTLS" in await c.cmd("EHLO client.remote.test")
+    assert (await c.cmd("STARTTLS")).startswith(b"220")
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    await c.w.start_tls(client_ctx, server_hostname="gw.test")
+    rep = await c.mail("someone@elsewhere.test")           # relay allowed: still 198.51.100.7
+    qid = QUEUED.match(rep).group(1).decode()
+    await c.close()
+    m = await spool.get(qid, with_data=True)
+    assert m.client_addr == "198.51.100.7"
+    assert m.data.startswith(b"Received: from client.remote.test ([198.51.100.7])\r\n\tby gw.test "
+                             b"(mailgate) with ESMTPS")
