@@ -133,7 +133,7 @@ def _admin_server(cfg: Config, spool, qmgr, intake, controller, runner, log, jou
         return None
     from gateway.admin import AdminContext, AdminServer, build_app
     ctx = AdminContext(token=cfg.admin.token, spool=spool, qmgr=qmgr, listening=lambda: intake.serving,
-                       controller=controller, runner=runner, journal=journal)
+                       controller=controller, runner=runner, journal=journal, intake=intake)
     admin = AdminServer(build_app(ctx), cfg.admin.listen)
     host, port = admin.bind()
     log.info("admin_listening", address=f"{host}:{port}", api=bool(cfg.admin.token))

@@ -26,6 +26,15 @@ class ConfigError(Exception):
     """The configuration file cannot be read or a key has a bad value (message names both)."""
 
 
+def parse_listen(spec: str) -> tuple[str, int]:
+    """"127.0.0.1:2525" / "[::1]:25" → (host, port). Raises ValueError."""
+    host, _, port = spec.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"listen address must be host:port, got {spec!r}")
+    return host, int(port)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -35,8 +44,42 @@ class ServerConfig(_Section):
     data_dir: Path = Path("data")                         # the spool lives here (spool.db)
 
 
+class SmtpListener(_Section):
+    """One ``[[smtp.listeners]]`` table: a listener with its own PROXY protocol settings
+    (docs/cluster.md). ``proxy_protocol`` makes every connection start with a PROXY v1/v2
+    header (HAProxy's send-proxy-v2), accepted only from ``proxy_trusted`` peers."""
+
+    address: str                          # host:port, [v6]:port
+    proxy_protocol: bool = False          # every connection starts with a PROXY v1/v2 header
+    proxy_trusted: list[str] = []         # proxies (addresses, CIDRs) that may send that header
+    proxy_timeout: float = Field(5.0, ge=3.0, le=300.0)   # seconds to wait for it (Postfix: 5 s)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+    @field_validator("proxy_trusted")
+    @classmethod
+    def _trusted(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            checks.proxy_trusted(cidr)
+        return v
+
+    @model_validator(mode="after")
+    def _needs_trusted(self) -> "SmtpListener":
+        if self.proxy_protocol and not self.proxy_trusted:
+            raise ValueError("proxy_protocol = true needs proxy_trusted (the addresses of the "
+                             "proxies allowed to send the PROXY header)")
+        if self.proxy_trusted and not self.proxy_protocol:
+            raise ValueError("proxy_trusted is only used with proxy_protocol = true")
+        return self
+
+
 class SmtpConfig(_Section):
     listen: list[str] = ["127.0.0.1:2525"]   # host:port, [v6]:port
+    listeners: list[SmtpListener] = []       # [[smtp.listeners]]: listeners with PROXY protocol
     max_message_size: int = Field(36 * 1024 * 1024, ge=1024)     # bytes, advertised as SIZE
     max_recipients: int = Field(1000, ge=100)                    # per message; 452 4.5.3 beyond
     max_connections: int = Field(500, ge=1)                      # all clients; 421 4.7.0 beyond
@@ -62,6 +105,23 @@ class SmtpConfig(_Section):
         for spec in v:
             parse_listen(spec)      # a bad address fails here, not as a traceback at bind time
         return v
+
+    @model_validator(mode="after")
+    def _one_listener_each(self) -> "SmtpConfig":
+        seen: set[tuple[str, int]] = set()
+        for spec in [*self.listen, *(lst.address for lst in self.listeners)]:
+            host, port = parse_listen(spec)
+            if port != 0 and (host, port) in seen:     # port 0: the system picks one each
+                raise ValueError(f"listen address {spec!r} is given twice (smtp.listen and "
+                                 "smtp.listeners together name each address once)")
+            seen.add((host, port))
+        if not seen:
+            raise ValueError("no SMTP listener: set smtp.listen or [[smtp.listeners]]")
+        return self
+
+    def all_listeners(self) -> list[SmtpListener]:
+        """Every listener: each ``listen`` address (no PROXY protocol), then ``listeners``."""
+        return [SmtpListener(address=spec) for spec in self.listen] + list(self.listeners)
 
 
 class RelayConfig(_Section):
@@ -326,12 +386,3 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
             "tls_cert": fix(cfg.webmail.tls_cert), "tls_key": fix(cfg.webmail.tls_key),
             "dkim": [k.model_copy(update={"key_file": fix(k.key_file)}) for k in cfg.webmail.dkim]}),
     })
-
-
-def parse_listen(spec: str) -> tuple[str, int]:
-    """"127.0.0.1:2525" / "[::1]:25" → (host, port). Raises ValueError."""
-    host, _, port = spec.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise ValueError(f"listen address must be host:port, got {spec!r}")
-    return host, int(port)

@@ -57,6 +57,21 @@ def trusted_network(cidr: str) -> str:
     return cidr
 
 
+def proxy_trusted(cidr: str) -> str:
+    """``smtp.listeners[i].proxy_trusted`` entry: an address or CIDR of a proxy allowed to send
+    the PROXY header (no host bits, never /0: whoever may send it chooses the client address
+    that relay control sees). Raises ValueError; returns ``cidr``."""
+    from policies.relay_networks import TrustedNetworks
+    try:
+        TrustedNetworks([cidr])
+    except ValueError as e:
+        if "every address" in str(e):
+            raise ValueError(f"proxy_trusted {cidr!r} trusts every address: anyone could claim "
+                             "any client address (and relay as a trusted network)") from None
+        raise ValueError(str(e).replace("trusted network", "proxy_trusted entry")) from None
+    return cidr
+
+
 def alert_url(url: str) -> str:
     """``continuity.alert_urls`` entry: a URL apprise can use. The error names the scheme only:
     user, password, host and path of an apprise URL are often the secret. Raises ValueError."""

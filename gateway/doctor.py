@@ -17,8 +17,9 @@ Exit status by the worst level: 0 all OK, 1 a WARN, 2 a FAIL. The checks (docs/d
     disk             free space for the spool and at the last 24 h's volume, days left
 
 Our outbound addresses (for SPF) are the A/AAAA of ``server.hostname`` (the name we say in EHLO
-and that receivers check) plus every ``smtp.listen`` address that is globally routable (a public
-address we are bound to is one we send from). Every check is bounded: DNS by ``dns.lifetime``,
+and that receivers check) plus every SMTP listener address (``smtp.listen``,
+``[[smtp.listeners]]``) that is globally routable (a public address we are bound to is one we
+send from). Every check is bounded: DNS by ``dns.lifetime``,
 an SMTP session by CHECK_TIMEOUT, and each check as a whole by CHECK_TIMEOUT. Reads the spool
 (volume of the last 24 h); writes nothing. The DNS checks are here (with their DNS, SPF and DKIM
 helpers in doctor_dns.py), the smarthost and canary checks in doctor_smtp.py, the directory,
@@ -76,7 +77,7 @@ class Context:
         except (Missing, TempFail) as e:
             mine, self.hostname_error = [], str(e)
         listen = []
-        for spec in self.cfg.smtp.listen:
+        for spec in [lst.address for lst in self.cfg.smtp.all_listeners()]:
             try:
                 ip = ipaddress.ip_address(parse_listen(spec)[0])
             except ValueError:

@@ -11,6 +11,8 @@
 #   postfix                 smtp-sink/smtp-source and the benchmark yardstick (never started)
 #   iproute2, util-linux    ip (loopback aliases), mount/umount (a small tmpfs is a real full disk)
 #   systemd                 systemd-analyze verify of deploy/systemd/mailgate.service
+#   haproxy                 the real load balancer (PROXY v2) in front of two gateways (never
+#                           started as a service: tests/e2e/test_haproxy.py runs its own)
 #   chromium                the real browser of the webmail tests, driven by pip playwright through
 #                           /usr/bin/chromium (Playwright's own browser download cannot run here)
 # Python: the project with its [test] extras. Extra arguments go to pytest.
@@ -18,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(dnsmasq-base swaks libnet-ssleay-perl libio-socket-ssl-perl
-                 libio-socket-inet6-perl postfix iproute2 util-linux systemd chromium)
+                 libio-socket-inet6-perl postfix iproute2 util-linux systemd chromium haproxy)
 
 need=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -45,6 +47,8 @@ support="$(swaks --support 2>&1 || true)"
 grep -q "=== TLS supported" <<<"$support" \
   || fail "swaks has no TLS: $(grep TLS <<<"$support") (install libnet-ssleay-perl libio-socket-ssl-perl)"
 [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] || fail "smtp-sink/smtp-source not found (postfix)"
+/usr/sbin/haproxy -v 2>/dev/null | grep -Eq "^HAProxy version (2\.[6-9]|[3-9]\.)" \
+  || fail "HAProxy >= 2.6 not found at /usr/sbin/haproxy (haproxy; tests/e2e/test_haproxy.py)"
 python3 - <<'EOF' || fail "Python test dependencies do not import"
 import aiosmtpd, aiosmtplib, dns.asyncresolver, pytest, pytest_asyncio, trustme  # noqa: F401
 import nh3, argon2, pyotp, dkim, nacl, jinja2, multipart, yaml, playwright.sync_api  # noqa: F401

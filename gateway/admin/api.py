@@ -54,6 +54,7 @@ class AdminContext:
     controller: Any = None
     runner: Any = None
     journal: Any = None            # gateway.continuity.journal task (its ``stats``), or None
+    intake: Any = None             # gateway.intake.server.IntakeServer (its ``proxy_refused``)
 
 
 def _error(status: int, message: str, **headers) -> JSONResponse:

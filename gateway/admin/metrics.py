@@ -47,6 +47,9 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("mailgate_dsn_sent", "Delivery status notifications queued since start",
                                   value=stats.get("dsn", 0))
         yield from self._journal(stats)
+        intake = getattr(ctx, "intake", None)
+        if intake is not None:
+            yield self._proxy_refused(intake.proxy_refused)
         if ctx.controller is not None:
             yield from self._continuity(ctx.controller.status())
         if ctx.runner is not None:
@@ -69,6 +72,18 @@ class GatewayCollector(Collector):
             yield CounterMetricFamily("mailgate_journal_index_failed_messages",
                                       "Filed messages the indexer could not parse since start",
                                       value=keeper.stats.get("index_failed", 0))
+
+    @staticmethod
+    def _proxy_refused(refused: dict):
+        """Connections to PROXY-protocol listeners closed without a greeting, per reason
+        (gateway.intake.proxy.REASONS: untrusted peer, header timeout, invalid, none)."""
+        from gateway.intake.proxy import REASONS
+        c = CounterMetricFamily("mailgate_proxy_refused_connections",
+                                "Connections to PROXY protocol listeners closed without a "
+                                "greeting since start, per reason", labels=["reason"])
+        for reason in REASONS:
+            c.add_metric([reason], refused.get(reason, 0))
+        return c
 
     @staticmethod
     def _continuity(s: dict):

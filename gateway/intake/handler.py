@@ -52,13 +52,23 @@ class IntakeHandler:
             extra.insert(0, "250-PIPELINING")
         return out[:-1] + extra + out[-1:]
 
+    async def handle_PROXY(self, server, session, envelope, proxy_data):
+        """A valid PROXY header from a trusted proxy (aiosmtpd calls this before the greeting;
+        without it every PROXY connection is dropped): the session takes the real client's
+        address (server.accept_proxy); False closes the connection."""
+        try:
+            return await server.accept_proxy(proxy_data)
+        except Exception:
+            self.log.exception("proxy_error", proxy=_client_ip(session))
+            return False
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if not self.accepting:
             return replies.SHUTTING_DOWN
         # envelope.smtp_utf8 is set by aiosmtpd from the MAIL parameters before this hook
         decision = check_mail_from(address, envelope.smtp_utf8)
         if not decision.verdict.ok:
-            self.log.info("mail_rejected", client=_client_ip(session), mail_from=ascii(address),
+            self.log.info("mail_rejected", **_who(session), mail_from=ascii(address),
                           reply=decision.verdict.reply())
             return decision.verdict.reply()
         envelope.mail_from = decision.address  # '<>' for the null sender (truthy for aiosmtpd)
@@ -79,7 +89,7 @@ class IntakeHandler:
         decision = check_rcpt(address, client_ip, self.rcpt_context(),
                               smtputf8=envelope.smtp_utf8)
         if not decision.verdict.ok:
-            self.log.info("rcpt_rejected", client=client_ip, mail_from=envelope.mail_from,
+            self.log.info("rcpt_rejected", **_who(session), mail_from=envelope.mail_from,
                           rcpt=address, reply=decision.verdict.reply())
             return decision.verdict.reply()
         rcpt = decision.mailbox.address
@@ -94,7 +104,7 @@ class IntakeHandler:
         try:
             return await self._queue(queue_id, session, envelope)
         except Exception:
-            self.log.exception("intake_error", queue_id=queue_id, client=_client_ip(session))
+            self.log.exception("intake_error", queue_id=queue_id, **_who(session))
             return replies.LOCAL_ERROR
         finally:
             self._leave()
@@ -102,13 +112,13 @@ class IntakeHandler:
     async def _queue(self, queue_id: str, session, envelope) -> str:
         data = envelope.original_content   # bytearray: unstuffed and line-checked by intake.data
         if count_received(data, HOP_LIMIT + 1) > HOP_LIMIT:
-            self.log.warning("rejected_loop", queue_id=queue_id, client=_client_ip(session))
+            self.log.warning("rejected_loop", queue_id=queue_id, **_who(session))
             return replies.TOO_MANY_HOPS
         if self.probe_mailbox is not None:
             consumed = self.probe_mailbox.consume(envelope, data)
             if consumed:
                 self.log.info("probe_consumed", queue_id=queue_id, outcome=consumed.outcome,
-                              token=consumed.token, client=_client_ip(session),
+                              token=consumed.token, **_who(session),
                               mail_from=envelope.mail_from, rcpt=",".join(envelope.rcpt_tos))
                 return replies.PROBE_CONSUMED
         now = time.time()
@@ -134,7 +144,7 @@ class IntakeHandler:
         except SpoolError as e:    # the disk full: 452 4.3.1; another storage failure: 451 4.3.0
             self.log.error("spool_commit_failed", queue_id=queue_id, error=str(e), full=e.full)
             return replies.INSUFFICIENT_STORAGE if e.full else replies.SPOOL_ERROR
-        self.log.info("queued", queue_id=queue_id, client=msg.client_addr,
+        self.log.info("queued", queue_id=queue_id, **_who(session),
                       mail_from=mail_from or "<>", nrcpt=len(msg.rcpt_tos), size=len(msg.data))
         self.on_queued(queue_id)
         return replies.queued(queue_id)
@@ -163,7 +173,18 @@ class IntakeHandler:
 
 
 def _client_ip(session) -> str:
+    """The client's IP address: the PROXY header's source on a PROXY listener (set by
+    GatewaySMTP), else the connecting peer's; "" if unknown."""
+    client = getattr(session, "client_ip", None)
+    if client:
+        return client
     peer = session.peer
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
     return ""
+
+
+def _who(session) -> dict[str, str]:
+    """Log fields naming the client, and the proxy it came through (``proxy=``) if any."""
+    proxy = getattr(session, "proxy_ip", None)
+    return {"client": _client_ip(session), **({"proxy": proxy} if proxy else {})}

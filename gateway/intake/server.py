@@ -10,7 +10,11 @@ limits aiosmtpd lacks (LIBRARY-NOTES.md), and an enhanced status code on every r
 - Postfix's error and junk-command limits: after ``hard_error_limit`` error replies (4xx/5xx for
   the client's doing, e.g. unknown recipients, bad syntax) the client gets 421 4.7.0 and the
   connection is closed; NOOP/RSET/VRFY/EXPN/HELP beyond ``junk_command_limit`` each count as an
-  error. Both counts restart after a message is queued (Postfix: "without delivering mail").
+  error. Both counts restart after a message is queued (Postfix: "without delivering mail");
+- on a PROXY listener (``[[smtp.listeners]]`` with ``proxy_protocol``, gateway.intake.proxy): a
+  peer outside ``proxy_trusted`` is closed at once, a connection without a valid header within
+  ``proxy_timeout`` is closed without a greeting, and the session belongs to the header's client
+  (its per-client slot is taken after the header): ``session.client_ip``, ``session.proxy_ip``.
 
 Policy lives in intake.handler; this module owns only the session mechanics.
 """
@@ -25,8 +29,9 @@ from typing import AsyncIterator
 
 from aiosmtpd.smtp import MISSING, SMTP
 
-from gateway.config import Config, SmtpConfig, parse_listen
-from gateway.intake import replies
+from gateway.config import Config, SmtpConfig, SmtpListener, parse_listen
+from gateway.intake import proxy, replies
+from gateway.intake.proxy import ProxyPolicy
 from gateway.intake.data import DataTimeout, DataTooLarge, LineTooLong, read_data
 
 #: Replies "452 4.5.3 Too many recipients" that do not count as errors (Postfix's
@@ -35,28 +40,49 @@ RECIPIENT_OVERSHOOT = 1000
 
 
 class ConnectionLimits:
-    """Counts open SMTP sessions, in total and per client IP."""
+    """Counts open SMTP sessions, in total and per client IP. A connection takes its total slot
+    when it is accepted and its client slot once the client is known: at once on a plain
+    listener, after the PROXY header (keyed by the real client) on a PROXY listener."""
 
     def __init__(self, total: int, per_client: int):
         self.total, self.per_client = total, per_client
         self.open = 0
         self.by_ip: Counter[str] = Counter()
 
-    def acquire(self, ip: str) -> str | None:
-        """Take a slot for ``ip``; return None, or the 421 reply to send if over a limit."""
+    def acquire_total(self) -> str | None:
+        """Take one of the ``total`` slots; return None, or the 421 reply if none is free."""
         if self.open >= self.total:
             return replies.TOO_MANY_CONNECTIONS
+        self.open += 1
+        return None
+
+    def acquire_client(self, ip: str) -> str | None:
+        """Take a slot of client ``ip``; return None, or the 421 reply if it has none left."""
         if self.by_ip[ip] >= self.per_client:
             return replies.TOO_MANY_CONNECTIONS_FROM_YOU
-        self.open += 1
         self.by_ip[ip] += 1
         return None
 
-    def release(self, ip: str) -> None:
+    def acquire(self, ip: str) -> str | None:
+        """Both slots for ``ip``; return None, or the 421 reply to send if over a limit."""
+        refusal = self.acquire_total()
+        if refusal is None:
+            refusal = self.acquire_client(ip)
+            if refusal is not None:
+                self.release_total()
+        return refusal
+
+    def release_total(self) -> None:
         self.open -= 1
+
+    def release_client(self, ip: str) -> None:
         self.by_ip[ip] -= 1
         if self.by_ip[ip] <= 0:
             del self.by_ip[ip]
+
+    def release(self, ip: str) -> None:
+        self.release_total()
+        self.release_client(ip)
 
 
 class DataSlots:
@@ -86,34 +112,122 @@ class GatewaySMTP(SMTP):
     """aiosmtpd's SMTP protocol with mailgate's session limits. One instance per connection."""
 
     def __init__(self, handler, *, limits: ConnectionLimits, data_slots: DataSlots,
-                 smtp: SmtpConfig, **kw):
+                 smtp: SmtpConfig, proxy_policy: ProxyPolicy | None = None, **kw):
         self.line_length_limit = smtp.max_line_length  # read by SMTP.__init__ for the stream limit
+        self._proxy = proxy_policy           # None: not a PROXY listener
+        self._client_ip: str | None = None   # the client: the peer, or the PROXY header's source
+        self._proxy_ip: str | None = None    # the proxy that sent the header (its peer address)
+        self._peer_ip = ""
+        self._started = False                # aiosmtpd runs this connection (not refused at once)
+        self._holds_total = False
+        self._slot_ip: str | None = None     # the client slot held (ConnectionLimits, DataSlots)
+        self._proxy_outcome: str | None = None   # "accepted", "limit" or a proxy.REASONS word
+        if proxy_policy is not None:
+            kw["proxy_protocol_timeout"] = proxy_policy.timeout
         super().__init__(handler, **kw)
         self._smtp = smtp
         self._limits = limits
         self._data_slots = data_slots
-        self._slot_ip: str | None = None
         self._errors = self._junk = self._overshoot = 0
         self._closing = False
+
+    def _create_session(self):
+        """aiosmtpd's Session plus ``client_ip`` (the real client) and ``proxy_ip`` (the
+        proxy's address, or None): kept across the new session of a STARTTLS re-wrap."""
+        session = super()._create_session()
+        session.client_ip = self._client_ip
+        session.proxy_ip = self._proxy_ip
+        return session
+
+    def _log(self):
+        return getattr(self.event_handler, "log", None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # a new connection, not the STARTTLS re-wrap
             peer = transport.get_extra_info("peername")
             ip = peer[0] if peer else ""
-            refusal = self._limits.acquire(ip)
+            self._peer_ip = ip
+            if self._proxy is not None and not self._proxy.trusts(ip):
+                self._proxy.refused[proxy.UNTRUSTED] += 1
+                self._proxy_outcome = proxy.UNTRUSTED
+                log = self._log()
+                if log is not None:
+                    log.warning("proxy_refused", reason=proxy.UNTRUSTED, proxy=ip,
+                                listener=self._proxy.address)
+                transport.close()   # no greeting, nothing read: the header is never believed
+                return
+            if self._proxy is None:
+                refusal = self._limits.acquire(ip)
+            else:                   # the client slot waits for the header (accept_proxy)
+                refusal = self._limits.acquire_total()
             if refusal is not None:
                 transport.write(refusal.encode() + b"\r\n")
                 transport.close()
                 return
-            self._slot_ip = ip
+            self._holds_total = True
+            if self._proxy is None:
+                self._slot_ip = self._client_ip = ip
+            self._started = True
         super().connection_made(transport)
 
+    async def accept_proxy(self, data) -> bool:
+        """Called by the handler's ``handle_PROXY`` with a valid header (aiosmtpd ProxyData)
+        from a trusted peer: take the real client's connection slot; True to go on to the
+        greeting, False (after a 421 4.7.0 if over the per-client limit) to close."""
+        client, from_header = proxy.client_address(data, self._peer_ip)
+        refusal = self._limits.acquire_client(client)
+        if refusal is not None:
+            self._proxy_outcome = "limit"
+            log = self._log()
+            if log is not None:
+                log.warning("session_refused", client=client, proxy=self._peer_ip, reply=refusal)
+            await super().push(refusal)
+            return False
+        self._slot_ip = self._client_ip = client
+        self._proxy_ip = self._peer_ip
+        self._proxy_outcome = "accepted"
+        if self.session is not None:
+            self.session.client_ip, self.session.proxy_ip = client, self._peer_ip
+        if not from_header:
+            log = self._log()
+            if log is not None:
+                log.debug("proxy_local", proxy=self._peer_ip, version=data.version)
+        return True
+
+    def _timeout_cb(self) -> None:
+        if self._proxy is not None and self._proxy_outcome is None:
+            self._proxy_outcome = proxy.TIMEOUT
+        super()._timeout_cb()
+
     def connection_lost(self, error: Exception | None) -> None:
-        if self._slot_ip is None:  # refused in connection_made: aiosmtpd never started
+        if not self._started:  # refused in connection_made: aiosmtpd never started
             return
-        self._limits.release(self._slot_ip)
-        self._slot_ip = None
+        if self._proxy is not None and self._proxy_outcome in (None, proxy.TIMEOUT):
+            self._header_failed()
+        if self._holds_total:
+            self._limits.release_total()
+            self._holds_total = False
+        if self._slot_ip is not None:
+            self._limits.release_client(self._slot_ip)
+            self._slot_ip = None
         super().connection_lost(error)
+
+    def _header_failed(self) -> None:
+        """Count and log a PROXY listener's connection that ended without a usable header."""
+        data = self.session.proxy_data if self.session is not None else None
+        if self._proxy_outcome == proxy.TIMEOUT:
+            reason = proxy.TIMEOUT
+        elif data is not None and not data.valid:
+            reason = proxy.INVALID
+        else:
+            reason = proxy.NO_HEADER
+        self._proxy_outcome = reason
+        self._proxy.refused[reason] += 1
+        log = self._log()
+        if log is not None:
+            log.warning("proxy_refused", reason=reason, proxy=self._peer_ip,
+                        listener=self._proxy.address,
+                        **({"error": data.error} if data is not None and data.error else {}))
 
     async def push(self, status) -> None:
         """Send a reply (with an enhanced status code); count it if it is an error, and after
@@ -148,8 +262,8 @@ class GatewaySMTP(SMTP):
             return
         log = getattr(self.event_handler, "log", None)
         if log is not None:
-            log.warning("session_closed", client=self._slot_ip, reply=reply, errors=self._errors,
-                        junk=self._junk)
+            log.warning("session_closed", client=self._client_ip, reply=reply, errors=self._errors,
+                        junk=self._junk, **({"proxy": self._proxy_ip} if self._proxy_ip else {}))
         await super().push(reply)
         self._closing = True
         self.transport.close()
@@ -245,21 +359,24 @@ def tls_context(cfg: Config) -> ssl.SSLContext | None:
 
 
 class IntakeServer:
-    """Listens on every ``smtp.listen`` address in the running loop; ``await start()``,
-    ``await stop(grace)``."""
+    """Listens on every SMTP listener (``smtp.listen`` and ``[[smtp.listeners]]``) in the running
+    loop; ``await start()``, ``await stop(grace)``. ``proxy_refused`` counts connections to
+    PROXY listeners closed without a greeting, per reason (gateway.intake.proxy.REASONS)."""
 
     def __init__(self, cfg: Config, handler):
         self.cfg, self.handler = cfg, handler
         self.limits = ConnectionLimits(cfg.smtp.max_connections, cfg.smtp.max_connections_per_client)
         self.data_slots = DataSlots(cfg.smtp.max_concurrent_data,
                                     cfg.smtp.max_concurrent_data_per_client)
+        self.proxy_refused: Counter[str] = Counter()
         self._tls = tls_context(cfg)
         self._servers: list[asyncio.base_events.Server] = []
 
-    def _protocol(self) -> GatewaySMTP:
+    def _protocol(self, listener: SmtpListener) -> GatewaySMTP:
         s = self.cfg.smtp
+        policy = ProxyPolicy(listener, self.proxy_refused) if listener.proxy_protocol else None
         return GatewaySMTP(
-            self.handler, limits=self.limits, data_slots=self.data_slots, smtp=s,
+            self.handler, limits=self.limits, data_slots=self.data_slots, smtp=s, proxy_policy=policy,
             hostname=self.cfg.server.hostname, ident="ESMTP mailgate",
             data_size_limit=s.max_message_size, enable_SMTPUTF8=True, decode_data=False,
             tls_context=self._tls, require_starttls=s.require_tls and self._tls is not None,
@@ -269,9 +386,10 @@ class IntakeServer:
         """Bind every listener; return the bound (host, port) pairs (port 0 → the real one)."""
         loop = asyncio.get_running_loop()
         bound = []
-        for spec in self.cfg.smtp.listen:
-            host, port = parse_listen(spec)
-            srv = await loop.create_server(self._protocol, host, port, reuse_address=True)
+        for listener in self.cfg.smtp.all_listeners():
+            host, port = parse_listen(listener.address)
+            srv = await loop.create_server(functools.partial(self._protocol, listener), host, port,
+                                           reuse_address=True)
             self._servers.append(srv)
             bound.extend(sock.getsockname()[:2] for sock in srv.sockets)
         return bound

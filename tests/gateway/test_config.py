@@ -65,6 +65,21 @@ def test_an_empty_file_is_the_defaults(tmp_path):
      "not a valid domain: 'xn--zz.example'"),
     ("[relay]\naccepted_domains = [\"exa mple.com\"]\n", "relay.accepted_domains",
      "not a valid domain"),
+    ("[[smtp.listeners]]\naddress = \"10.0.0.21:25\"\nproxy_protocol = true\n",
+     "smtp.listeners[0]", "needs proxy_trusted"),
+    ("[[smtp.listeners]]\naddress = \"10.0.0.21:25\"\nproxy_trusted = [\"10.0.0.5\"]\n",
+     "smtp.listeners[0]", "only used with proxy_protocol = true"),
+    ("[[smtp.listeners]]\naddress = \"10.0.0.21:25\"\nproxy_protocol = true\n"
+     "proxy_trusted = [\"0.0.0.0/0\"]\n", "smtp.listeners[0].proxy_trusted", "trusts every address"),
+    ("[[smtp.listeners]]\naddress = \"10.0.0.21:25\"\nproxy_protocol = true\n"
+     "proxy_trusted = [\"10.0.0.5/8\"]\n", "smtp.listeners[0].proxy_trusted", "did you mean 10.0.0.0/8"),
+    ("[[smtp.listeners]]\naddress = \"10.0.0.21:25\"\nproxy_protocol = true\n"
+     "proxy_trusted = [\"10.0.0.5\"]\nproxy_timeout = 1.0\n", "smtp.listeners[0].proxy_timeout",
+     "greater than or equal to 3"),
+    ("[[smtp.listeners]]\naddress = \"25\"\n", "smtp.listeners[0].address", "host:port"),
+    ("[smtp]\nlisten = [\"10.0.0.21:25\"]\n[[smtp.listeners]]\naddress = \"10.0.0.21:25\"\n",
+     "smtp", "given twice"),
+    ("[smtp]\nlisten = []\n", "smtp", "no SMTP listener"),
 ])
 def test_bad_key_or_value_names_file_and_key(tmp_path, text, key, words):
     p = write(tmp_path, text)
@@ -279,3 +294,13 @@ def test_queue_commands_keep_working_when_the_directory_later_lists_the_return_a
     assert _cli("--config", str(p), "check-config").returncode == EXIT_CONFIG_ERROR
     out = _cli("--config", str(p), "queue", "list")
     assert out.returncode == 0 and "configuration error" not in out.stderr, out
+
+
+def test_proxy_listeners_next_to_plain_ones(tmp_path):
+    cfg = load(write(tmp_path, '[smtp]\nlisten = ["127.0.0.1:2525"]\n[[smtp.listeners]]\n'
+                                'address = "10.0.0.21:25"\nproxy_protocol = true\n'
+                                'proxy_trusted = ["10.0.0.5", "10.0.1.0/24"]\n'))
+    plain, proxied = cfg.smtp.all_listeners()
+    assert (plain.address, plain.proxy_protocol) == ("127.0.0.1:2525", False)
+    assert (proxied.address, proxied.proxy_protocol, proxied.proxy_timeout) == ("10.0.0.21:25", True, 5.0)
+    assert proxied.proxy_trusted == ["10.0.0.5", "10.0.1.0/24"]
