@@ -83,7 +83,7 @@ def test_drill_holds_only_the_drill_recipient_and_replays_once(peers, tmp_path):
         assert drill_held(tmp_path) == 3
         assert sorted((r, s) for r, s, _ in received(sink)) == [
             (["bob@example.com"], normal), (["carol@example.com"], mixed)]
-        assert q(tmp_path, "SELECT state FROM continuity_state") in ([], [("normal",)])
+        assert q(tmp_path, "SELECT mode FROM continuity_state") in ([], [("normal",)])
         out, _ = cli.communicate(timeout=90)
     finally:
         if cli.poll() is None:
