@@ -136,7 +136,9 @@ def _drill(cfg, conn, args) -> int:
     if row["end_reason"].startswith("superseded"):
         report["why"] = (f"{row['end_reason']}: the drill ended, its held mail is replayed with the "
                          "event's")
-    elif sent and end.startswith("ok") and not report["why"]:
+    elif sent and row["state"] == "ended" and not report["why"]:
+        if not end.startswith("ok"):              # the gateway ended it: drill_max_duration
+            report["note"] = row["end_reason"]
         _wait_phases(conn, drill_id, sent, ("replayed",), deadline, report)
     ok = (bool(sent) and len(sent) == len(keys) and not report["why"]
           and _passed(report, sent, ("held", "visible", "replayed")))
@@ -299,5 +301,7 @@ def _print(report: dict, as_json: bool) -> int:
             print(f"    {label:<19}{what} {shown:>10}  {extra}".rstrip())
     if "total_seconds" in report:
         print(f"  total                {report['total_seconds']:.3f} s")
+    if report.get("note"):
+        print(f"  note: {report['note']}")
     print(f"result: {report['result']}" + (f" ({report['why']})" if report["why"] else ""))
     return 0 if ok else 1

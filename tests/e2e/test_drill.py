@@ -18,15 +18,15 @@ import uuid
 from tests.conftest import ROOT, config_toml, fast_continuity
 from tests.support.peers import free_port, wait_for
 
-FAST = fast_continuity("postmaster@example.com")
 DRILL = "drill@example.com"
 
 
-def start(peers, tmp_path, extra=""):
+def start(peers, tmp_path, **continuity):
     sink = peers.sink(name="exchange")
     port = free_port()
     gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data", smarthost=f"[127.0.0.1]:{sink.port}",
-                                   continuity=None, extra=FAST + extra), port)
+                                   continuity=None, extra=fast_continuity("postmaster@example.com",
+                                                                          **continuity)), port)
     return sink, gw
 
 
@@ -179,3 +179,29 @@ def test_bad_drill_arguments_are_usage_errors(tmp_path):
     assert out.returncode == 2 and "not in relay.accepted_domains" in out.stderr
     out = drill("--rcpt", "not an address")
     assert out.returncode == 2 and "is not an address" in out.stderr
+
+
+def test_a_drill_nobody_ends_ends_by_itself(peers, tmp_path):
+    """drill_max_duration (2 s here): the gateway ends a drill the CLI keeps open (--hold 60)
+    and replays its mail; a drill hold left without a drill (written here as an attempt recorded
+    just after its drill ended would leave it) is released at the next tick."""
+    sink, gw = start(peers, tmp_path, drill_max_duration=2.0)
+    out = gw.cli("drill", "--rcpt", DRILL, "--hold", "60", "--timeout", "30", check=False)
+    assert out.returncode == 0, out.stdout
+    assert "note: ended by the gateway after drill_max_duration 2 s" in out.stdout
+    assert q(tmp_path, "SELECT actor FROM webmail_audit WHERE action='drill_end' ORDER BY id") == [
+        ("drill",), ("cli",)]
+    wait_for(lambda: sink.count() == 1, 10, what="the replay")
+    # a leftover drill hold, no drill running: released by the gateway, delivered once
+    send(gw.port, ["bob@example.com"], "leftover")
+    wait_for(lambda: sink.count() == 2, 10, what="bob's mail")
+    qid = q(tmp_path, "SELECT queue_id FROM messages ORDER BY seq DESC LIMIT 1")[0][0]
+    c = sqlite3.connect(tmp_path / "data" / "spool.db")
+    with c:
+        c.execute("UPDATE messages SET state='hold', hold_reason='drill', held_at=? WHERE queue_id=?",
+                  (time.time(), qid))
+        c.execute("UPDATE recipients SET state='pending', attempts=0 WHERE queue_id=?", (qid,))
+    c.close()
+    wait_for(lambda: sink.count() == 3, 10, what="the leftover released")
+    assert q(tmp_path, "SELECT state, replay_id FROM messages WHERE queue_id=?", qid) == [
+        ("delivered", "drill-leftover")]
