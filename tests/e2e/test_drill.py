@@ -112,6 +112,10 @@ def test_drill_holds_only_the_drill_recipient_and_replays_once(peers, tmp_path):
     # filed into the drill recipient's continuity mailbox (the webmail's rows), no one else's held
     filed = q(tmp_path, "SELECT mailbox, event_id FROM mailbox_messages WHERE event_id <> ''")
     assert filed == [(DRILL, drill_id)] * 3
+    assert q(tmp_path, "SELECT count(*) FROM mailbox_messages WHERE mailbox=?", DRILL)[0][0] == 3   # not twice
+    status = gw.cli("drill", "status").stdout
+    assert "drill:     none running" in status and f"{drill_id}  ended" in status, status
+    assert f"drill {drill_id} started for {DRILL}" in gw.cli("continuity", "status").stdout
 
     # the audit trail: the gateway's start and end, the CLI's phases and report
     audit = q(tmp_path, "SELECT action, actor, address, result FROM webmail_audit WHERE action LIKE 'drill%'"
