@@ -112,9 +112,9 @@ class DrillKeeper:
                    command_id: int | None = None, mode: str = "", event: str = "") -> int:
         """End the running drill (the queue manager stops holding first); returns how many held
         messages were released (or made continuity holds)."""
-        drill_id, wall = self.drill_id, self.clock()
+        drill_id, wall, current = self.drill_id, self.clock(), self.current
         self.current = None
-        self._apply()
+        self._apply()                    # stop holding before the release is written
         what = "made continuity holds" if to_continuity else "released"
 
         def end(c):
@@ -127,7 +127,12 @@ class DrillKeeper:
             drills.audit(c, "drill_end", drill_id, actor=actor, detail=f"{why}; {n} message(s) {what}",
                          now=wall)
             return n
-        n = await self.spool.write(end)
+        try:
+            n = await self.spool.write(end)
+        except BaseException:            # not written (the spool failed): still running, retried
+            self.current = current
+            self._apply()
+            raise
         self.qmgr.notify()
         self.log.warning("drill_ended", drill_id=drill_id, why=why, messages=n, to_continuity=to_continuity)
         return n
