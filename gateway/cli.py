@@ -7,6 +7,7 @@
     mailgate continuity status | start --reason R | stop | confirm | maintenance start|stop
     mailgate probes [--history]
     mailgate mailbox list ADDRESS | search ADDRESS WORDS...
+    mailgate drill [--rcpt A]... [--timeout S] [--hold S] | status | stop
     mailgate users list | set-password A | login-link A [--enrol] | disable A | enable A | ...
     mailgate dkim keygen DOMAIN SELECTOR [--algorithm rsa-sha256|ed25519-sha256] [--dir D]
 
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     cli_ops.add_parsers(sub)
     from gateway import cli_dkim
     cli_dkim.add_parser(sub)
+    from gateway import cli_drill         # continuity drill (issue 8 item 3)
+    cli_drill.add_parser(sub)
     args = p.parse_args(argv)
     try:
         cfg = config_mod.load(args.config, check_files=args.cmd in ("serve", "check-config"))
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "users":
         from gateway import cli_users
         return cli_users.run(cfg, args)
+    if args.cmd == "drill":
+        return cli_drill.run(cfg, args)
     if args.cmd == "dkim":
         from gateway import cli_dkim
         return cli_dkim.run(cfg, args)

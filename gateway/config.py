@@ -250,6 +250,17 @@ class ContinuityConfig(_Section):
     journal: Literal["all", "held"] = "all"    # "all": every message delivered to a local mailbox
     #   is also filed into its continuity mailbox (kept mailbox_retention), so users see mail from
     #   before an outage; "held": only mail held during an event is filed
+    drill_recipients: list[str] = []           # `mailgate drill` without --rcpt: addresses in an
+    #   accepted domain whose mail (only theirs) a drill holds, files and replays
+    drill_max_duration: float = Field(900.0, gt=0)   # seconds after which the gateway ends a drill
+    #   nobody ended (the CLI was killed): its held mail is replayed
+
+    @field_validator("drill_recipients")
+    @classmethod
+    def _drill_recipients(cls, v: list[str]) -> list[str]:
+        for i, a in enumerate(v):
+            checks.drill_recipient(a, f"entry {i}")
+        return v
 
 
 class AdminConfig(_Section):

@@ -6,7 +6,8 @@ Three kinds, in the order load() runs them:
 * per value (pydantic ``AfterValidator``, raise ValueError): ``trusted_network`` refuses a
   network wide enough to make an open relay; ``alert_url`` refuses an apprise URL that apprise
   cannot use, naming only its scheme (the rest of an apprise URL is often a token).
-* across keys of one file (``across_keys``): ``minimal_backoff <= maximal_backoff``.
+* across keys of one file (``across_keys``): ``minimal_backoff <= maximal_backoff``; each
+  ``continuity.drill_recipients`` address in ``relay.accepted_domains``.
 * against other files (``with_files``, only from load()): the round-trip probe's return address
   must not be an address of the recipient directory (the probe mailbox would swallow that
   user's mail). An unreadable directory is left to ``serve``, which reports it at start-up.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from gateway.config import Config
 
 __all__ = ["dotted", "trusted_network", "alert_url", "across_keys", "with_files",
+           "drill_recipient", "drill_domains",
            "return_address_conflict", "MIN_PREFIX", "MIN_PUBLIC_PREFIX"]
 
 MIN_PREFIX = {4: 8, 6: 8}             # shorter prefixes are refused, whatever the addresses
@@ -84,9 +86,32 @@ def alert_url(url: str) -> str:
     return url
 
 
+def drill_recipient(address: str, where: str = "") -> str:
+    """A drill recipient (``continuity.drill_recipients``, ``mailgate drill --rcpt``): one
+    address, RFC 5321 §4.1.2 (policies.rcpt_address). Returns its mailbox key (local part
+    case-folded, IDNA domain). Raises ValueError naming the entry."""
+    from policies.rcpt_address import AddressError, parse_rcpt
+    try:
+        return parse_rcpt(address).key
+    except AddressError as e:
+        raise ValueError(f"{where + ': ' if where else ''}{address!r} is not an address: {e}") from None
+
+
+def drill_domains(cfg: Config, keys: list[str]) -> list[str]:
+    """The drill recipients (mailbox keys) that are not in an accepted domain: a drill holds
+    only mail for Exchange (a smarthost route), so such a recipient would never be held."""
+    accepted = {d.casefold() for d in cfg.relay.accepted_domains}
+    return [k for k in keys if k.rpartition("@")[2].casefold() not in accepted]
+
+
 def across_keys(cfg: Config) -> list[tuple[str, str]]:
     """(key, message) for every rule between keys of one file that ``cfg`` breaks."""
     errors = []
+    outside = drill_domains(cfg, [drill_recipient(a) for a in cfg.continuity.drill_recipients])
+    if outside:
+        errors.append(("continuity.drill_recipients",
+                       f"{', '.join(outside)}: not in relay.accepted_domains (a drill holds only mail "
+                       "for Exchange)"))
     d = cfg.delivery
     if d.minimal_backoff > d.maximal_backoff:
         errors.append(("delivery.minimal_backoff",

@@ -116,10 +116,10 @@ def release_held(conn: sqlite3.Connection, limit: int, now: float | None = None,
 def operator_hold(conn: sqlite3.Connection, queue_id: str, now: float | None = None) -> str:
     """`mailgate queue hold`: put an incoming or deferred message on operator hold, or turn a
     continuity hold into an operator hold (the hold goes on, its start is kept), so that no
-    replay releases it. Returns the state it left. Raises InvalidTransition (spool.states)."""
+    replay releases it (a drill's hold too: spool.drill). Returns the state it left. Raises InvalidTransition (spool.states)."""
     now = time.time() if now is None else now
     row = conn.execute("SELECT state, hold_reason FROM messages WHERE queue_id=?", (queue_id,)).fetchone()
-    if row is not None and row["state"] == "hold" and row["hold_reason"] == "continuity":
+    if row is not None and row["state"] == "hold" and row["hold_reason"] in ("continuity", "drill"):
         conn.execute("UPDATE messages SET hold_reason='operator', updated_at=? WHERE queue_id=?"
                      " AND state='hold'", (now, queue_id))
         return "hold"

@@ -41,7 +41,7 @@ class StoredMessage:
     client_addr: str
     client_helo: str
     data: bytes | None = None
-    hold_reason: str = ""         # '' | 'operator' | 'continuity'
+    hold_reason: str = ""         # '' | 'operator' | 'continuity' | 'drill' (spool.drill)
     held_seconds: float = 0.0     # time spent on continuity hold (extends the queue lifetime)
 
     @property

@@ -129,15 +129,18 @@ class Spool:
     async def record_attempt(self, queue_id: str, outcomes: list[_tr.RcptOutcome],
                              next_attempt_at: float, dsn: NewMessage | None = None,
                              hold: bool = False, filing=None, journal=None,
-                             on_journal_error: Callable[[Exception], None] | None = None) -> QueueState:
+                             on_journal_error: Callable[[Exception], None] | None = None,
+                             hold_reason: str = "continuity") -> QueueState:
         """Record an attempt (see transitions.record_attempt) and, in the same transaction,
         enqueue the bounce ``dsn`` if one is given (a bounce is never lost or sent twice), file
         a held message into its continuity mailboxes (``filing``: spool.mailbox.FilingEntry), and
         journal its delivered local recipients (``journal``: spool.journal.JournalEntry). A
         journal filing that fails (not the storage: that fails the whole record) is undone alone:
-        the attempt is still recorded, and ``on_journal_error(exc)`` is called on the loop."""
+        the attempt is still recorded, and ``on_journal_error(exc)`` is called on the loop.
+        ``hold_reason`` is 'continuity' or 'drill' (spool.drill) for a held message."""
         state, journal_error = await self.write(_record_with_dsn, queue_id, outcomes,
-                                                next_attempt_at, dsn, hold, filing, journal)
+                                                next_attempt_at, dsn, hold, filing, journal,
+                                                hold_reason)
         if journal_error is not None and on_journal_error is not None:
             on_journal_error(journal_error)
         return state
@@ -244,7 +247,7 @@ def _resolve_all(results) -> None:
 
 
 def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False, filing=None,
-                     journal=None):
+                     journal=None, hold_reason="continuity"):
     journal_error = None
     if journal is not None:   # before the record: record_attempt keeps the bytes it refers to
         conn.execute("SAVEPOINT journal")
@@ -256,7 +259,8 @@ def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False,
             conn.execute("ROLLBACK TO journal")
             journal_error = e
         conn.execute("RELEASE journal")
-    state = _tr.record_attempt(conn, queue_id, outcomes, next_attempt_at, hold=hold)
+    state = _tr.record_attempt(conn, queue_id, outcomes, next_attempt_at, hold=hold,
+                               hold_reason=hold_reason)
     if filing is not None and state is QueueState.HOLD:
         _mailbox.file_message(conn, filing)
     if dsn is not None:

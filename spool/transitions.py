@@ -70,13 +70,15 @@ class RcptOutcome:
 
 
 def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptOutcome],
-                   next_attempt_at: float, now: float | None = None, hold: bool = False) -> QueueState:
+                   next_attempt_at: float, now: float | None = None, hold: bool = False,
+                   hold_reason: str = "continuity") -> QueueState:
     """Record one delivery attempt of an ``active`` message and move it on.
 
     Every recipient named in ``outcomes`` gets its state; the message then goes to ``delivered``
     if no recipient is pending or bounced, ``bounced`` if none is pending and some bounced, else
     ``deferred`` with ``next_attempt_at`` (unix seconds), or ``hold`` (reason 'continuity') if
-    ``hold`` is set: a continuity event holds what is left for the downstream. The body is deleted once the message is
+    ``hold`` is set: a continuity event holds what is left for the downstream (``hold_reason``
+    'continuity'; 'drill' for a drill's recipients: spool.drill). The body is deleted once the message is
     finished, unless a continuity-mailbox entry refers to it and no held copy of it exists
     (a journal entry: spool.journal). Returns the new state. Raises InvalidTransition if the message is not active.
     """
@@ -97,7 +99,7 @@ def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptO
     move(conn, queue_id, QueueState.ACTIVE, dst, next_attempt_at=next_attempt_at,
          error=(errors[0][:500] if errors else ""), now=now)
     if dst is QueueState.HOLD:
-        conn.execute("UPDATE messages SET hold_reason='continuity', held_at=? WHERE queue_id=?", (now, queue_id))
+        conn.execute("UPDATE messages SET hold_reason=?, held_at=? WHERE queue_id=?", (hold_reason, now, queue_id))
     if outcomes:    # some recipient was tried (a refused connection counts: the backoff doubles)
         conn.execute("UPDATE messages SET attempts=attempts+1 WHERE queue_id=?", (queue_id,))
     if dst.terminal:

@@ -120,10 +120,13 @@ def base_url(cfg) -> str:
 
 def open_now(cfg, state: dict | None) -> bool:
     """May users log in now? ``[webmail] available = "during_events"`` opens login only while
-    the continuity mode is continuity or recovering; "always" always."""
+    the continuity mode is continuity or recovering, or a drill runs (``state["drill"]``, from
+    ContinuityController.status: the drill recipients must be able to read their held mail);
+    "always" always."""
     if cfg.webmail.available == "always":
         return True
-    return (state or {}).get("mode") in ("continuity", "recovering")
+    state = state or {}
+    return state.get("mode") in ("continuity", "recovering") or bool(state.get("drill"))
 
 
 # -- password hashing ---------------------------------------------------------------------------

@@ -436,6 +436,8 @@ def describe(msg, r) -> tuple[str, str]:
     if msg.state is QueueState.HOLD and msg.hold_reason == "continuity":
         return "held", ("held for Exchange during the continuity event (delivered when it is "
                         "back; colleagues see it in their webmail now)")
+    if msg.state is QueueState.HOLD and msg.hold_reason == "drill":
+        return "held", "held for a continuity drill (delivered when the drill ends)"
     if msg.state is QueueState.HOLD:
         return "held", "held by the administrator"
     if r.attempts:

@@ -26,6 +26,7 @@ from dataclasses import asdict, replace
 from typing import Callable, Iterable
 
 from gateway.continuity import engine
+from gateway.continuity.drill import DrillKeeper
 from gateway.continuity.engine import EngineState, Health, HealthTracker, Mode, Settings, Transition
 from gateway.retry import Backoff, FaultLog, retry
 from spool import SpoolError
@@ -71,6 +72,7 @@ class ContinuityController:
         self._next_reminder = 0.0
         self._seen: dict[str, tuple[object, float]] = {}   # probe -> (its latest result, first seen)
         self._lock = asyncio.Lock()           # the one owner of self.state and its spool record
+        self.drill = DrillKeeper(cfg, spool, qmgr, log, clock=clock)   # `mailgate drill`
 
     async def start(self) -> None:
         """Load the persisted state (a restart during an event stays in the event). A failing
@@ -81,6 +83,7 @@ class ContinuityController:
             self.state = EngineState(Mode(row["mode"]), row["since"], row["origin"], row["reason"],
                                      bool(row["awaiting_confirm"]), row["event_id"])
         self._apply_mode()
+        await retry(self.drill.load, FaultLog(self.log, "continuity_start_failed"), retry_on=(SpoolError,))
         self.log.info("continuity_state", mode=self.state.mode.value, origin=self.state.origin,
                       event_id=self.state.event_id)
 
@@ -117,6 +120,7 @@ class ContinuityController:
         t = engine.decide(self.state, self.health, self.settings)
         if t is not None:
             await self._commit(t)
+        await self.drill.tick(self.state)
         if self.state.mode is Mode.RECOVERING:
             await self._replay_step(now)
         if self.state.mode is Mode.CONTINUITY and now >= self._next_reminder:
@@ -138,7 +142,8 @@ class ContinuityController:
 
     async def _apply_commands(self) -> dict[int, Transition | engine.CommandRefused]:
         """Apply every pending command in queue order (the caller holds the lock). A command
-        older than command_ttl is expired: audited, not applied."""
+        older than command_ttl is expired: audited, not applied. ``drill-start`` / ``drill-end``
+        go to the DrillKeeper (gateway.continuity.drill): ok → its result string."""
         out: dict[int, Transition | engine.CommandRefused] = {}
         ttl = self.cfg.command_ttl
         for cmd in await self.spool.read(store.pending_commands):
@@ -153,6 +158,10 @@ class ContinuityController:
                 self.log.warning("continuity_command_expired", command=cmd["command"], command_id=cid,
                                  actor=actor, age=round(age, 1), command_ttl=ttl)
                 out[cid] = engine.CommandRefused(result)
+                continue
+            if cmd["command"].startswith("drill-"):     # gateway.continuity.drill: audited there
+                ok, result = await self.drill.apply(cmd, self.state)
+                out[cid] = result if ok else engine.CommandRefused(result)
                 continue
             try:
                 t = engine.admin(self.state, cmd["command"], wall, actor, cmd["reason"])
@@ -195,6 +204,7 @@ class ContinuityController:
         self._apply_mode()
         mono = self.monotonic()
         if entering:
+            await self.drill.on_event(n)      # a real event wins over a drill
             self._next_reminder = mono + self.cfg.alert_repeat
             await self.spool.write(store.hold_due_now)
             self.qmgr.notify()
@@ -263,6 +273,9 @@ class ContinuityController:
             r["done_rate"] = r["released"] / elapsed
             r["eta_seconds"] = r["remaining"] / r["done_rate"] if r["done_rate"] else None
         s["replay"] = r
+        d = self.drill.current
+        s["drill"] = None if d is None else {"id": d["id"], "recipients": d["recipients"],
+                                             "started_at": d["started_at"]}
         return s
 
     def _health_shown(self) -> dict | None:

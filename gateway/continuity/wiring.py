@@ -83,7 +83,8 @@ def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None,
         d, filtering = directory() if directory is not None else (Directory.empty(), False)
         return await asyncio.to_thread(
             filing.prepare, queue_id=msg.queue_id, data=msg.data, envelope_from=msg.mail_from,
-            rcpts=held, directory=d, filtering=filtering, event_id=controller.state.event_id)
+            rcpts=held, directory=d, filtering=filtering,
+            event_id=controller.state.event_id or controller.drill.drill_id)
 
     qmgr.filer = filer
     return controller, runner

@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 
 from gateway.config import Config
+from gateway.continuity.filing import mailbox_key
 from gateway.delivery.attempt import RcptResult, deliver_group
 from gateway.delivery.backoff import RetryPolicy, expired, next_attempt
 from gateway.delivery.budget import ByteBudget
@@ -63,6 +64,9 @@ class QueueManager:
         #: Set by the continuity engine during an event: recipients for the downstream (smarthost
         #: routes) are not attempted; their messages go to hold, never bounce for the outage.
         self.hold_downstream = False
+        #: Set by the continuity drill (gateway.continuity.drill): mailbox keys whose smarthost
+        #: recipients are held (hold_reason 'drill') while no event holds everything; empty: none.
+        self.drill_rcpts: frozenset[str] = frozenset()
         #: Called with each smarthost delivery outcome: (delivered, connection_failure, code).
         self.on_smarthost_outcome = None
         #: Set by the continuity engine: ``await filer(msg, held_addresses)`` → a
@@ -193,11 +197,15 @@ class QueueManager:
         done: list[tuple] = []        # (recipient, RcptResult, hop kind) as chunks complete
         held: list[str] = []
         recorded = False
+        # an event holds every smarthost recipient; else a drill holds its own recipients only
+        reason = "continuity" if self.hold_downstream else "drill"
+        drill = self.drill_rcpts
         try:
             by_hop: dict = defaultdict(list)
             for r in msg.pending:
                 hop = self.router.next_hop(r.address)
-                if self.hold_downstream and hop.kind == "smarthost":
+                if hop.kind == "smarthost" and (reason == "continuity" or
+                                                (drill and mailbox_key(r.address) in drill)):
                     held.append(r.address)
                     continue
                 by_hop[hop].append(r)
@@ -206,7 +214,7 @@ class QueueManager:
                       for i in range(0, len(rcpts), step)]
             await asyncio.gather(*(self._chunk(msg, hop, chunk, done, early=len(chunks) > 1)
                                    for hop, chunk in chunks))
-            await self._finish(msg, done, held)
+            await self._finish(msg, done, held, hold_reason=reason)
             recorded = True
         except asyncio.CancelledError:
             raise
@@ -217,7 +225,7 @@ class QueueManager:
             got = {r.idx for r, _out, _kind in done}
             err = _internal_error(e)
             done += [(r, err, "") for r in msg.pending if r.idx not in got and r.address not in held]
-            await self._finish(msg, done, held, safe=True)
+            await self._finish(msg, done, held, safe=True, hold_reason=reason)
 
     async def _chunk(self, msg: StoredMessage, hop, chunk: list, done: list, early: bool) -> None:
         """Deliver one chunk; append its outcomes to ``done``; never raises (but CancelledError).
@@ -248,10 +256,11 @@ class QueueManager:
                 self._record_faults.failed(e, queue_id=msg.queue_id)
 
     async def _finish(self, msg: StoredMessage, done: list, held: list[str],
-                      safe: bool = False) -> None:
+                      safe: bool = False, hold_reason: str = "continuity") -> None:
         """Record the attempt's outcomes, the message's next state and its bounce in one
         transaction, retried until the spool takes it. ``safe`` (after an internal error):
-        skip the outcome hook and record even if the bounce cannot be built."""
+        skip the outcome hook and record even if the bounce cannot be built. ``held`` are the
+        recipients left pending on hold for ``hold_reason`` ('continuity' or 'drill')."""
         now = self.clock()
         too_old = expired(self.retry, msg.arrived_at + msg.held_seconds, now, msg.is_dsn)
         outcomes: list[RcptOutcome] = []
@@ -287,12 +296,14 @@ class QueueManager:
         next_at = next_attempt(self.retry, msg.attempts + 1, now)
         state = await self._spool(lambda: self.spool.record_attempt(
             msg.queue_id, outcomes, next_at, dsn, hold=bool(held), filing=filing, journal=journal,
-            on_journal_error=lambda e: self._journal_failed(msg.queue_id, e)), msg.queue_id)
+            on_journal_error=lambda e: self._journal_failed(msg.queue_id, e),
+            hold_reason=hold_reason), msg.queue_id)
         if journal is not None:
             self.stats["journaled"] += 1
         if held:
-            self.stats["held"] += len(held)
-            self.log.info("held", queue_id=msg.queue_id, nrcpt=len(held), reason="continuity event")
+            self.stats["held" if hold_reason == "continuity" else "drill_held"] += len(held)
+            self.log.info("held", queue_id=msg.queue_id, nrcpt=len(held),
+                          reason="continuity event" if hold_reason == "continuity" else "continuity drill")
         if dsn is not None:
             self.stats["dsn"] += 1
             self.log.info("bounce_queued", queue_id=dsn.queue_id, original=msg.queue_id,

@@ -1,0 +1,160 @@
+"""The continuity drill in the running gateway: holds the mail of a few drill recipients only, as a
+continuity event would, files it into their continuity mailboxes, and replays it when the drill
+ends; everyone else's mail flows as usual (`mailgate drill`, gateway/cli_drill.py).
+
+Owned by the ContinuityController and run under its lock: the CLI queues ``drill-start`` and
+``drill-end`` in ``continuity_commands`` (reason = the drill's id, its ``drills`` row written with
+the command), the controller hands them here in queue order, and each gets exactly one
+``continuity_audit`` record (src = dst = the current mode, ``command_id``) plus a
+``webmail_audit`` row (``drill_start`` / ``drill_end``), in the transaction of its effect.
+
+Rules:
+- a drill starts only in ``normal`` mode and only when no other drill runs (refused otherwise);
+- while it runs, the queue manager holds the smarthost recipients whose mailbox key is a drill
+  recipient (``qmgr.drill_rcpts``; hold_reason 'drill'); a message with other recipients too
+  is split by the per-recipient ledger: the others are delivered at once, the drill's wait;
+- a real event wins: entering ``continuity`` ends the drill at once and turns its held mail into
+  continuity holds, replayed with the event's (``on_event``);
+- a drill nobody ends stops by itself after ``continuity.drill_max_duration`` seconds, also
+  after a restart (the deadline counts from the persisted ``started_at``);
+- a drill hold left with no drill running (an attempt recorded just after its drill ended) is
+  released at the next tick, or made a continuity hold during an event (``sweep``).
+"""
+from __future__ import annotations
+
+import time
+
+from gateway.continuity.engine import EngineState, Mode
+from spool import continuity as store
+from spool import drill as drills
+
+#: Audit actor of what the gateway does by itself (a drill superseded or timed out).
+ACTOR = "drill"
+
+
+class DrillKeeper:
+    """The running drill (at most one) and its effect on the queue manager."""
+
+    def __init__(self, cfg, spool, qmgr, log, clock=time.time):
+        self.max_duration = cfg.continuity.drill_max_duration
+        self.spool, self.qmgr, self.log, self.clock = spool, qmgr, log, clock
+        self.current: dict | None = None     # the running drills row
+
+    @property
+    def drill_id(self) -> str:
+        return self.current["id"] if self.current else ""
+
+    async def load(self) -> None:
+        """Resume a drill that was running when the gateway stopped."""
+        self.current = await self.spool.read(drills.running)
+        self._apply()
+        if self.current:
+            self.log.info("drill_resumed", drill_id=self.drill_id, recipients=self.current["recipients"])
+
+    def _apply(self) -> None:
+        self.qmgr.drill_rcpts = frozenset(self.current["recipients"]) if self.current else frozenset()
+
+    async def apply(self, cmd: dict, state: EngineState) -> tuple[bool, str]:
+        """Apply a ``drill-start`` / ``drill-end`` command (``cmd`` a continuity_commands row,
+        ``reason`` the drill's id) in ``state``; returns (ok, result) — the result is what the
+        command is marked done with: "ok: drill ID running", "ok: drill ID ended, N released",
+        or "refused: why"."""
+        wall, cid, actor, drill_id = self.clock(), cmd["id"], cmd["actor"] or "cli", cmd["reason"]
+        mode, event = state.mode.value, state.event_id
+        if cmd["command"] == "drill-start":
+            row = await self.spool.read(drills.get, drill_id)
+            why = None
+            if row is None or row["state"] != "requested":
+                why = f"drill {drill_id or '?'} is not waiting to start"
+            elif state.mode is not Mode.NORMAL:
+                why = f"continuity mode is {mode}: a drill runs only in normal mode, never during an event"
+            elif self.current is not None:
+                why = f"drill {self.drill_id} is already running"
+            if why is not None:
+                result = f"refused: {why}"
+
+                def refuse(c):
+                    if row is not None:
+                        drills.refuse(c, drill_id, why, now=wall)
+                    store.audit_command(c, cid, mode=mode, event_id=event, actor=actor,
+                                        reason=f"drill-start {drill_id} refused: {why}", result=result, at=wall)
+                    drills.audit(c, "drill_start", drill_id, actor=actor, result="refused", detail=why, now=wall)
+                await self.spool.write(refuse)
+                self.log.info("drill_refused", drill_id=drill_id, why=why)
+                return False, result
+            rcpts = ", ".join(row["recipients"])
+
+            def start(c):
+                drills.start(c, drill_id, now=wall)
+                store.audit_command(c, cid, mode=mode, event_id=event, actor=actor,
+                                    reason=f"drill {drill_id} started for {rcpts}",
+                                    result=f"ok: drill {drill_id} running", at=wall)
+                drills.audit(c, "drill_start", drill_id, actor=actor, detail=f"recipients={rcpts}", now=wall)
+            await self.spool.write(start)
+            self.current = {**row, "state": "running", "started_at": wall}
+            self._apply()
+            self.log.warning("drill_started", drill_id=drill_id, recipients=row["recipients"], actor=actor)
+            return True, f"ok: drill {drill_id} running"
+        if cmd["command"] == "drill-end":
+            if self.current is None or self.current["id"] != drill_id:
+                why = f"drill {drill_id} is not running"
+                result = f"refused: {why}"
+                await self.spool.write(lambda c: (
+                    store.audit_command(c, cid, mode=mode, event_id=event, actor=actor,
+                                        reason=f"drill-end {drill_id} refused: {why}", result=result, at=wall),
+                    drills.audit(c, "drill_end", drill_id, actor=actor, result="refused", detail=why, now=wall)))
+                return False, result
+            n = await self._end(f"ended by {actor}", actor, command_id=cid, mode=mode, event=event)
+            return True, f"ok: drill {drill_id} ended, {n} message(s) released"
+        return False, f"refused: unknown drill command {cmd['command']!r}"
+
+    async def _end(self, why: str, actor: str, *, to_continuity: bool = False,
+                   command_id: int | None = None, mode: str = "", event: str = "") -> int:
+        """End the running drill (the queue manager stops holding first); returns how many held
+        messages were released (or made continuity holds)."""
+        drill_id, wall, current = self.drill_id, self.clock(), self.current
+        self.current = None
+        self._apply()                    # stop holding before the release is written
+        what = "made continuity holds" if to_continuity else "released"
+
+        def end(c):
+            n = drills.end(c, drill_id, why, to_continuity=to_continuity, now=wall)
+            result = f"ok: drill {drill_id} ended, {n} message(s) {what}"
+            if command_id is not None:
+                store.audit_command(c, command_id, mode=mode, event_id=event, actor=actor,
+                                    reason=f"drill {drill_id} {why}: {n} message(s) {what}",
+                                    result=result, at=wall)
+            drills.audit(c, "drill_end", drill_id, actor=actor, detail=f"{why}; {n} message(s) {what}",
+                         now=wall)
+            return n
+        try:
+            n = await self.spool.write(end)
+        except BaseException:            # not written (the spool failed): still running, retried
+            self.current = current
+            self._apply()
+            raise
+        self.qmgr.notify()
+        self.log.warning("drill_ended", drill_id=drill_id, why=why, messages=n, to_continuity=to_continuity)
+        return n
+
+    async def on_event(self, state: EngineState) -> None:
+        """A real continuity event began: a running drill ends at once, its held mail becomes
+        continuity holds (replayed with the event's)."""
+        if self.current is not None:
+            await self._end(f"superseded by continuity event {state.event_id}", ACTOR, to_continuity=True)
+
+    async def tick(self, state: EngineState) -> None:
+        """Each controller step: end a drill older than drill_max_duration; release (or, during
+        an event, make continuity holds of) drill holds left without a running drill."""
+        if self.current is not None:
+            if self.clock() - (self.current["started_at"] or 0) >= self.max_duration:
+                await self._end(f"ended by the gateway after drill_max_duration {self.max_duration:g} s",
+                                ACTOR)
+            return
+        if not await self.spool.read(drills.count_held):
+            return
+        event = state.mode in (Mode.CONTINUITY, Mode.RECOVERING)
+        n = await self.spool.write(lambda c: drills.release_held(c, "drill-leftover", to_continuity=event))
+        if n:
+            self.qmgr.notify()
+            self.log.info("drill_leftovers", messages=n, to_continuity=event)
