@@ -27,7 +27,7 @@ def test_spool_states():
 def test_spool_methods():
     public = sorted(n for n in dir(Spool) if not n.startswith("_"))
     assert public == ["claim_due", "close", "commit", "counts", "get", "move", "next_due_at",
-                      "open", "read", "record_attempt", "write"]
+                      "open", "ping", "read", "record_attempt", "write"]
     sig = {n: list(inspect.signature(getattr(Spool, n)).parameters) for n in public}
     assert sig["open"] == ["path", "recover"]
     assert sig["commit"] == ["self", "msg"]
