@@ -81,6 +81,17 @@ def test_enrol_login_with_totp_start_an_event_and_see_it(peers, tmp_path, browse
     assert (wa["actor"], wa["result"]) == ("admin:root", "ok")
     assert wa["detail"] == "start via console: Exchange upgrade went wrong"
 
+    # the numbers follow the spool without a reload: a message arrives and is held
+    assert page.inner_text("#st-held") == "0"
+    page.evaluate("window.__notReloaded = true")
+    import smtplib
+    with smtplib.SMTP("127.0.0.1", gw.smtp_port, timeout=30) as smtp:
+        smtp.sendmail("sender@remote.test", ["alice@example.com"],
+                      b"From: <sender@remote.test>\r\nSubject: held\r\n\r\nheld during the event\r\n")
+    wait_for(lambda: page.inner_text("#st-held") == "1", 20, what="held count updated by the script")
+    assert page.evaluate("window.__notReloaded") is True
+    assert page.locator("#queue td[data-state=hold]").inner_text() == "1"
+
     # a second start is refused, clearly
     page.goto(gw.base + "/admin/start")
     page.fill("#reason", "again")
@@ -142,3 +153,43 @@ def test_a_webmail_user_gets_403_everywhere_and_cross_site_posts_are_refused(pee
     results = [(a["actor"], a["result"], a["detail"]) for a in audit_rows(gw.spool_path, "admin_login")]
     assert ("admin:token", "failed", "method=token wrong_token") in results
     assert ("admin:token", "ok", "method=token") in results
+
+
+def test_the_replay_progress_bar_moves_without_a_reload(peers, tmp_path, browser):
+    import smtplib
+    sink = peers.sink()
+    gw = start_webmail(peers, tmp_path, smarthost=f"[127.0.0.1]:{sink.port}", continuity=None,
+                       extra='[continuity]\nmode = "automatic"\ntick = 0.2\nreplay_rate = 1.0\n'
+                             'replay_concurrency = 1\n')
+    secret = make_admin(gw.spool_path, "ops", PASSWORD)
+    context = browser.new_context(viewport={"width": 360, "height": 740})
+    page = context.new_page()
+    page.goto(gw.base + "/admin/start")
+    browser_login(page, gw.base, "ops", PASSWORD, secret)
+    assert page.url == gw.base + "/admin/start"
+    page.fill("#reason", "replay test")
+    with page.expect_navigation():
+        page.click("button.danger")
+    n = 10
+    with smtplib.SMTP("127.0.0.1", gw.smtp_port, timeout=30) as smtp:
+        for i in range(n):
+            smtp.sendmail("sender@remote.test", ["alice@example.com"],
+                          f"From: <sender@remote.test>\r\nSubject: m{i}\r\n\r\nbody {i}\r\n".encode())
+    wait_for(lambda: page.inner_text("#st-held") == str(n), 20, what="all held")
+    page.goto(gw.base + "/admin/stop")
+    assert f"the {n} held messages are delivered" in page.inner_text("#effect")
+    with page.expect_navigation():
+        page.click("button.primary")
+    assert page.inner_text("#st-mode") == "recovering"
+    assert page.is_visible("#rp-bar")
+    page.evaluate("window.__notReloaded = true")
+    seen = set()
+
+    def progressed():
+        seen.add(int(page.inner_text("#rp-done")))
+        return len(seen) >= 3 and page.evaluate("window.__notReloaded") is True
+    wait_for(progressed, 30, what="the bar moves while the page stays")
+    value = float(page.get_attribute("#rp-bar", "value"))
+    assert 0 < value < 100
+    wait_for(lambda: sink.count() == n, 30, what="replayed")
+    context.close()
