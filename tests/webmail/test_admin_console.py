@@ -142,6 +142,19 @@ def test_a_webmail_user_gets_403_everywhere_and_cross_site_posts_are_refused(pee
     assert not spool_rows(gw.spool_path, "SELECT * FROM continuity_audit WHERE actor LIKE 'admin:%'")
     assert not audit_rows(gw.spool_path, "admin_command")
 
+    # no enumeration: an unknown name, an unenrolled admin and a wrong password look the same
+    make_admin(gw.spool_path, "ops", PASSWORD)
+    answers = set()
+    for name, password in (("nobody", PASSWORD), ("root", PASSWORD), ("ops", "wrong password!")):
+        c = Client(gw.base)
+        status, _, text = c.post("/admin/login", {"pre": c.pre("/admin/login"), "name": name,
+                                                  "password": password, "next": "/admin"})
+        answers.add((status, "Wrong name or password." in text, "mailgate-admin-mfa" in c.cookies))
+    assert answers == {(401, True, False)}
+    details = [a["detail"] for a in audit_rows(gw.spool_path, "admin_login")]
+    assert details == ["method=password unknown", "method=password not_enrolled",
+                       "method=password wrong_password"]
+
     # the admin token exchanged for a session (audited); a wrong token is not
     c = Client(gw.base)
     status, _, _ = c.post("/admin/login/token", {"pre": c.pre("/admin/login/token"),
