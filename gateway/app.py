@@ -153,6 +153,9 @@ def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log, runner=N
     server = AdminServer(build_app(ctx), cfg.webmail.listen, tls_cert=cfg.webmail.tls_cert,
                          tls_key=cfg.webmail.tls_key, trusted_proxies=cfg.webmail.trusted_proxies)
     server.ctx = ctx
+    if controller is not None:    # alerts that ask for a decision carry a link to the console
+        from webmail.admin import alert_links
+        controller.decision_link = lambda: alert_links.issue(ctx)
     host, port = server.bind()
     log.info("webmail_listening", address=f"{host}:{port}", url=ctx.public_url)
     return server

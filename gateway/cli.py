@@ -9,6 +9,7 @@
     mailgate mailbox list ADDRESS | search ADDRESS WORDS...
     mailgate drill [--rcpt A]... [--timeout S] [--hold S] | status | stop
     mailgate users list | set-password A | login-link A [--enrol] | disable A | enable A | ...
+    mailgate admins add NAME | list | disable NAME | enable NAME | reset-totp NAME | set-password NAME
     mailgate dkim keygen DOMAIN SELECTOR [--algorithm rsa-sha256|ed25519-sha256] [--dir D]
 
 ``--config`` defaults to $MAILGATE_CONFIG, else the embedded defaults. The queue commands work on
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         x.add_argument("--limit", type=int, default=50)
     from gateway import cli_users
     cli_users.add_parser(sub)
+    from gateway import cli_admins
+    cli_admins.add_parser(sub)
     from gateway import cli_ops           # doctor, alerts test (issue 8)
     cli_ops.add_parsers(sub)
     from gateway import cli_dkim
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return cli_users.run(cfg, args)
     if args.cmd == "drill":
         return cli_drill.run(cfg, args)
+    if args.cmd == "admins":
+        from gateway import cli_admins
+        return cli_admins.run(cfg, args)
     if args.cmd == "dkim":
         from gateway import cli_dkim
         return cli_dkim.run(cfg, args)

@@ -267,6 +267,8 @@ class AdminConfig(_Section):
     enabled: bool = True
     listen: str = "127.0.0.1:8025"    # host:port of the admin HTTP API, /healthz and /metrics
     token: str = ""                   # bearer token for /api/*; empty: /api/* answers 503
+    alert_link_ttl: float = Field(3600.0, gt=0)   # seconds an alert's decision link (to the
+    #   admin console's confirm page) stays valid; it works once
 
     @field_validator("listen")
     @classmethod

@@ -107,8 +107,10 @@ def revoke_other_sessions(conn: sqlite3.Connection, address: str, keep_session_i
 
 # -- one-time secrets (migration 0006) ----------------------------------------------------------
 #: kinds of webmail_tokens rows: a login code (sent to an alternate address or phone), an
-#: admin-issued login link, an enrolment link (sets a password), a pending second factor.
-TOKEN_KINDS = frozenset({"code", "link", "enrol", "mfa"})
+#: admin-issued login link, an enrolment link (sets a password), a pending second factor; and
+#: the admin console's: an admin's enrolment link, an admin's pending second factor, the
+#: decision link carried by an alert (webmail.admin).
+TOKEN_KINDS = frozenset({"code", "link", "enrol", "mfa", "admin_enrol", "admin_mfa", "admin_alert"})
 
 
 def code_hash(address: str, code: str) -> str:

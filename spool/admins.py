@@ -10,7 +10,7 @@ import sqlite3
 import time
 
 PREFIX = "admin:"
-FIELDS = ("password_hash", "totp_secret", "disabled", "password_changed_at")
+FIELDS = ("password_hash", "totp_secret", "disabled", "password_changed_at", "totp_last_step")
 
 
 def session_address(name: str) -> str:
@@ -25,7 +25,7 @@ def name_of(session_address_: str) -> str | None:
 
 def get_admin(conn: sqlite3.Connection, name: str) -> dict | None:
     """The admin row as a dict (name, password_hash, totp_secret, disabled, created_at,
-    password_changed_at), or None."""
+    password_changed_at, totp_last_step), or None."""
     row = conn.execute("SELECT * FROM admin_users WHERE name = ?", (name.casefold(),)).fetchone()
     return dict(row) if row else None
 

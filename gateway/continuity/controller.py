@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, replace
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
 from gateway.continuity import engine
 from gateway.continuity.drill import DrillKeeper
@@ -73,6 +73,9 @@ class ContinuityController:
         self._seen: dict[str, tuple[object, float]] = {}   # probe -> (its latest result, first seen)
         self._lock = asyncio.Lock()           # the one owner of self.state and its spool record
         self.drill = DrillKeeper(cfg, spool, qmgr, log, clock=clock)   # `mailgate drill`
+        #: async () -> URL or None: a signed, single-use link to the admin console's confirm page,
+        #: put in every alert that asks for a decision (set by gateway.app when the webmail runs)
+        self.decision_link: Callable[[], Awaitable[str | None]] | None = None
 
     async def start(self) -> None:
         """Load the persisted state (a restart during an event stays in the event). A failing
@@ -218,12 +221,26 @@ class ContinuityController:
         if n.awaiting_confirm:
             title = "downstream down: confirm a continuity event"
             body = f"{t.reason}\n\nTo start the continuity event: mailgate continuity confirm"
+            link = await self._decision_link()
+            if link:
+                body += f"\nor open (once, login required): {link}"
         else:
             body = f"{t.reason}\nby: {t.actor}\n\n{self._describe()}"
         key = f"transition-{t.old.mode.value}-{n.mode.value}"
         if not {t.old.mode, n.mode} <= {Mode.NORMAL, Mode.DEGRADED} or n.awaiting_confirm:
             key += f"-{n.since}"     # normal <-> degraded (flapping): one alert per min_interval
         await self.alerter.send(key, title, body)
+
+    async def _decision_link(self) -> str | None:
+        """The confirm link for an alert, or None (no webmail, or the spool refused the token:
+        the alert still goes out, with the CLI command)."""
+        if self.decision_link is None:
+            return None
+        try:
+            return await self.decision_link()
+        except Exception as e:
+            self.log.error("alert_link_failed", error=str(e))
+            return None
 
     def _apply_mode(self) -> None:
         self.qmgr.hold_downstream = engine.holds_mail(self.state)
