@@ -1,5 +1,5 @@
 """Login routes of the webmail: password, one-time code, admin-issued link, enrolment, TOTP,
-settings, logout (docs/webmail-auth.md). Decisions live in webmail.auth; state in spool.accounts.
+logout (the settings page is webmail.settings_views) (docs/webmail-auth.md). Decisions live in webmail.auth; state in spool.accounts.
 
 Every POST here checks the origin (Sec-Fetch-Site / Origin) first. Before a session exists the
 forms carry a pre-session token (a signed double-submit cookie, webmail.auth.pre_token); after,
@@ -13,7 +13,6 @@ webmail_audit row per login attempt, code, link, password and TOTP change.
 """
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from spool import accounts
-from webmail import auth, outbound
+from webmail import auth
 from webmail.audit import client_of, record
 from webmail.session import check_csrf, clear_session_cookie, require_user, same_origin, set_session_cookie
 from webmail.templating import render
@@ -239,106 +238,6 @@ async def logout(request: Request) -> Response:
     return response
 
 
-# -- one-time code ------------------------------------------------------------------------------
-async def code_page(request: Request) -> Response:
-    return _closed(request) or _page(request, "login_code.html", step="ask", address="", error="",
-                                     notice="")
-
-
-async def code_post(request: Request) -> Response:
-    ctx = request.app.state.ctx
-    form, key, shown, refused = await _address_form(request, "login_code.html", step="ask", notice="")
-    if refused is not None:
-        return refused
-    if form.get("action") == "send":
-        return await _send_code(request, key, shown)
-    return await _enter_code(request, key, shown, form.get("code"))
-
-
-async def _send_code(request: Request, key: str, shown: str) -> Response:
-    ctx = request.app.state.ctx
-    st = _state(ctx)
-    slots = _limited(request, auth.ip_keys("code_send", client_of(request))
-                     + auth.account_keys("code_send", key, auth.CODE_SEND_LIMITS))
-    if slots is None:
-        return await _too_many(request, "login_code_issued", key)
-    # the same answer, at the same time, whoever asks: the work happens after the reply
-    task = asyncio.get_running_loop().create_task(_deliver_code(request, key))
-    st.tasks.add(task)
-    task.add_done_callback(st.tasks.discard)
-    minutes = max(1, int(ctx.cfg.webmail.login_code_ttl // 60))
-    return _page(request, "login_code.html", step="enter", address=shown, error="",
-                 notice=CODE_SENT.format(minutes=minutes))
-
-
-async def _deliver_code(request: Request, key: str) -> None:
-    """Issue a code for the user named by ``key`` and send it to their alternate address
-    (our own outbound delivery) and phone (apprise); audit what happened. Never raises."""
-    ctx = request.app.state.ctx
-    w = ctx.cfg.webmail
-    try:
-        found = _user(ctx, key)
-        address = found[0] if found else key
-        row = await ctx.spool.read(accounts.get_user, address) if found else None
-        if found is None or (row and row["disabled"]):
-            await record(request, "login_code_issued", address=address, actor=address,
-                         result="refused", detail="unknown_user" if found is None else "disabled")
-            return
-        directory, _ = ctx.directory()
-        alt, phone = auth.contacts(row, found[1])
-        alt = alt if alt and auth.is_outside(ctx.cfg, directory, alt) else ""
-        phone = auth.normalize_phone(phone) if phone and w.sms_url else None
-        if not alt and not phone:
-            await record(request, "login_code_issued", address=address, actor=address,
-                         result="no_contact")
-            return
-        code = auth.new_code()
-
-        def tx(conn):
-            accounts.ensure_user(conn, address)
-            return accounts.issue_code(conn, address, code, ttl=w.login_code_ttl)
-        await ctx.spool.write(tx)
-        if alt:
-            sender, data = auth.code_message(user=address, to=alt, code=code, ttl=w.login_code_ttl,
-                                             url=ctx.public_url, client=client_of(request))
-            qid = await outbound.submit(ctx, mail_from=sender, rcpts=[alt], data=data,
-                                        smtputf8=any(ord(ch) > 127 for ch in alt + sender))
-            await record(request, "login_code_issued", address=address, actor=address,
-                         detail=f"channel=email to={alt} queue_id={qid}")
-        if phone:
-            sent = await auth.send_sms(w.sms_url, phone, auth.sms_text(code, w.login_code_ttl))
-            await record(request, "login_code_issued", address=address, actor=address,
-                         result="ok" if sent else "error", detail=f"channel=sms to={phone}")
-    except Exception:
-        if ctx.log is not None:
-            ctx.log.exception("login_code_failed", address=key)
-        await record(request, "login_code_issued", address=key, actor=key, result="error")
-
-
-async def _enter_code(request: Request, key: str, shown: str, typed) -> Response:
-    ctx = request.app.state.ctx
-    st = _state(ctx)
-    slots = _limited(request, auth.ip_keys("login", client_of(request)) + auth.account_keys("login", key))
-    if slots is None:
-        return await _too_many(request, "login_code_used", key)
-    code = auth.clean_code(typed) or ""
-    found = _user(ctx, key)
-    address = found[0] if found else key
-    row = await ctx.spool.read(accounts.get_user, address) if found else None
-    outcome = "none"
-    if found is not None:
-        outcome = await ctx.spool.write(lambda c: accounts.use_code(
-            c, address, code, max_tries=ctx.cfg.webmail.login_code_tries))
-    if outcome == "ok" and row is not None and not row["disabled"]:
-        await record(request, "login_code_used", address=address, actor=address)
-        st.limiter.give_back(slots)
-        return await _first_factor_done(request, address, "code")
-    await record(request, "login_code_used", address=address, actor=address,
-                 result="disabled" if outcome == "ok" else outcome)
-    return _page(request, "login_code.html", status=401, step="enter", address=shown,
-                 error=CODE_WRONG, notice="")
-
-
 # -- admin-issued link --------------------------------------------------------------------------
 async def link_page(request: Request) -> Response:
     ctx = request.app.state.ctx
@@ -459,98 +358,6 @@ async def totp_post(request: Request) -> Response:
     return _page(request, "login_totp.html", status=401, error="That code is not right. Try the current one.")
 
 
-# -- settings -----------------------------------------------------------------------------------
-async def settings_page(request: Request) -> Response:
-    user = require_user(request)
-    return await _settings(request, user)
-
-
-async def _settings(request: Request, user, status: int = 200, **values) -> Response:
-    ctx = request.app.state.ctx
-    row = await ctx.spool.read(accounts.get_user, user.address) or {}
-    found = _user(ctx, user.address)
-    alt, phone = auth.contacts(row, found[1] if found else None)
-    values = {"error": "", "notice": "", "totp_secret": "", "totp_uri": "", **values}
-    return render(request, "settings.html", status=status, has_password=bool(row.get("password_hash")),
-                  has_totp=bool(row.get("totp_secret")), alt_email=alt, phone=phone, **values)
-
-
-async def settings_post(request: Request) -> Response:
-    ctx = request.app.state.ctx
-    user = require_user(request)
-    form = await _form(request)
-    await check_csrf(request, ctx, form)
-    action = form.get("action")
-    st = _state(ctx)
-    row = await ctx.spool.read(accounts.get_user, user.address) or {}
-
-    async def current_ok() -> bool | None:
-        """True if the current password is right (or none is set); None if rate limited."""
-        if not row.get("password_hash"):
-            return True
-        slots = _limited(request, auth.ip_keys("login", client_of(request))
-                         + auth.account_keys("login", user.address))
-        if slots is None:
-            return None
-        current = form.get("current")
-        ok = await st.hasher.verify(row["password_hash"], current if isinstance(current, str) else "")
-        if ok:
-            st.limiter.give_back(slots)
-        return ok
-
-    if action == "password":
-        new, again = form.get("password"), form.get("password2")
-        new = new if isinstance(new, str) else ""
-        problem = auth.password_problem(new) or (None if new == again else "The two passwords differ.")
-        if problem:
-            return await _settings(request, user, 400, error=problem)
-        ok = await current_ok()
-        if ok is None:
-            return await _too_many(request, "password_changed", user.address)
-        if not ok:
-            await record(request, "password_changed", result="failed", detail="wrong current password")
-            return await _settings(request, user, 400, error="The current password is wrong.")
-        hashed = await st.hasher.hash(new)
-
-        def tx(conn):
-            accounts.update_user(conn, user.address, password_hash=hashed, password_changed_at=time.time())
-            return accounts.revoke_other_sessions(conn, user.address, user.session_id)
-        revoked = await ctx.spool.write(tx)
-        await record(request, "password_changed", detail=f"other_sessions_revoked={revoked}")
-        return await _settings(request, user, notice="Password changed. Your other sessions were logged out.")
-    if action == "totp_begin":
-        secret = auth.new_totp_secret()
-        return await _settings(request, user, totp_secret=secret, totp_uri=auth.totp_uri(secret, user.address))
-    if action == "totp_confirm":
-        secret = form.get("totp_secret")
-        secret = secret.strip().upper() if isinstance(secret, str) and len(secret) <= 64 else ""
-        if not secret or any(ch not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for ch in secret):
-            return await _settings(request, user, 400, error="Start the set-up again.")
-        step = auth.totp_step(secret, form.get("code"), 0)
-        if step is None:
-            await record(request, "totp_enrolled", result="failed", detail="wrong code")
-            return await _settings(request, user, 400, error="That code is not right. Try the current one.",
-                                   totp_secret=secret, totp_uri=auth.totp_uri(secret, user.address))
-        # the step of the enrolment code is not recorded: logging in right after enrolling,
-        # within the same 30 s, must work (replays are refused from the first login on)
-        await ctx.spool.write(lambda c: accounts.update_user(c, user.address, totp_secret=secret,
-                                                             totp_last_step=0))
-        await record(request, "totp_enrolled")
-        return await _settings(request, user, notice="Two-step login is on: you will be asked for a code "
-                               "from your authenticator app after your password or login code.")
-    if action == "totp_disable":
-        ok = await current_ok()
-        if ok is None:
-            return await _too_many(request, "totp_disabled", user.address)
-        if not ok:
-            await record(request, "totp_disabled", result="failed", detail="wrong current password")
-            return await _settings(request, user, 400, error="The current password is wrong.")
-        await ctx.spool.write(lambda c: accounts.update_user(c, user.address, totp_secret="", totp_last_step=0))
-        await record(request, "totp_disabled")
-        return await _settings(request, user, notice="Two-step login is off.")
-    raise HTTPException(400, "Unknown action.")
-
-
 def _guarded(endpoint):
     """``endpoint`` answering 503 (a page, Retry-After) when the hash queue is full."""
     import functools
@@ -567,13 +374,13 @@ def _guarded(endpoint):
 
 ROUTES = [
     ("/login", login_page, "GET"), ("/login", login_post, "POST"), ("/logout", logout, "POST"),
-    ("/login/code", code_page, "GET"), ("/login/code", code_post, "POST"),
     ("/login/link/{token}", link_page, "GET"), ("/login/link/{token}", link_post, "POST"),
     ("/login/totp", totp_page, "GET"), ("/login/totp", totp_post, "POST"),
     ("/enrol/{token}", enrol_page, "GET"), ("/enrol/{token}", enrol_post, "POST"),
-    ("/settings", settings_page, "GET"), ("/settings", settings_post, "POST"),
 ]
 
 
 def routes() -> list:
-    return [Route(path, _guarded(endpoint), methods=[method]) for path, endpoint, method in ROUTES]
+    from webmail import login_code_views, settings_views
+    return [Route(path, _guarded(endpoint), methods=[method])
+            for path, endpoint, method in ROUTES + login_code_views.ROUTES + settings_views.ROUTES]
