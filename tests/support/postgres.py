@@ -151,7 +151,20 @@ def make_template(cluster: PgCluster) -> None:
     async def run():
         async with await psycopg.AsyncConnection.connect(cluster.dsn(TEMPLATE), autocommit=True) as c:
             await pgdb.migrate(c)
-    asyncio.run(run())
+    # in a thread of its own: the fixture may be requested from inside a running event loop
+    import threading
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            asyncio.run(run())
+        except BaseException as e:   # re-raised below
+            errors.append(e)
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
 
 
 def started_cluster() -> PgCluster:
