@@ -32,19 +32,19 @@ async def insert_message(conn: AsyncConnection, msg: NewMessage, node: str = "")
     Raises ValueError without recipients, psycopg.errors.UniqueViolation if the ID exists."""
     if not msg.rcpt_tos:
         raise ValueError("a message needs at least one recipient")
-    await conn.execute(
-        "INSERT INTO messages (queue_id, state, mail_from, client_addr, client_helo, size, smtputf8,"
-        " body_8bit, is_dsn, node, arrived_at, next_attempt_at, updated_at) VALUES (%s,%s,%s,%s,%s,"
-        "%s,%s,%s,%s,%s, clock_timestamp(), clock_timestamp(), clock_timestamp())",
-        (msg.queue_id, msg.state.value, msg.mail_from, msg.client_addr, msg.client_helo,
-         len(msg.data), msg.smtputf8, msg.body_8bit, msg.is_dsn, node))
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO recipients (queue_id, idx, address, state, updated_at)"
-            " VALUES (%s, %s, %s, 'pending', clock_timestamp())",
-            [(msg.queue_id, i, r) for i, r in enumerate(msg.rcpt_tos)])
-    await conn.execute("INSERT INTO bodies (queue_id, data) VALUES (%s, %s)",
-                       (msg.queue_id, bytes(msg.data)))
+    await conn.execute(      # one statement, one round trip: the row, its recipients, its bytes
+        "WITH m AS (INSERT INTO messages (queue_id, state, mail_from, client_addr, client_helo, size,"
+        "  smtputf8, body_8bit, is_dsn, node, arrived_at, next_attempt_at, updated_at) VALUES"
+        "  (%(q)s, %(state)s, %(from)s, %(addr)s, %(helo)s, %(size)s, %(utf8)s, %(b8)s, %(dsn)s,"
+        "   %(node)s, clock_timestamp(), clock_timestamp(), clock_timestamp()) RETURNING queue_id),"
+        " r AS (INSERT INTO recipients (queue_id, idx, address, state, updated_at)"
+        "  SELECT m.queue_id, a.idx - 1, a.address, 'pending', clock_timestamp()"
+        "  FROM m, unnest(%(rcpts)s::text[]) WITH ORDINALITY AS a(address, idx))"
+        " INSERT INTO bodies (queue_id, data) SELECT queue_id, %(data)s FROM m",
+        {"q": msg.queue_id, "state": msg.state.value, "from": msg.mail_from,
+         "addr": msg.client_addr, "helo": msg.client_helo, "size": len(msg.data),
+         "utf8": msg.smtputf8, "b8": msg.body_8bit, "dsn": msg.is_dsn, "node": node,
+         "rcpts": list(msg.rcpt_tos), "data": bytes(msg.data)})
     return msg.queue_id
 
 

@@ -217,7 +217,7 @@ class PgSpool:
     async def _run_batch(self, batch: list) -> None:
         results: list = []
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection() as conn, conn.pipeline():
                 async with conn.transaction():
                     for fn, args, fut in batch:
                         try:

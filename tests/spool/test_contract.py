@@ -68,6 +68,14 @@ async def test_commit_without_recipients_or_twice_is_refused_alone(qspool):
     with pytest.raises(Exception):
         await qspool.commit(m)             # the same queue ID: the integrity error of the backend
     assert (await qspool.counts())["incoming"] == 1
+    # in one group commit, the failing operation is undone alone
+    a, b = msg(3), msg(4)
+    out = await asyncio.gather(qspool.commit(a), qspool.commit(m), qspool.commit(msg(5, rcpts=())),
+                               qspool.commit(b), return_exceptions=True)
+    assert out[0] == a.queue_id and out[3] == b.queue_id
+    assert isinstance(out[1], Exception) and isinstance(out[2], ValueError)
+    assert (await qspool.counts())["incoming"] == 3
+    assert (await qspool.get(b.queue_id, with_data=True)).data == b.data
 
 
 async def test_group_commit_of_concurrent_messages(qspool):
