@@ -152,3 +152,51 @@ async def test_each_chunk_is_recorded_as_soon_as_it_completes(peers, tmp_path):
         await qmgr.drain(5)
         await transport.close()
         await spool.close()
+
+
+async def test_a_delivery_whose_claim_was_taken_over_records_nothing(peers, tmp_path):
+    """The operator holds a message while its delivery is in flight and releases it at once; the
+    queue manager claims it again (a new token) and starts a second delivery. When the first
+    one ends, its outcome is refused (StaleClaim: logged claim_lost, counted), so it cannot land
+    on the second claim: the message stays active until the second delivery records it."""
+    slow = peers.sink("127.0.0.45", None, "slow", "--data-delay", "4")
+    cfg = parse({"server": {"hostname": "gw.test", "data_dir": str(tmp_path / "data")},
+                 "routing": {"default_smarthost": f"[127.0.0.45]:{slow.port}", "smarthost_tls": "none"},
+                 "continuity": {"mode": "off"}}, "test")
+    spool = await Spool.open(cfg.spool_path)
+    transport = SmtpTransport("gw.test", idle_timeout=0.0)
+    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, make_logger("error"))
+    task = asyncio.create_task(qmgr.run())
+    try:
+        m = NewMessage(mail_from=SENDER, rcpt_tos=("bob@example.com",), data=DATA)
+        await spool.commit(m)
+        qmgr.notify()
+
+        async def active():
+            return (await spool.get(m.queue_id)).state is QueueState.ACTIVE
+
+        await until(active, 10, "the first claim")
+        await spool.move(m.queue_id, QueueState.ACTIVE, QueueState.HOLD)       # the operator
+        await spool.move(m.queue_id, QueueState.HOLD, QueueState.INCOMING)
+        qmgr.notify()
+
+        async def refused():
+            return qmgr.stats["stale_claims"] == 1
+
+        await until(refused, 15, "the first delivery's outcome refused")
+        got = await spool.get(m.queue_id)
+        assert got.state is QueueState.ACTIVE and got.recipients[0].state is RcptState.PENDING
+        assert spool.stale_claims == 1
+
+        async def delivered():
+            return (await spool.get(m.queue_id)).state is QueueState.DELIVERED
+
+        await until(delivered, 15, "the second delivery recorded")
+        got = await spool.get(m.queue_id)
+        assert got.recipients[0].attempts == 1 and slow.count() == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await qmgr.drain(5)
+        await transport.close()
+        await spool.close()
