@@ -27,6 +27,7 @@ from gateway.config import Config
 from gateway.delivery.attempt import RcptResult, deliver_group
 from gateway.delivery.backoff import RetryPolicy, expired, next_attempt
 from gateway.delivery.budget import ByteBudget
+from gateway.delivery.claims import ClaimKeeper
 from gateway.delivery.dsn import FailedRecipient, build_dsn, should_bounce
 from gateway.delivery.hostcache import HostCache
 from gateway.delivery.mx import MxResolver
@@ -77,6 +78,8 @@ class QueueManager:
         self._loop_faults = FaultLog(log, "qmgr_claim_failed")
         self._purge_faults = FaultLog(log, "qmgr_purge_failed")
         self._record_faults = FaultLog(log, "spool_record_failed")
+        #: The claims of deliveries in flight, renewed every ttl / 3 while run() runs.
+        self.claims = ClaimKeeper(spool, log, self.stats)
 
     def notify(self, queue_id: str | None = None) -> None:
         """Something is due now (a new message was queued, a delivery finished)."""
@@ -87,6 +90,13 @@ class QueueManager:
         finished messages older than ``delivery.finished_retention`` are purged. A failing spool
         (disk full, I/O error) never ends the loop: the error is logged once, the loop backs off
         (0.5 s doubling to 10 s) and carries on by itself when the spool works again."""
+        renewer = asyncio.create_task(self.claims.run(), name="qmgr-claims")
+        try:
+            await self._run()
+        finally:
+            renewer.cancel()
+
+    async def _run(self) -> None:
         next_purge = 0.0
         backoff = Backoff()
         while True:
@@ -106,7 +116,7 @@ class QueueManager:
             free = self.capacity - len(self.inflight)
             if free > 0:
                 try:
-                    due = await self.spool.claim_due(min(free, 256))
+                    due = await self.spool.claim_due(min(free, 256), self.claims.ttl)
                 except Exception as e:
                     self._loop_faults.failed(e)
                     await asyncio.sleep(backoff.next())
@@ -114,6 +124,7 @@ class QueueManager:
                 self._loop_faults.recovered()
                 backoff.reset()
                 for claim in due:
+                    self.claims.track(claim)
                     task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim}")
                     self.inflight.add(task)
                     task.add_done_callback(self._done)
@@ -144,9 +155,16 @@ class QueueManager:
     async def _deliver(self, claim: Claim) -> None:
         """Deliver the claimed message. Every write names the claim's token: once the claim is
         no longer current (an operator moved the message, or it expired and was claimed again),
-        the outcome is refused (StaleClaim), logged and counted, never retried."""
-        msg = None
+        the outcome is refused (StaleClaim), logged and counted, never retried. The claim is
+        renewed (self.claims) until the delivery ends."""
         queue_id, token = claim.queue_id, claim.token
+        try:
+            await self._deliver_claimed(queue_id, token)
+        finally:
+            self.claims.drop(queue_id)
+
+    async def _deliver_claimed(self, queue_id: str, token: int) -> None:
+        msg = None
         try:
             size = await self._spool(lambda: self.spool.read(message_size, queue_id), queue_id)
             if size is None:

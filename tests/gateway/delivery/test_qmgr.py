@@ -200,3 +200,45 @@ async def test_a_delivery_whose_claim_was_taken_over_records_nothing(peers, tmp_
         await qmgr.drain(5)
         await transport.close()
         await spool.close()
+
+
+async def test_a_long_delivery_keeps_its_claim_while_another_node_requeues_expired_ones(peers, tmp_path):
+    """Claims of 1.5 s, a downstream that takes 4 s after the final dot, and "another node"
+    requeueing expired claims every 0.1 s: the queue manager renews the claim every 0.5 s, so
+    the message is never requeued, delivered once, and its outcome is recorded."""
+    slow = peers.sink("127.0.0.46", None, "slow", "--data-delay", "4")
+    cfg = parse({"server": {"hostname": "gw.test", "data_dir": str(tmp_path / "data")},
+                 "routing": {"default_smarthost": f"[127.0.0.46]:{slow.port}", "smarthost_tls": "none"},
+                 "continuity": {"mode": "off"}}, "test")
+    spool = await Spool.open(cfg.spool_path)
+    transport = SmtpTransport("gw.test", idle_timeout=0.0)
+    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, make_logger("error"))
+    qmgr.claims.ttl = 1.5
+    requeued = []
+
+    async def other_node():
+        while True:
+            requeued.append(await spool.requeue_expired())
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(qmgr.run())
+    other = asyncio.create_task(other_node())
+    try:
+        m = NewMessage(mail_from=SENDER, rcpt_tos=("bob@example.com",), data=DATA)
+        await spool.commit(m)
+        qmgr.notify()
+
+        async def delivered():
+            return (await spool.get(m.queue_id)).state is QueueState.DELIVERED
+
+        await until(delivered, 20, "the delivery recorded")
+        assert sum(requeued) == 0 and len(requeued) > 20
+        assert slow.count() == 1 and qmgr.stats["stale_claims"] == 0
+        assert qmgr.stats["claims_lost"] == 0 and spool.stale_claims == 0
+    finally:
+        for t in (task, other):
+            t.cancel()
+        await asyncio.gather(task, other, return_exceptions=True)
+        await qmgr.drain(5)
+        await transport.close()
+        await spool.close()
