@@ -1,4 +1,4 @@
--- 0011: claims with fencing tokens (spool.states.Claim). A message in state 'active' is held by
+-- 0013: claims with fencing tokens (spool.states.Claim). A message in state 'active' is held by
 -- the claim whose token is claim_token; an outcome is written only under that token. The token
 -- counter has one row and only grows (one node: a local counter is enough).
 ALTER TABLE messages ADD COLUMN claim_token INTEGER;
