@@ -48,6 +48,10 @@ def _where(dsn: str) -> str:
     return f"{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
 
 
+async def _ping(conn) -> None:
+    await conn.execute("SELECT 1")
+
+
 def _spool_error(what: str, e: BaseException) -> SpoolError:
     if isinstance(e, SpoolError):
         return e
@@ -143,6 +147,10 @@ class PgSpool:
 
     async def next_due_at(self) -> float | None:
         return await self.read(_q.next_due_at)
+
+    async def ping(self) -> None:
+        """A cheap read (health checks, as the SQLite Spool's); SpoolError if unreachable."""
+        await self.read(_ping)
 
     # -- leases --------------------------------------------------------------------------------
     async def acquire_lease(self, name: str = "continuity", ttl: float = LEASE_TTL) -> int | None:

@@ -188,6 +188,8 @@ async def test_database_stopped_gives_spool_error_then_works_again():
             await s.claim_due(10)
         with pytest.raises(SpoolError):
             await s.counts()
+        with pytest.raises(SpoolError):
+            await s.ping()
         down = time.monotonic() - t0
         assert down < 20
         await asyncio.to_thread(cluster.start)
