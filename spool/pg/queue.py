@@ -124,9 +124,11 @@ async def move(conn: AsyncConnection, queue_id: str, src, dst: QueueState, *,
 
 async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[RcptOutcome],
                          next_attempt_at: float, hold: bool = False, token: int | None = None,
-                         dsn: NewMessage | None = None, node: str = "") -> QueueState:
-    """transitions.record_attempt on PostgreSQL, with the bounce ``dsn`` in the same transaction.
-    With ``token``, StaleClaim before anything is written unless that claim is current."""
+                         dsn: NewMessage | None = None, node: str = "",
+                         hold_reason: str = "continuity") -> QueueState:
+    """transitions.record_attempt on PostgreSQL, with the bounce ``dsn`` in the same transaction;
+    a held message gets ``hold_reason`` ('continuity', or 'drill' on main's drills). With
+    ``token``, StaleClaim before anything is written unless that claim is current."""
     if token is not None:
         await _current(conn, queue_id, token)
     if outcomes:
@@ -150,9 +152,8 @@ async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[Rc
     await move(conn, queue_id, QueueState.ACTIVE, dst, next_attempt_at=next_attempt_at,
                error=(errors[0][:500] if errors else ""))
     if dst is QueueState.HOLD:
-        await conn.execute("UPDATE messages SET hold_reason='continuity', held_at=clock_timestamp()"
-                           " WHERE queue_id=%s",
-                           (queue_id,))
+        await conn.execute("UPDATE messages SET hold_reason=%s, held_at=clock_timestamp()"
+                           " WHERE queue_id=%s", (hold_reason, queue_id))
     if outcomes:
         await conn.execute("UPDATE messages SET attempts=attempts+1 WHERE queue_id=%s", (queue_id,))
     if dst.terminal:

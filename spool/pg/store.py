@@ -122,10 +122,11 @@ class PgSpool:
 
     async def record_attempt(self, queue_id: str, outcomes: list[RcptOutcome],
                              next_attempt_at: float, dsn: NewMessage | None = None,
-                             hold: bool = False, *, token: int | None = None) -> QueueState:
+                             hold: bool = False, *, token: int | None = None,
+                             hold_reason: str = "continuity") -> QueueState:
         try:
             return await self.write(_q.record_attempt, queue_id, outcomes, next_attempt_at, hold,
-                                    token, dsn, self.node)
+                                    token, dsn, self.node, hold_reason)
         except StaleClaim:
             self.stale_claims += 1
             raise

@@ -94,6 +94,19 @@ async def test_a_stale_token_from_another_node_changes_nothing(pg_dsn):
         await b.close()
 
 
+async def test_a_hold_records_its_reason(pg_dsn):
+    s = await PgSpool.open(pg_dsn, node="node-a")
+    try:
+        q1, q2 = await s.commit(msg(1)), await s.commit(msg(2))
+        claims = {c.queue_id: c for c in await s.claim_due(2)}
+        await s.record_attempt(q1, [], time.time(), hold=True, token=claims[q1].token)
+        await s.record_attempt(q2, [], time.time(), hold=True, token=claims[q2].token,
+                               hold_reason="drill")
+        assert [(await s.get(q)).hold_reason for q in (q1, q2)] == ["continuity", "drill"]
+    finally:
+        await s.close()
+
+
 async def test_queue_ids_carry_a_distinct_node_tag(pg_dsn):
     a = await PgSpool.open(pg_dsn, node="node-a")
     b = await PgSpool.open(pg_dsn, node="node-b")
