@@ -6,6 +6,7 @@ Also ``_status_of``: an enhanced status RFC 3463 does not allow becomes the clas
 from __future__ import annotations
 
 import asyncio
+import io
 import email
 import email.policy
 import time
@@ -158,14 +159,16 @@ async def test_a_delivery_whose_claim_was_taken_over_records_nothing(peers, tmp_
     """The operator holds a message while its delivery is in flight and releases it at once; the
     queue manager claims it again (a new token) and starts a second delivery. When the first
     one ends, its outcome is refused (StaleClaim: logged claim_lost, counted), so it cannot land
-    on the second claim: the message stays active until the second delivery records it."""
+    on the second claim: only the second delivery records the message (one attempt)."""
     slow = peers.sink("127.0.0.45", None, "slow", "--data-delay", "4")
     cfg = parse({"server": {"hostname": "gw.test", "data_dir": str(tmp_path / "data")},
                  "routing": {"default_smarthost": f"[127.0.0.45]:{slow.port}", "smarthost_tls": "none"},
                  "continuity": {"mode": "off"}}, "test")
     spool = await Spool.open(cfg.spool_path)
     transport = SmtpTransport("gw.test", idle_timeout=0.0)
-    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, make_logger("error"))
+    stream = io.StringIO()
+    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport,
+                        make_logger("info", "kv", stream=stream))
     task = asyncio.create_task(qmgr.run())
     try:
         m = NewMessage(mail_from=SENDER, rcpt_tos=("bob@example.com",), data=DATA)
@@ -176,6 +179,8 @@ async def test_a_delivery_whose_claim_was_taken_over_records_nothing(peers, tmp_
             return (await spool.get(m.queue_id)).state is QueueState.ACTIVE
 
         await until(active, 10, "the first claim")
+        first = await spool.read(lambda c: c.execute(
+            "SELECT claim_token FROM messages WHERE queue_id=?", (m.queue_id,)).fetchone()[0])
         await spool.move(m.queue_id, QueueState.ACTIVE, QueueState.HOLD)       # the operator
         await spool.move(m.queue_id, QueueState.HOLD, QueueState.INCOMING)
         qmgr.notify()
@@ -184,9 +189,9 @@ async def test_a_delivery_whose_claim_was_taken_over_records_nothing(peers, tmp_
             return qmgr.stats["stale_claims"] == 1
 
         await until(refused, 15, "the first delivery's outcome refused")
-        got = await spool.get(m.queue_id)
-        assert got.state is QueueState.ACTIVE and got.recipients[0].state is RcptState.PENDING
         assert spool.stale_claims == 1
+        lost = [line for line in stream.getvalue().splitlines() if "event='claim_lost'" in line]
+        assert len(lost) == 1 and f"token={first}" in lost[0]   # the first claim's, not the second's
 
         async def delivered():
             return (await spool.get(m.queue_id)).state is QueueState.DELIVERED
