@@ -208,17 +208,17 @@ async def test_a_delivery_whose_claim_was_taken_over_records_nothing(peers, tmp_
 
 
 async def test_a_long_delivery_keeps_its_claim_while_another_node_requeues_expired_ones(peers, tmp_path):
-    """Claims of 1.5 s, a downstream that takes 4 s after the final dot, and "another node"
-    requeueing expired claims every 0.1 s: the queue manager renews the claim every 0.5 s, so
+    """Claims of 2 s, a downstream that takes 5 s after the final dot, and "another node"
+    requeueing expired claims every 0.1 s: the queue manager renews the claim every 0.67 s, so
     the message is never requeued, delivered once, and its outcome is recorded."""
-    slow = peers.sink("127.0.0.46", None, "slow", "--data-delay", "4")
+    slow = peers.sink("127.0.0.46", None, "slow", "--data-delay", "5")
     cfg = parse({"server": {"hostname": "gw.test", "data_dir": str(tmp_path / "data")},
                  "routing": {"default_smarthost": f"[127.0.0.46]:{slow.port}", "smarthost_tls": "none"},
                  "continuity": {"mode": "off"}}, "test")
     spool = await Spool.open(cfg.spool_path)
     transport = SmtpTransport("gw.test", idle_timeout=0.0)
     qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, make_logger("error"))
-    qmgr.claims.ttl = 1.5
+    qmgr.claims.ttl = 2.0
     requeued = []
 
     async def other_node():
