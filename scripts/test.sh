@@ -15,12 +15,15 @@
 #                           started as a service: tests/e2e/test_haproxy.py runs its own)
 #   chromium                the real browser of the webmail tests, driven by pip playwright through
 #                           /usr/bin/chromium (Playwright's own browser download cannot run here)
+#   postgresql-15           initdb/pg_ctl of the PostgreSQL spool tests (tests/support/postgres.py
+#                           starts a throwaway cluster; the packaged cluster is never used)
 # Python: the project with its [test] extras. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(dnsmasq-base swaks libnet-ssleay-perl libio-socket-ssl-perl
-                 libio-socket-inet6-perl postfix iproute2 util-linux systemd chromium haproxy)
+                 libio-socket-inet6-perl postfix iproute2 util-linux systemd chromium haproxy
+                 postgresql-15)
 
 need=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -52,6 +55,18 @@ grep -q "=== TLS supported" <<<"$support" \
 python3 - <<'EOF' || fail "Python test dependencies do not import"
 import aiosmtpd, aiosmtplib, dns.asyncresolver, pytest, pytest_asyncio, trustme  # noqa: F401
 import nh3, argon2, pyotp, dkim, nacl, jinja2, multipart, yaml, playwright.sync_api  # noqa: F401
+import psycopg, psycopg_pool  # noqa: F401
+EOF
+timeout 120 python3 - <<'EOF' || fail "PostgreSQL 15 cannot initdb and start (postgresql-15; as root it runs as user postgres or nobody)"
+from tests.support.postgres import PgCluster, available
+assert available(), "initdb/pg_ctl not found in /usr/lib/postgresql/15/bin"
+c = PgCluster()
+try:
+    c.init()
+    c.start()
+    c.sql("SELECT 1")
+finally:
+    c.destroy()
 EOF
 timeout 120 python3 - <<'EOF' || fail "Playwright cannot drive /usr/bin/chromium headless"
 from playwright.sync_api import sync_playwright

@@ -10,6 +10,10 @@ Public API::
     RcptState        -- per-recipient states
     NewMessage       -- what intake hands over for commit
     InvalidTransition, SpoolError
+
+The queue core both backends share is the Protocol spool.api.QueueSpool; the PostgreSQL backend
+is spool.pg.PgSpool (imported only on demand: it needs psycopg). Claims carry fencing tokens
+(spool.states.Claim, StaleClaim; spool.claims on SQLite).
 """
 from spool.states import QueueState, RcptState, TRANSITIONS, InvalidTransition
 from spool.commit import NewMessage

@@ -37,9 +37,11 @@ class NewMessage:
 _B32 = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
 
 
-def new_queue_id(now_us: int | None = None) -> str:
+def new_queue_id(now_us: int | None = None, node_tag: str = "") -> str:
     """A 14-character queue ID: 10 characters of microsecond time (so IDs sort by arrival),
-    then 4 random ones. Upper-case letters without vowels, like Postfix's long queue IDs."""
+    then 4 random ones. Upper-case letters without vowels, like Postfix's long queue IDs.
+    ``node_tag`` (node_tag(), 2 characters) goes between the two on a cluster: IDs made by
+    different nodes can then never be equal (16 characters)."""
     t = now_us if now_us is not None else time.time_ns() // 1000
     head = []
     for _ in range(10):
@@ -50,7 +52,15 @@ def new_queue_id(now_us: int | None = None) -> str:
     for _ in range(4):
         r, d = divmod(r, len(_B32))
         tail.append(_B32[d])
-    return "".join(reversed(head)) + "".join(tail)
+    return "".join(reversed(head)) + node_tag + "".join(tail)
+
+
+def node_tag(number: int) -> str:
+    """The 2-character tag of cluster node ``number`` (1..960, given by the database to each
+    node name) for new_queue_id. Raises ValueError outside that range."""
+    if not 1 <= number < len(_B32) ** 2:
+        raise ValueError(f"node number {number} is outside 1..{len(_B32) ** 2 - 1}")
+    return _B32[number // len(_B32)] + _B32[number % len(_B32)]
 
 
 def insert_message(conn: sqlite3.Connection, msg: NewMessage, now: float | None = None) -> str:
@@ -76,4 +86,4 @@ def insert_message(conn: sqlite3.Connection, msg: NewMessage, now: float | None 
     return msg.queue_id
 
 
-__all__ = ["NewMessage", "new_queue_id", "insert_message"]
+__all__ = ["NewMessage", "new_queue_id", "node_tag", "insert_message"]

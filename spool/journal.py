@@ -55,12 +55,16 @@ def file_delivered(conn: sqlite3.Connection, e: JournalEntry, now: float | None 
 
 
 def record_delivered(conn: sqlite3.Connection, queue_id: str, outcomes: list,
-                     entry: JournalEntry | None) -> int:
+                     entry: JournalEntry | None, token: int | None = None) -> int:
     """transitions.record_delivered (the recipients of an attempt in progress that are already
     delivered) with their journal ``entry`` in the same transaction, so that a crash before the
     attempt's own record loses neither. A filing that fails (not the storage) is undone alone:
-    the attempt's record files the entry again and reports the error. Returns recipients changed."""
+    the attempt's record files the entry again and reports the error. Returns recipients changed.
+    With a claim ``token``, nothing is written unless that claim is current (StaleClaim)."""
+    from spool.claims import check_current
     from spool.transitions import record_delivered as _record_delivered
+    if token is not None:
+        check_current(conn, queue_id, token)
     if entry is not None:
         conn.execute("SAVEPOINT journal_early")
         try:

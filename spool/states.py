@@ -67,3 +67,37 @@ def check_transition(src: QueueState, dst: QueueState) -> None:
     """Raise ValueError if src -> dst is not an allowed move."""
     if dst not in TRANSITIONS[src]:
         raise ValueError(f"transition {src.value} -> {dst.value} is not allowed")
+
+
+class Claim(str):
+    """A claimed message: the queue ID (a ``str``, so a list of claims reads as a list of queue
+    IDs) carrying the claim's fencing ``token`` (an integer that only grows: a PostgreSQL
+    sequence, or the SQLite spool's counter) and its ``expires_at`` (unix seconds on the
+    storage's clock: PostgreSQL's, or the local one for SQLite). An outcome is written only
+    while ``token`` is the message's current claim (see StaleClaim)."""
+
+    token: int
+    expires_at: float
+
+    def __new__(cls, queue_id: str, token: int, expires_at: float) -> "Claim":
+        self = super().__new__(cls, queue_id)
+        self.token, self.expires_at = int(token), float(expires_at)
+        return self
+
+    @property
+    def queue_id(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"Claim({self.queue_id!r}, token={self.token}, expires_at={self.expires_at:.3f})"
+
+
+class StaleClaim(InvalidTransition):
+    """A write under claim ``token`` of ``queue_id`` was refused because that claim is no longer
+    the message's current one (it expired and was requeued, was taken by another node, or an
+    operator moved the message). Nothing was written; the caller must not retry it."""
+
+    def __init__(self, queue_id: str, token: int):
+        Exception.__init__(self, f"{queue_id}: claim token {token} is no longer current")
+        self.queue_id, self.token = queue_id, token
+        self.src, self.dst, self.actual = QueueState.ACTIVE, QueueState.ACTIVE, None

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from spool import claims as _claims
 from spool import commit as _commit
 from spool import mailbox as _mailbox
 from spool import db as _db
@@ -34,7 +35,7 @@ from spool import recover as _recover
 from spool import transitions as _tr
 from spool.commit import NewMessage
 from spool.query import Recipient, StoredMessage
-from spool.states import QueueState
+from spool.states import Claim, QueueState, StaleClaim
 
 #: Most operations in one group commit, and most message bytes (keeps a batch's WAL write bounded).
 MAX_BATCH_OPS = 512
@@ -95,6 +96,10 @@ class Spool:
         self.recovered: dict[str, int] = {}
         self.batches = 0
         self.batched_ops = 0
+        #: Writes refused because their claim token was no longer current (StaleClaim raised).
+        self.stale_claims = 0
+        #: The owner written on claims (one node: its name does not matter).
+        self.node = "local"
 
     @classmethod
     async def open(cls, path: str | Path, recover: bool = True) -> "Spool":
@@ -123,30 +128,55 @@ class Spool:
         """Store a received message durably (state incoming); return its queue ID."""
         return await self.write(_commit.insert_message, msg, size=len(msg.data))
 
-    async def claim_due(self, limit: int) -> list[str]:
-        return await self.write(_tr.claim_due, limit)
+    def new_queue_id(self) -> str:
+        """A fresh queue ID for a message about to be committed (spool.commit.new_queue_id)."""
+        return _commit.new_queue_id()
+
+    async def claim_due(self, limit: int, ttl: float = _claims.CLAIM_TTL) -> list[Claim]:
+        """Claim up to ``limit`` due messages for ``ttl`` seconds (spool.claims.claim)."""
+        return await self.write(_tr.claim_due, limit, None, ttl, self.node)
+
+    async def renew(self, claims: list[Claim], ttl: float = _claims.CLAIM_TTL) -> list[Claim]:
+        """Extend the claims still current by ``ttl`` seconds; return those (spool.claims.renew)."""
+        return await self.write(lambda c: _claims.renew(c, claims, ttl=ttl))
+
+    async def requeue_expired(self) -> int:
+        """Return messages whose claim expired to the queue; return how many."""
+        return await self.write(_claims.requeue_expired)
 
     async def record_attempt(self, queue_id: str, outcomes: list[_tr.RcptOutcome],
                              next_attempt_at: float, dsn: NewMessage | None = None,
                              hold: bool = False, filing=None, journal=None,
                              on_journal_error: Callable[[Exception], None] | None = None,
-                             hold_reason: str = "continuity") -> QueueState:
+                             hold_reason: str = "continuity", token: int | None = None) -> QueueState:
         """Record an attempt (see transitions.record_attempt) and, in the same transaction,
         enqueue the bounce ``dsn`` if one is given (a bounce is never lost or sent twice), file
         a held message into its continuity mailboxes (``filing``: spool.mailbox.FilingEntry), and
         journal its delivered local recipients (``journal``: spool.journal.JournalEntry). A
         journal filing that fails (not the storage: that fails the whole record) is undone alone:
         the attempt is still recorded, and ``on_journal_error(exc)`` is called on the loop.
-        ``hold_reason`` is 'continuity' or 'drill' (spool.drill) for a held message."""
-        state, journal_error = await self.write(_record_with_dsn, queue_id, outcomes,
-                                                next_attempt_at, dsn, hold, filing, journal,
-                                                hold_reason)
+        ``hold_reason`` is 'continuity' or 'drill' (spool.drill) for a held message.
+        With a claim ``token``, nothing is written unless that claim is still current: StaleClaim
+        is raised (and counted in ``stale_claims``)."""
+        try:
+            state, journal_error = await self.write(_record_with_dsn, queue_id, outcomes,
+                                                    next_attempt_at, dsn, hold, filing, journal,
+                                                    hold_reason, token)
+        except StaleClaim:
+            self.stale_claims += 1
+            raise
         if journal_error is not None and on_journal_error is not None:
             on_journal_error(journal_error)
         return state
 
     async def move(self, queue_id: str, src, dst: QueueState, **kw) -> QueueState:
-        return await self.write(lambda c: _tr.move(c, queue_id, src, dst, **kw))
+        """transitions.move in the next group commit (``token=`` guards it by a claim: a stale
+        one raises StaleClaim, counted in ``stale_claims``)."""
+        try:
+            return await self.write(lambda c: _tr.move(c, queue_id, src, dst, **kw))
+        except StaleClaim:
+            self.stale_claims += 1
+            raise
 
     # -- reads --------------------------------------------------------------------------------
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -247,8 +277,10 @@ def _resolve_all(results) -> None:
 
 
 def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False, filing=None,
-                     journal=None, hold_reason="continuity"):
+                     journal=None, hold_reason="continuity", token=None):
     journal_error = None
+    if token is not None:     # before the journal: a stale claim writes nothing at all
+        _claims.check_current(conn, queue_id, token)
     if journal is not None:   # before the record: record_attempt keeps the bytes it refers to
         conn.execute("SAVEPOINT journal")
         try:
@@ -260,7 +292,7 @@ def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False,
             journal_error = e
         conn.execute("RELEASE journal")
     state = _tr.record_attempt(conn, queue_id, outcomes, next_attempt_at, hold=hold,
-                               hold_reason=hold_reason)
+                               hold_reason=hold_reason, token=token)
     if filing is not None and state is QueueState.HOLD:
         _mailbox.file_message(conn, filing)
     if dsn is not None:

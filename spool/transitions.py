@@ -12,15 +12,20 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from spool.states import TRANSITIONS, InvalidTransition, QueueState, RcptState, check_transition
+from spool import claims as _claims
+from spool.states import TRANSITIONS, Claim, InvalidTransition, QueueState, RcptState, check_transition
 
 
 def move(conn: sqlite3.Connection, queue_id: str, src: QueueState | tuple[QueueState, ...],
          dst: QueueState, *, next_attempt_at: float | None = None, error: str | None = None,
-         now: float | None = None) -> QueueState:
+         now: float | None = None, token: int | None = None) -> QueueState:
     """Move ``queue_id`` from ``src`` (one state or any of several) to ``dst``; return the state
-    it left. Raises InvalidTransition if the move is not allowed or the message is elsewhere."""
+    it left. Raises InvalidTransition if the move is not allowed or the message is elsewhere.
+    With ``token`` (a claim's), the move is made only if the message is still ``active`` under
+    that claim; else StaleClaim (an InvalidTransition) and nothing changes."""
     now = time.time() if now is None else now
+    if token is not None:
+        _claims.check_current(conn, queue_id, token)
     srcs = (src,) if isinstance(src, QueueState) else tuple(src)
     row = conn.execute("SELECT state FROM messages WHERE queue_id=?", (queue_id,)).fetchone()
     if row is None:
@@ -42,20 +47,12 @@ def move(conn: sqlite3.Connection, queue_id: str, src: QueueState | tuple[QueueS
     return actual
 
 
-def claim_due(conn: sqlite3.Connection, limit: int, now: float | None = None) -> list[str]:
+def claim_due(conn: sqlite3.Connection, limit: int, now: float | None = None,
+              ttl: float = _claims.CLAIM_TTL, owner: str = "") -> list[Claim]:
     """Move up to ``limit`` messages that are due (incoming, or deferred whose next attempt time
-    has come) to ``active``, oldest first; return their queue IDs."""
-    now = time.time() if now is None else now
-    rows = conn.execute(
-        "SELECT queue_id FROM messages INDEXED BY messages_due_order"   # an index walk (0012)
-        " WHERE state IN ('incoming','deferred') AND next_attempt_at<=?"
-        " ORDER BY next_attempt_at, seq LIMIT ?", (now, limit)).fetchall()
-    ids = [r[0] for r in rows]
-    if ids:
-        conn.executemany(
-            "UPDATE messages SET state='active', updated_at=? WHERE queue_id=? AND state IN ('incoming','deferred')",
-            [(now, q) for q in ids])
-    return ids
+    has come) to ``active``, oldest first; return their claims (queue IDs carrying a fencing
+    token: spool.claims.claim)."""
+    return _claims.claim(conn, limit, ttl=ttl, owner=owner, now=now)
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,7 @@ class RcptOutcome:
 
 def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptOutcome],
                    next_attempt_at: float, now: float | None = None, hold: bool = False,
-                   hold_reason: str = "continuity") -> QueueState:
+                   hold_reason: str = "continuity", token: int | None = None) -> QueueState:
     """Record one delivery attempt of an ``active`` message and move it on.
 
     Every recipient named in ``outcomes`` gets its state; the message then goes to ``delivered``
@@ -81,8 +78,12 @@ def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptO
     'continuity'; 'drill' for a drill's recipients: spool.drill). The body is deleted once the message is
     finished, unless a continuity-mailbox entry refers to it and no held copy of it exists
     (a journal entry: spool.journal). Returns the new state. Raises InvalidTransition if the message is not active.
+    With ``token``, nothing is written unless the message is still active under that claim
+    (StaleClaim otherwise).
     """
     now = time.time() if now is None else now
+    if token is not None:
+        _claims.check_current(conn, queue_id, token)
     conn.executemany(
         "UPDATE recipients SET state=?, attempts=attempts+1, reply_code=?, reply_text=?, remote_host=?,"
         " updated_at=? WHERE queue_id=? AND idx=? AND state='pending'",
@@ -110,12 +111,16 @@ def record_attempt(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptO
 
 
 def record_delivered(conn: sqlite3.Connection, queue_id: str, outcomes: list[RcptOutcome],
-                     now: float | None = None) -> int:
+                     now: float | None = None, token: int | None = None) -> int:
     """Record the recipients of an attempt still in progress that were already delivered, as soon
     as their part of the attempt is over (a kill now does not send them again). Only DELIVERED
     outcomes of recipients still ``pending`` of an ``active`` message are written; the message
-    does not move (``record_attempt`` ends the attempt). Returns how many recipients changed."""
+    does not move (``record_attempt`` ends the attempt). Returns how many recipients changed.
+    With ``token``, nothing is written unless the message is still active under that claim
+    (StaleClaim otherwise)."""
     now = time.time() if now is None else now
+    if token is not None:
+        _claims.check_current(conn, queue_id, token)
     rows = [(o.state.value, o.code, o.text[:1000], o.remote_host, now, queue_id, o.idx)
             for o in outcomes if o.state is RcptState.DELIVERED]
     if not rows:

@@ -28,6 +28,7 @@ from gateway.continuity.filing import mailbox_key
 from gateway.delivery.attempt import RcptResult, deliver_group
 from gateway.delivery.backoff import RetryPolicy, expired, next_attempt
 from gateway.delivery.budget import ByteBudget
+from gateway.delivery.claims import ClaimKeeper
 from gateway.delivery.dsn import FailedRecipient, build_dsn, should_bounce
 from gateway.delivery.hostcache import HostCache
 from gateway.delivery.mx import MxResolver
@@ -35,6 +36,7 @@ from gateway.delivery.transport import Transport
 from gateway.retry import Backoff, FaultLog, retry
 from gateway.router import Router
 from spool import NewMessage, QueueState, RcptState, Spool, SpoolError
+from spool.states import Claim, StaleClaim
 from spool.query import StoredMessage, message_size
 from spool.journal import record_delivered
 from spool.transitions import PURGE_BATCH, RcptOutcome, purge_finished
@@ -80,6 +82,8 @@ class QueueManager:
         self._loop_faults = FaultLog(log, "qmgr_claim_failed")
         self._purge_faults = FaultLog(log, "qmgr_purge_failed")
         self._record_faults = FaultLog(log, "spool_record_failed")
+        #: The claims of deliveries in flight, renewed every ttl / 3 while run() runs.
+        self.claims = ClaimKeeper(spool, log, self.stats)
 
     def notify(self, queue_id: str | None = None) -> None:
         """Something is due now (a new message was queued, a delivery finished)."""
@@ -100,6 +104,13 @@ class QueueManager:
         finished messages older than ``delivery.finished_retention`` are purged. A failing spool
         (disk full, I/O error) never ends the loop: the error is logged once, the loop backs off
         (0.5 s doubling to 10 s) and carries on by itself when the spool works again."""
+        renewer = asyncio.create_task(self.claims.run(), name="qmgr-claims")
+        try:
+            await self._run()
+        finally:
+            renewer.cancel()
+
+    async def _run(self) -> None:
         next_purge = 0.0
         backoff = Backoff()
         while True:
@@ -118,15 +129,16 @@ class QueueManager:
             free = self.capacity - len(self.inflight)
             if free > 0:
                 try:
-                    due = await self.spool.claim_due(min(free, 256))
+                    due = await self.spool.claim_due(min(free, 256), self.claims.ttl)
                 except Exception as e:
                     self._loop_faults.failed(e)
                     await asyncio.sleep(backoff.next())
                     continue
                 self._loop_faults.recovered()
                 backoff.reset()
-                for qid in due:
-                    task = asyncio.create_task(self._deliver(qid), name=f"deliver-{qid}")
+                for claim in due:
+                    self.claims.track(claim)
+                    task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim}")
                     self.inflight.add(task)
                     task.add_done_callback(self._done)
                 if self.capacity - len(self.inflight) > 0 and self._wake.is_set():
@@ -153,7 +165,18 @@ class QueueManager:
         off): a message's outcome is never dropped because the disk is full for a while."""
         return await retry(op, self._record_faults, retry_on=(SpoolError,), queue_id=queue_id)
 
-    async def _deliver(self, queue_id: str) -> None:
+    async def _deliver(self, claim: Claim) -> None:
+        """Deliver the claimed message. Every write names the claim's token: once the claim is
+        no longer current (an operator moved the message, or it expired and was claimed again),
+        the outcome is refused (StaleClaim), logged and counted, never retried. The claim is
+        renewed (self.claims) until the delivery ends."""
+        queue_id, token = claim.queue_id, claim.token
+        try:
+            await self._deliver_claimed(queue_id, token)
+        finally:
+            self.claims.drop(queue_id)
+
+    async def _deliver_claimed(self, queue_id: str, token: int) -> None:
         msg = None
         try:
             size = await self._spool(lambda: self.spool.read(message_size, queue_id), queue_id)
@@ -168,13 +191,16 @@ class QueueManager:
                 if msg.data is None:
                     await self._spool(lambda: self.spool.move(
                         queue_id, QueueState.ACTIVE, QueueState.CORRUPT,
-                        error="message bytes missing"), queue_id)
+                        error="message bytes missing", token=token), queue_id)
                     self.log.error("corrupt", queue_id=queue_id)
                     return
-                await self._attempt(msg)
+                await self._attempt(msg, token)
                 msg = None              # its bytes are let go before the budget is
         except asyncio.CancelledError:
             raise
+        except StaleClaim:
+            msg = None
+            self._claim_lost(queue_id, token)
         except Exception:
             msg = None                  # outside the budget now
             self.log.exception("delivery_error", queue_id=queue_id)
@@ -182,13 +208,20 @@ class QueueManager:
                 await self._spool(lambda: self.spool.move(
                     queue_id, QueueState.ACTIVE, QueueState.DEFERRED,
                     next_attempt_at=self.clock() + self.retry.minimal_backoff,
-                    error=INTERNAL_ERROR), queue_id)
+                    error=INTERNAL_ERROR, token=token), queue_id)
             except asyncio.CancelledError:
                 raise
+            except StaleClaim:
+                self._claim_lost(queue_id, token)
             except Exception:
                 self.log.exception("defer_failed", queue_id=queue_id)
 
-    async def _attempt(self, msg: StoredMessage) -> None:
+    def _claim_lost(self, queue_id: str, token: int) -> None:
+        self.stats["stale_claims"] += 1
+        self.log.warning("claim_lost", queue_id=queue_id, token=token,
+                         reason="the claim is no longer current: outcome not recorded")
+
+    async def _attempt(self, msg: StoredMessage, token: int | None = None) -> None:
         """One attempt: every chunk delivered concurrently, each chunk's delivered recipients
         recorded as soon as it completes, then one record of the whole attempt. An internal
         error (ours, not the peer's) in a chunk or afterwards becomes a 4.3.0 temporary outcome
@@ -212,11 +245,11 @@ class QueueManager:
             step = self.cfg.delivery.recipients_per_delivery
             chunks = [(hop, rcpts[i:i + step]) for hop, rcpts in by_hop.items()
                       for i in range(0, len(rcpts), step)]
-            await asyncio.gather(*(self._chunk(msg, hop, chunk, done, early=len(chunks) > 1)
-                                   for hop, chunk in chunks))
-            await self._finish(msg, done, held, hold_reason=reason)
+            await asyncio.gather(*(self._chunk(msg, hop, chunk, done, early=len(chunks) > 1,
+                                               token=token) for hop, chunk in chunks))
+            await self._finish(msg, done, held, hold_reason=reason, token=token)
             recorded = True
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StaleClaim):
             raise
         except Exception as e:
             if recorded:
@@ -225,9 +258,10 @@ class QueueManager:
             got = {r.idx for r, _out, _kind in done}
             err = _internal_error(e)
             done += [(r, err, "") for r in msg.pending if r.idx not in got and r.address not in held]
-            await self._finish(msg, done, held, safe=True, hold_reason=reason)
+            await self._finish(msg, done, held, safe=True, hold_reason=reason, token=token)
 
-    async def _chunk(self, msg: StoredMessage, hop, chunk: list, done: list, early: bool) -> None:
+    async def _chunk(self, msg: StoredMessage, hop, chunk: list, done: list, early: bool,
+                     token: int | None = None) -> None:
         """Deliver one chunk; append its outcomes to ``done``; never raises (but CancelledError).
         With ``early``, its delivered recipients are recorded at once (the other chunks may still
         take a while: a kill meanwhile must not send these again)."""
@@ -251,12 +285,15 @@ class QueueManager:
                      if kind == "smarthost" and out.state is RcptState.DELIVERED]
             journal = self._journal_entry(msg, local) if local else None
             try:   # best effort: the attempt's own record below writes them (and the journal) too
-                await self.spool.write(record_delivered, msg.queue_id, delivered, journal)
+                await self.spool.write(record_delivered, msg.queue_id, delivered, journal, token)
+            except StaleClaim:
+                pass            # the attempt's own record reports the lost claim
             except Exception as e:
                 self._record_faults.failed(e, queue_id=msg.queue_id)
 
     async def _finish(self, msg: StoredMessage, done: list, held: list[str],
-                      safe: bool = False, hold_reason: str = "continuity") -> None:
+                      safe: bool = False, hold_reason: str = "continuity",
+                      token: int | None = None) -> None:
         """Record the attempt's outcomes, the message's next state and its bounce in one
         transaction, retried until the spool takes it. ``safe`` (after an internal error):
         skip the outcome hook and record even if the bounce cannot be built. ``held`` are the
@@ -297,7 +334,7 @@ class QueueManager:
         state = await self._spool(lambda: self.spool.record_attempt(
             msg.queue_id, outcomes, next_at, dsn, hold=bool(held), filing=filing, journal=journal,
             on_journal_error=lambda e: self._journal_failed(msg.queue_id, e),
-            hold_reason=hold_reason), msg.queue_id)
+            hold_reason=hold_reason, token=token), msg.queue_id)
         if journal is not None:
             self.stats["journaled"] += 1
         if held:

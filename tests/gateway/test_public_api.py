@@ -26,15 +26,17 @@ def test_spool_states():
 
 def test_spool_methods():
     public = sorted(n for n in dir(Spool) if not n.startswith("_"))
-    assert public == ["claim_due", "close", "commit", "counts", "get", "move", "next_due_at",
-                      "open", "ping", "read", "record_attempt", "write"]
+    assert public == ["claim_due", "close", "commit", "counts", "get", "move", "new_queue_id",
+                      "next_due_at", "open", "ping", "read", "record_attempt", "renew",
+                      "requeue_expired", "write"]
     sig = {n: list(inspect.signature(getattr(Spool, n)).parameters) for n in public}
     assert sig["open"] == ["path", "recover"]
     assert sig["commit"] == ["self", "msg"]
     assert sig["record_attempt"][:5] == ["self", "queue_id", "outcomes", "next_attempt_at", "dsn"]
     assert sig["get"] == ["self", "queue_id", "with_data"]
-    assert sig["claim_due"] == ["self", "limit"]
-    for name in ("open", "close", "commit", "claim_due", "record_attempt", "move", "get", "counts"):
+    assert sig["claim_due"][:2] == ["self", "limit"]
+    for name in ("open", "close", "commit", "claim_due", "record_attempt", "move", "get", "counts",
+                 "renew", "requeue_expired"):
         assert inspect.iscoroutinefunction(getattr(Spool, name)), name
 
 

@@ -6,6 +6,7 @@ Also ``_status_of``: an enhanced status RFC 3463 does not allow becomes the clas
 from __future__ import annotations
 
 import asyncio
+import io
 import email
 import email.policy
 import time
@@ -149,6 +150,100 @@ async def test_each_chunk_is_recorded_as_soon_as_it_completes(peers, tmp_path):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await qmgr.drain(5)
+        await transport.close()
+        await spool.close()
+
+
+async def test_a_delivery_whose_claim_was_taken_over_records_nothing(peers, tmp_path):
+    """The operator holds a message while its delivery is in flight and releases it at once; the
+    queue manager claims it again (a new token) and starts a second delivery. When the first
+    one ends, its outcome is refused (StaleClaim: logged claim_lost, counted), so it cannot land
+    on the second claim: only the second delivery records the message (one attempt)."""
+    slow = peers.sink("127.0.0.45", None, "slow", "--data-delay", "4")
+    cfg = parse({"server": {"hostname": "gw.test", "data_dir": str(tmp_path / "data")},
+                 "routing": {"default_smarthost": f"[127.0.0.45]:{slow.port}", "smarthost_tls": "none"},
+                 "continuity": {"mode": "off"}}, "test")
+    spool = await Spool.open(cfg.spool_path)
+    transport = SmtpTransport("gw.test", idle_timeout=0.0)
+    stream = io.StringIO()
+    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport,
+                        make_logger("info", "kv", stream=stream))
+    task = asyncio.create_task(qmgr.run())
+    try:
+        m = NewMessage(mail_from=SENDER, rcpt_tos=("bob@example.com",), data=DATA)
+        await spool.commit(m)
+        qmgr.notify()
+
+        async def active():
+            return (await spool.get(m.queue_id)).state is QueueState.ACTIVE
+
+        await until(active, 10, "the first claim")
+        first = await spool.read(lambda c: c.execute(
+            "SELECT claim_token FROM messages WHERE queue_id=?", (m.queue_id,)).fetchone()[0])
+        await spool.move(m.queue_id, QueueState.ACTIVE, QueueState.HOLD)       # the operator
+        await spool.move(m.queue_id, QueueState.HOLD, QueueState.INCOMING)
+        qmgr.notify()
+
+        async def refused():
+            return qmgr.stats["stale_claims"] == 1
+
+        await until(refused, 15, "the first delivery's outcome refused")
+        assert spool.stale_claims == 1
+        lost = [line for line in stream.getvalue().splitlines() if "event='claim_lost'" in line]
+        assert len(lost) == 1 and f"token={first}" in lost[0]   # the first claim's, not the second's
+
+        async def delivered():
+            return (await spool.get(m.queue_id)).state is QueueState.DELIVERED
+
+        await until(delivered, 15, "the second delivery recorded")
+        got = await spool.get(m.queue_id)
+        assert got.recipients[0].attempts == 1 and slow.count() == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await qmgr.drain(5)
+        await transport.close()
+        await spool.close()
+
+
+async def test_a_long_delivery_keeps_its_claim_while_another_node_requeues_expired_ones(peers, tmp_path):
+    """Claims of 2 s, a downstream that takes 5 s after the final dot, and "another node"
+    requeueing expired claims every 0.1 s: the queue manager renews the claim every 0.67 s, so
+    the message is never requeued, delivered once, and its outcome is recorded."""
+    slow = peers.sink("127.0.0.46", None, "slow", "--data-delay", "5")
+    cfg = parse({"server": {"hostname": "gw.test", "data_dir": str(tmp_path / "data")},
+                 "routing": {"default_smarthost": f"[127.0.0.46]:{slow.port}", "smarthost_tls": "none"},
+                 "continuity": {"mode": "off"}}, "test")
+    spool = await Spool.open(cfg.spool_path)
+    transport = SmtpTransport("gw.test", idle_timeout=0.0)
+    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, make_logger("error"))
+    qmgr.claims.ttl = 2.0
+    requeued = []
+
+    async def other_node():
+        while True:
+            requeued.append(await spool.requeue_expired())
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(qmgr.run())
+    other = asyncio.create_task(other_node())
+    try:
+        m = NewMessage(mail_from=SENDER, rcpt_tos=("bob@example.com",), data=DATA)
+        await spool.commit(m)
+        qmgr.notify()
+
+        async def delivered():
+            return (await spool.get(m.queue_id)).state is QueueState.DELIVERED
+
+        await until(delivered, 20, "the delivery recorded")
+        assert sum(requeued) == 0 and len(requeued) > 20
+        assert slow.count() == 1 and qmgr.stats["stale_claims"] == 0
+        assert qmgr.stats["claims_lost"] == 0 and spool.stale_claims == 0
+    finally:
+        for t in (task, other):
+            t.cancel()
+        await asyncio.gather(task, other, return_exceptions=True)
         await qmgr.drain(5)
         await transport.close()
         await spool.close()

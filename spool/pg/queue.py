@@ -1,0 +1,207 @@
+"""The queue on PostgreSQL: commit, claims with fencing tokens, outcomes, moves, reads.
+
+Each write function runs inside a transaction opened by the caller (spool.pg.store's group
+commit, or a claim's own short transaction) on a psycopg AsyncConnection. Times are set from the
+database's clock: ``clock_timestamp()`` for claims and records, ``now()`` (the transaction's
+start) where an index must serve the comparison. A time handed in as unix seconds on the caller's
+clock is turned into a delay at the call (``delay``) and added to the database's clock. Reads and
+writes ``messages``, ``recipients``, ``bodies``; ``claim_seq`` gives claim tokens.
+"""
+from __future__ import annotations
+
+import time
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from spool.commit import NewMessage
+from spool.query import Recipient, StoredMessage
+from spool.states import TRANSITIONS, Claim, InvalidTransition, QueueState, RcptState, StaleClaim
+from spool.transitions import RcptOutcome
+
+SECS = "* interval '1 second'"
+
+
+def delay(at: float | None) -> float:
+    """``at`` (unix seconds, this node's clock) as seconds from now (0 if past, None → 0)."""
+    return 0.0 if at is None else max(0.0, at - time.time())
+
+
+async def insert_message(conn: AsyncConnection, msg: NewMessage, node: str = "") -> str:
+    """Insert ``msg`` (state ``msg.state``), its recipients and bytes; return its queue ID.
+    Raises ValueError without recipients, psycopg.errors.UniqueViolation if the ID exists."""
+    if not msg.rcpt_tos:
+        raise ValueError("a message needs at least one recipient")
+    await conn.execute(      # one statement, one round trip: the row, its recipients, its bytes
+        "WITH m AS (INSERT INTO messages (queue_id, state, mail_from, client_addr, client_helo, size,"
+        "  smtputf8, body_8bit, is_dsn, node, arrived_at, next_attempt_at, updated_at) VALUES"
+        "  (%(q)s, %(state)s, %(from)s, %(addr)s, %(helo)s, %(size)s, %(utf8)s, %(b8)s, %(dsn)s,"
+        "   %(node)s, clock_timestamp(), clock_timestamp(), clock_timestamp()) RETURNING queue_id),"
+        " r AS (INSERT INTO recipients (queue_id, idx, address, state, updated_at)"
+        "  SELECT m.queue_id, a.idx - 1, a.address, 'pending', clock_timestamp()"
+        "  FROM m, unnest(%(rcpts)s::text[]) WITH ORDINALITY AS a(address, idx))"
+        " INSERT INTO bodies (queue_id, data) SELECT queue_id, %(data)s FROM m",
+        {"q": msg.queue_id, "state": msg.state.value, "from": msg.mail_from,
+         "addr": msg.client_addr, "helo": msg.client_helo, "size": len(msg.data),
+         "utf8": msg.smtputf8, "b8": msg.body_8bit, "dsn": msg.is_dsn, "node": node,
+         "rcpts": list(msg.rcpt_tos), "data": bytes(msg.data)})
+    return msg.queue_id
+
+
+async def claim(conn: AsyncConnection, limit: int, owner: str, ttl: float) -> list[Claim]:
+    """Claim up to ``limit`` due messages for ``owner`` for ``ttl`` seconds: ``FOR UPDATE SKIP
+    LOCKED`` (a row another session is claiming is skipped, never waited for), one token each
+    from ``claim_seq``. Returns the claims, oldest first. The caller commits at once."""
+    cur = await conn.execute(
+        "WITH c AS (SELECT queue_id FROM messages WHERE state IN ('incoming','deferred')"
+        "           AND next_attempt_at <= now() ORDER BY next_attempt_at, seq"
+        "           LIMIT %s FOR UPDATE SKIP LOCKED)"
+        " UPDATE messages m SET state='active', claim_owner=%s, claim_token=nextval('claim_seq'),"
+        f"  claim_expires=clock_timestamp() + %s {SECS}, updated_at=clock_timestamp()"
+        " FROM c WHERE m.queue_id = c.queue_id"
+        " RETURNING m.queue_id, m.claim_token, extract(epoch FROM m.claim_expires)::float8, m.seq",
+        (limit, owner, ttl))
+    rows = sorted(await cur.fetchall(), key=lambda r: r[3])
+    return [Claim(q, t, e) for q, t, e, _seq in rows]
+
+
+async def renew(conn: AsyncConnection, claims: list[Claim], ttl: float) -> list[Claim]:
+    """Extend the claims still current by ``ttl`` seconds; return those, with the new expiry."""
+    if not claims:
+        return []
+    cur = await conn.execute(
+        f"UPDATE messages m SET claim_expires = clock_timestamp() + %s {SECS}"
+        " FROM unnest(%s::text[], %s::bigint[]) AS c(queue_id, token)"
+        " WHERE m.queue_id = c.queue_id AND m.claim_token = c.token AND m.state = 'active'"
+        " RETURNING m.queue_id, m.claim_token, extract(epoch FROM m.claim_expires)::float8",
+        (ttl, [c.queue_id for c in claims], [c.token for c in claims]))
+    got = {q: Claim(q, t, e) for q, t, e in await cur.fetchall()}
+    return [got[c.queue_id] for c in claims if c.queue_id in got]
+
+
+async def requeue_expired(conn: AsyncConnection) -> int:
+    """Return every active message whose claim expired to ``incoming``, due now; return how many."""
+    cur = await conn.execute(
+        "UPDATE messages SET state='incoming', next_attempt_at=clock_timestamp(),"
+        " updated_at=clock_timestamp(), last_error='claim of ' || coalesce(claim_owner, '?')"
+        " || ' expired' WHERE state='active' AND claim_expires <= clock_timestamp()")
+    return cur.rowcount
+
+
+async def _current(conn: AsyncConnection, queue_id: str, token: int) -> None:
+    """Lock ``queue_id``'s row if it is active under ``token``; else raise StaleClaim."""
+    cur = await conn.execute("SELECT 1 FROM messages WHERE queue_id=%s AND state='active'"
+                             " AND claim_token=%s FOR UPDATE", (queue_id, token))
+    if await cur.fetchone() is None:
+        raise StaleClaim(queue_id, token)
+
+
+async def move(conn: AsyncConnection, queue_id: str, src, dst: QueueState, *,
+               next_attempt_at: float | None = None, error: str | None = None,
+               token: int | None = None) -> QueueState:
+    """transitions.move on PostgreSQL (the row locked while checked); returns the state left."""
+    if token is not None:
+        await _current(conn, queue_id, token)
+    srcs = (src,) if isinstance(src, QueueState) else tuple(src)
+    cur = await conn.execute("SELECT state FROM messages WHERE queue_id=%s FOR UPDATE", (queue_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise InvalidTransition(queue_id, srcs[0], dst, None)
+    actual = QueueState(row[0])
+    if actual not in srcs or dst not in TRANSITIONS[actual]:
+        raise InvalidTransition(queue_id, actual if actual in srcs else srcs[0], dst, actual.value)
+    sets, args = ["state=%s", "updated_at=clock_timestamp()"], [dst.value]
+    if next_attempt_at is not None:
+        sets.append(f"next_attempt_at=clock_timestamp() + %s {SECS}")
+        args.append(delay(next_attempt_at))
+    if error is not None:
+        sets.append("last_error=%s")
+        args.append(error)
+    await conn.execute(f"UPDATE messages SET {', '.join(sets)} WHERE queue_id=%s AND state=%s",
+                       (*args, queue_id, actual.value))
+    return actual
+
+
+async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[RcptOutcome],
+                         next_attempt_at: float, hold: bool = False, token: int | None = None,
+                         dsn: NewMessage | None = None, node: str = "",
+                         hold_reason: str = "continuity") -> QueueState:
+    """transitions.record_attempt on PostgreSQL, with the bounce ``dsn`` in the same transaction;
+    a held message gets ``hold_reason`` ('continuity', or 'drill' on main's drills). With
+    ``token``, StaleClaim before anything is written unless that claim is current."""
+    if token is not None:
+        await _current(conn, queue_id, token)
+    if outcomes:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "UPDATE recipients SET state=%s, attempts=attempts+1, reply_code=%s, reply_text=%s,"
+                " remote_host=%s, updated_at=clock_timestamp() WHERE queue_id=%s AND idx=%s"
+                " AND state='pending'",
+                [(o.state.value, o.code, o.text[:1000], o.remote_host, queue_id, o.idx)
+                 for o in outcomes])
+    cur = await conn.execute("SELECT state, count(*) FROM recipients WHERE queue_id=%s"
+                             " GROUP BY state", (queue_id,))
+    counts = dict(await cur.fetchall())
+    if counts.get(RcptState.PENDING.value):
+        dst = QueueState.HOLD if hold else QueueState.DEFERRED
+    elif counts.get(RcptState.BOUNCED.value):
+        dst = QueueState.BOUNCED
+    else:
+        dst = QueueState.DELIVERED
+    errors = [f"{o.code or ''} {o.text}".strip() for o in outcomes if o.state is not RcptState.DELIVERED]
+    await move(conn, queue_id, QueueState.ACTIVE, dst, next_attempt_at=next_attempt_at,
+               error=(errors[0][:500] if errors else ""))
+    if dst is QueueState.HOLD:
+        await conn.execute("UPDATE messages SET hold_reason=%s, held_at=clock_timestamp()"
+                           " WHERE queue_id=%s", (hold_reason, queue_id))
+    if outcomes:
+        await conn.execute("UPDATE messages SET attempts=attempts+1 WHERE queue_id=%s", (queue_id,))
+    if dst.terminal:
+        await conn.execute("DELETE FROM bodies WHERE queue_id=%s", (queue_id,))
+    if dsn is not None:
+        await insert_message(conn, dsn, node)
+    return dst
+
+
+_EPOCH = ("extract(epoch FROM arrived_at)::float8 AS arrived_at,"
+          " extract(epoch FROM next_attempt_at)::float8 AS next_attempt_at")
+
+
+async def get_message(conn: AsyncConnection, queue_id: str, with_data: bool = False) -> StoredMessage | None:
+    """The message ``queue_id`` with its recipients (and bytes with ``with_data``), or None."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT *, {_EPOCH} FROM messages WHERE queue_id=%s", (queue_id,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        await cur.execute("SELECT * FROM recipients WHERE queue_id=%s ORDER BY idx", (queue_id,))
+        rcpts = tuple(Recipient(r["idx"], r["address"], RcptState(r["state"]), r["attempts"],
+                                r["reply_code"], r["reply_text"], r["remote_host"])
+                      for r in await cur.fetchall())
+        data = None
+        if with_data:
+            await cur.execute("SELECT data FROM bodies WHERE queue_id=%s", (queue_id,))
+            b = await cur.fetchone()
+            data = bytes(b["data"]) if b else None
+    return StoredMessage(
+        queue_id=row["queue_id"], state=QueueState(row["state"]), mail_from=row["mail_from"],
+        recipients=rcpts, size=row["size"], smtputf8=row["smtputf8"], body_8bit=row["body_8bit"],
+        is_dsn=row["is_dsn"], arrived_at=row["arrived_at"], next_attempt_at=row["next_attempt_at"],
+        attempts=row["attempts"], last_error=row["last_error"], client_addr=row["client_addr"],
+        client_helo=row["client_helo"], data=data, hold_reason=row["hold_reason"],
+        held_seconds=row["held_seconds"])
+
+
+async def count_by_state(conn: AsyncConnection) -> dict[str, int]:
+    """{state: number of messages} for every state (zeros included)."""
+    counts = {s.value: 0 for s in QueueState}
+    cur = await conn.execute("SELECT state, count(*) FROM messages GROUP BY state")
+    counts.update(dict(await cur.fetchall()))
+    return counts
+
+
+async def next_due_at(conn: AsyncConnection) -> float | None:
+    """Earliest next-attempt time (unix seconds, database clock) of incoming/deferred mail."""
+    cur = await conn.execute("SELECT extract(epoch FROM min(next_attempt_at))::float8 FROM messages"
+                             " WHERE state IN ('incoming','deferred')")
+    return (await cur.fetchone())[0]

@@ -1,0 +1,255 @@
+"""PgSpool: the queue core (spool.api.QueueSpool) on PostgreSQL, for several nodes on one database.
+
+Writes that acknowledge something (commit, record_attempt, move) go through one writer task with
+group commit: it takes every operation waiting at that moment, runs each in its own savepoint of
+one transaction on one pooled connection, commits once, and only then resolves the callers'
+futures (one operation's own error undoes only its savepoint). Claims, renewals, requeues and
+fenced writes run in short transactions of their own, committed at once: a row lock is never
+held across an SMTP session. Reads use any pooled connection.
+
+Errors: the database unreachable or failing (psycopg.OperationalError: connection refused or
+lost, server shut down, pool timeout after ``timeout`` s, disk full, deadlock) raises the same
+spool.store.SpoolError the SQLite spool raises (``full`` for disk full), so intake answers
+451 4.3.0; nothing of that batch is acknowledged. The pool replaces broken connections, so the
+spool works again by itself when the database is back. A write under a stale claim token raises
+StaleClaim (counted in ``stale_claims``); a fenced write under a lost lease raises LeaseLost
+(counted in ``fenced_refused``); neither is retried here.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+from psycopg import conninfo as _conninfo
+
+from spool.claims import CLAIM_TTL
+from spool.commit import NewMessage, new_queue_id, node_tag
+from spool.pg import db as _db
+from spool.pg import lease as _lease
+from spool.pg import queue as _q
+from spool.query import StoredMessage
+from spool.states import Claim, QueueState, StaleClaim
+from spool.store import SpoolError
+from spool.transitions import RcptOutcome
+
+MAX_BATCH_OPS = 512
+#: Seconds a leader lease lasts unless renewed (CLUSTER-NOTES: 15 s, renewed every 5 s).
+LEASE_TTL = 15.0
+
+Op = Callable[..., Awaitable[Any]]
+
+
+def _where(dsn: str) -> str:
+    """The DSN without secrets, for error messages."""
+    try:
+        d = _conninfo.conninfo_to_dict(dsn)
+    except Exception:
+        return "(unparsable DSN)"
+    return f"{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
+
+
+async def _ping(conn) -> None:
+    await conn.execute("SELECT 1")
+
+
+def _spool_error(what: str, e: BaseException) -> SpoolError:
+    if isinstance(e, SpoolError):
+        return e
+    return SpoolError(f"{what}: {type(e).__name__}: {str(e).strip()[:300]}", full=_db.disk_full(e))
+
+
+class PgSpool:
+    """The PostgreSQL spool of node ``node``. ``await PgSpool.open(dsn, node=...)``, then the
+    verbs of spool.api.QueueSpool, the leases, and ``await close()``."""
+
+    def __init__(self, dsn: str, node: str, pool):
+        self.dsn, self.node, self.pool = dsn, node, pool
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._writer: asyncio.Task | None = None
+        self.node_tag = ""
+        self.batches = 0
+        self.batched_ops = 0
+        self.stale_claims = 0
+        self.fenced_refused = 0
+
+    @classmethod
+    async def open(cls, dsn: str, *, node: str, min_size: int = 2, max_size: int = 10,
+                   timeout: float = 5.0) -> "PgSpool":
+        """Connect (waiting at most ``timeout`` s), migrate, register ``node`` (its tag in queue
+        IDs), start the writer. Raises SpoolError if the database cannot be reached or used,
+        ValueError for an empty node name."""
+        if not node:
+            raise ValueError("a PostgreSQL spool needs a node name")
+        pool = _db.make_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout)
+        self = cls(dsn, node, pool)
+        try:
+            await pool.open(wait=True, timeout=timeout)
+            async with pool.connection() as conn:
+                await _db.migrate(conn)
+                cur = await conn.execute(
+                    "INSERT INTO nodes (name, started_at, last_seen) VALUES (%s, clock_timestamp(),"
+                    " clock_timestamp()) ON CONFLICT (name) DO UPDATE SET started_at ="
+                    " excluded.started_at, last_seen = excluded.last_seen RETURNING id", (node,))
+                self.node_tag = node_tag((await cur.fetchone())[0])
+        except Exception as e:
+            await pool.close()
+            raise SpoolError(f"cannot open spool {_where(dsn)}: {type(e).__name__}: {e}") from e
+        self._writer = asyncio.create_task(self._write_loop(), name=f"pg-spool-writer-{node}")
+        return self
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._queue.put(None)
+            await self._writer
+        await self.pool.close()
+
+    # -- the queue core (spool.api.QueueSpool) -------------------------------------------------
+    def new_queue_id(self) -> str:
+        """A 16-character queue ID with this node's tag (unique across the cluster)."""
+        return new_queue_id(node_tag=self.node_tag)
+
+    async def commit(self, msg: NewMessage) -> str:
+        return await self.write(_q.insert_message, msg, self.node)
+
+    async def claim_due(self, limit: int, ttl: float = CLAIM_TTL) -> list[Claim]:
+        return await self.transaction(_q.claim, limit, self.node, ttl)
+
+    async def renew(self, claims: list[Claim], ttl: float = CLAIM_TTL) -> list[Claim]:
+        return await self.transaction(_q.renew, list(claims), ttl)
+
+    async def requeue_expired(self) -> int:
+        return await self.transaction(_q.requeue_expired)
+
+    async def record_attempt(self, queue_id: str, outcomes: list[RcptOutcome],
+                             next_attempt_at: float, dsn: NewMessage | None = None,
+                             hold: bool = False, *, token: int | None = None,
+                             hold_reason: str = "continuity") -> QueueState:
+        try:
+            return await self.write(_q.record_attempt, queue_id, outcomes, next_attempt_at, hold,
+                                    token, dsn, self.node, hold_reason)
+        except StaleClaim:
+            self.stale_claims += 1
+            raise
+
+    async def move(self, queue_id: str, src, dst: QueueState, *, next_attempt_at: float | None = None,
+                   error: str | None = None, token: int | None = None) -> QueueState:
+        try:
+            return await self.write(lambda c: _q.move(c, queue_id, src, dst, token=token,
+                                                      next_attempt_at=next_attempt_at, error=error))
+        except StaleClaim:
+            self.stale_claims += 1
+            raise
+
+    async def get(self, queue_id: str, with_data: bool = False) -> StoredMessage | None:
+        return await self.read(_q.get_message, queue_id, with_data)
+
+    async def counts(self) -> dict[str, int]:
+        return await self.read(_q.count_by_state)
+
+    async def next_due_at(self) -> float | None:
+        return await self.read(_q.next_due_at)
+
+    async def ping(self) -> None:
+        """A cheap read (health checks, as the SQLite Spool's); SpoolError if unreachable."""
+        await self.read(_ping)
+
+    # -- leases --------------------------------------------------------------------------------
+    async def acquire_lease(self, name: str = "continuity", ttl: float = LEASE_TTL) -> int | None:
+        """Take or renew lease ``name`` for this node for ``ttl`` s; its epoch, or None when
+        another node holds it (spool.pg.lease.acquire)."""
+        return await self.transaction(_lease.acquire, name, self.node, ttl)
+
+    async def release_lease(self, epoch: int, name: str = "continuity") -> bool:
+        """End this node's lease at ``epoch`` now; False if it did not hold it."""
+        return await self.transaction(_lease.release, name, self.node, epoch)
+
+    async def leader(self, name: str = "continuity") -> _lease.Lease | None:
+        """The lease ``name`` as stored (holder, epoch, expiry), or None."""
+        return await self.read(_lease.current, name)
+
+    async def fenced(self, epoch: int, fn: Op, *args: Any, name: str = "continuity") -> Any:
+        """Run ``await fn(conn, *args)`` in one transaction with a FOR SHARE check that this node
+        holds lease ``name`` at ``epoch``; return its result. Raises LeaseLost (counted in
+        ``fenced_refused``, nothing written) if it does not."""
+        async def run(conn):
+            await _lease.check(conn, name, self.node, epoch)
+            return await fn(conn, *args)
+        try:
+            return await self.transaction(run)
+        except _lease.LeaseLost:
+            self.fenced_refused += 1
+            raise
+
+    # -- plumbing ------------------------------------------------------------------------------
+    async def transaction(self, fn: Op, *args: Any) -> Any:
+        """``await fn(conn, *args)`` in a transaction of its own, committed before returning."""
+        try:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    return await fn(conn, *args)
+        except Exception as e:
+            if _db.storage_failure(e):
+                raise _spool_error("spool transaction failed", e) from e
+            raise
+
+    async def read(self, fn: Op, *args: Any) -> Any:
+        """``await fn(conn, *args)`` on a pooled connection (autocommit)."""
+        try:
+            async with self.pool.connection() as conn:
+                return await fn(conn, *args)
+        except Exception as e:
+            if _db.storage_failure(e):
+                raise _spool_error("spool read failed", e) from e
+            raise
+
+    async def write(self, fn: Op, *args: Any) -> Any:
+        """``await fn(conn, *args)`` in the next group commit; its result once durable."""
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((fn, args, fut))
+        return await fut
+
+    async def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            item = await self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < MAX_BATCH_OPS and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list) -> None:
+        results: list = []
+        try:
+            async with self.pool.connection() as conn, conn.pipeline():
+                async with conn.transaction():
+                    for fn, args, fut in batch:
+                        try:
+                            async with conn.transaction():     # a savepoint per operation
+                                r = await fn(conn, *args)
+                        except Exception as e:
+                            if _db.storage_failure(e):
+                                raise
+                            results.append((fut, None, e))
+                        else:
+                            results.append((fut, r, None))
+        except Exception as e:
+            err = _spool_error("spool commit failed", e)
+            results = [(fut, None, err) for _fn, _args, fut in batch]
+        self.batches += 1
+        self.batched_ops += len(batch)
+        for fut, r, e in results:
+            if fut.done():
+                continue
+            if e is not None:
+                fut.set_exception(e)
+            else:
+                fut.set_result(r)
+
+
+__all__ = ["PgSpool", "LEASE_TTL"]
