@@ -139,21 +139,16 @@ def _enable(cfg, conn, args) -> int:
 
 
 def _set_password(cfg, conn, args) -> int:
-    from gateway.cli_users import _read_password
+    from gateway.cli_users import read_new_password_hash
     name = _name(args.name)
     if name is None:
         return 1
     if admins.get_admin(conn, name) is None:
         print(f"mailgate: no admin {name!r}", file=sys.stderr)
         return 1
-    password = _read_password()
-    if password is None:
+    hashed = read_new_password_hash()
+    if hashed is None:
         return 1
-    problem = auth.password_problem(password)
-    if problem:
-        print(f"mailgate: {problem}", file=sys.stderr)
-        return 1
-    hashed = auth.hash_password(password)
 
     def tx():
         admins.update_admin(conn, name, password_hash=hashed, password_changed_at=time.time())

@@ -98,18 +98,26 @@ def _read_password() -> str | None:
     return sys.stdin.readline().rstrip("\r\n")
 
 
+def read_new_password_hash() -> str | None:
+    """Read a new password (twice on a terminal, one line from a pipe: never argv), check it
+    (webmail.auth.password_problem) and return its argon2id hash; None after printing why."""
+    password = _read_password()
+    if password is None:
+        return None
+    problem = auth.password_problem(password)
+    if problem:
+        print(f"mailgate: {problem}", file=sys.stderr)
+        return None
+    return auth.hash_password(password)
+
+
 def _set_password(cfg, conn, directory, args) -> int:
     found = _who(cfg, directory, args.address)
     if found is None:
         return 1
-    password = _read_password()
-    if password is None:
+    hashed = read_new_password_hash()
+    if hashed is None:
         return 1
-    problem = auth.password_problem(password)
-    if problem:
-        print(f"mailgate: {problem}", file=sys.stderr)
-        return 1
-    hashed = auth.hash_password(password)
 
     def tx():
         accounts.update_user(conn, found[0], password_hash=hashed, password_changed_at=time.time())

@@ -102,13 +102,15 @@ async def _form(request: Request):
         raise HTTPException(400, "The form could not be read.") from None
 
 
-async def _pre_checked_form(request: Request):
-    """The form of a pre-login POST after the origin and pre-session token checks (403)."""
+async def _pre_checked_form(request: Request, pre_cookie: str = "pre"):
+    """The form of a pre-login POST after the origin and pre-session token checks (403);
+    ``pre_cookie``: which pre-session cookie (``pre`` for the webmail, ``admin-pre`` for the
+    admin console's login, webmail.admin.login)."""
     ctx = request.app.state.ctx
     if not same_origin(request, ctx):
         raise HTTPException(403, "cross-site request refused")
     form = await _form(request)
-    cookie = request.cookies.get(_cookie(ctx, "pre"))
+    cookie = request.cookies.get(_cookie(ctx, pre_cookie))
     if cookie is None or _pre_age(cookie) is None or not auth.pre_ok(_state(ctx).secret, cookie,
                                                                      form.get("pre")):
         raise HTTPException(403, "The login form expired: reload the page and try again.")
@@ -358,8 +360,14 @@ async def totp_post(request: Request) -> Response:
     return _page(request, "login_totp.html", status=401, error="That code is not right. Try the current one.")
 
 
-def _guarded(endpoint):
-    """``endpoint`` answering 503 (a page, Retry-After) when the hash queue is full."""
+def _busy_page(request: Request) -> Response:
+    return render(request, "error.html", status=503, headers={"Retry-After": "30"},
+                  status_code=503, message="The login service is busy. Try again in a minute.")
+
+
+def _guarded(endpoint, busy=_busy_page):
+    """``endpoint`` answering ``busy(request)`` (a 503 page with Retry-After) when the argon2
+    hash queue is full (webmail.auth.Busy); the admin console's login passes its own page."""
     import functools
 
     @functools.wraps(endpoint)
@@ -367,8 +375,7 @@ def _guarded(endpoint):
         try:
             return await endpoint(request)
         except auth.Busy:
-            return render(request, "error.html", status=503, headers={"Retry-After": "30"},
-                          status_code=503, message="The login service is busy. Try again in a minute.")
+            return busy(request)
     return run
 
 

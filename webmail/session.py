@@ -42,14 +42,16 @@ def cookie_name(ctx) -> str:
     return "__Host-mailgate" if ctx.secure else "mailgate"
 
 
-def set_session_cookie(response: Response, ctx, session_id: str) -> None:
-    """Put the session cookie on ``response`` (a session cookie: no Max-Age; the server ends it)."""
-    response.set_cookie(cookie_name(ctx), session_id, path="/", secure=ctx.secure, httponly=True,
-                        samesite="strict")
+def set_session_cookie(response: Response, ctx, session_id: str, name: str | None = None) -> None:
+    """Put the session cookie (``name``, default the webmail's cookie_name) on ``response``:
+    a session cookie (no Max-Age; the server ends it), HttpOnly, SameSite=Strict, Secure over
+    HTTPS."""
+    response.set_cookie(name or cookie_name(ctx), session_id, path="/", secure=ctx.secure,
+                        httponly=True, samesite="strict")
 
 
-def clear_session_cookie(response: Response, ctx) -> None:
-    response.delete_cookie(cookie_name(ctx), path="/", secure=ctx.secure, httponly=True,
+def clear_session_cookie(response: Response, ctx, name: str | None = None) -> None:
+    response.delete_cookie(name or cookie_name(ctx), path="/", secure=ctx.secure, httponly=True,
                            samesite="strict")
 
 

@@ -7,12 +7,10 @@ the argon2 Hasher, the RateLimiter and the pre-session secret) with rate-limit k
 """
 from __future__ import annotations
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from webmail import auth, auth_views
-from webmail.session import same_origin
 from webmail.templating import render_admin
 
 SCOPE = "admin-login"
@@ -59,23 +57,12 @@ def _fresh() -> str:
 
 async def read_form(request: Request):
     """The posted form (small, no files); 400 when unreadable."""
-    try:
-        return await request.form(max_files=0, max_fields=20, max_part_size=16 * 1024)
-    except Exception:
-        raise HTTPException(400, "The form could not be read.") from None
+    return await auth_views._form(request)
 
 
 async def pre_checked_form(request: Request):
     """The form of a login POST after the origin and pre-session token checks (403)."""
-    ctx = request.app.state.ctx
-    if not same_origin(request, ctx):
-        raise HTTPException(403, "cross-site request refused")
-    form = await read_form(request)
-    value = request.cookies.get(cookie(ctx, "pre"))
-    if value is None or auth_views._pre_age(value) is None or not auth.pre_ok(
-            state(ctx).secret, value, form.get("pre")):
-        raise HTTPException(403, "The login form expired: reload the page and try again.")
-    return form
+    return await auth_views._pre_checked_form(request, "admin-pre")
 
 
 def clean_name(raw: object) -> str | None:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from spool import accounts, admins
-from webmail.session import same_origin
+from webmail.session import clear_session_cookie, same_origin, set_session_cookie
 
 ADMIN_IDLE = 3600.0          # seconds without a request before an admin session ends
 ADMIN_LIFETIME = 12 * 3600.0  # seconds an admin session lasts at most
@@ -43,13 +43,11 @@ def cookie_name(ctx) -> str:
 
 
 def set_admin_cookie(response: Response, ctx, session_id: str) -> None:
-    response.set_cookie(cookie_name(ctx), session_id, path="/", secure=ctx.secure, httponly=True,
-                        samesite="strict")
+    set_session_cookie(response, ctx, session_id, cookie_name(ctx))
 
 
 def clear_admin_cookie(response: Response, ctx) -> None:
-    response.delete_cookie(cookie_name(ctx), path="/", secure=ctx.secure, httponly=True,
-                           samesite="strict")
+    clear_session_cookie(response, ctx, cookie_name(ctx))
 
 
 async def load_admin(request: Request) -> AdminUser | None:
@@ -88,7 +86,9 @@ async def check_admin_csrf(request: Request, form=None) -> AdminUser:
     admin = await require_admin(request)
     if not same_origin(request, request.app.state.ctx):
         raise HTTPException(403, "cross-site request refused")
-    form = form if form is not None else await request.form()
+    if form is None:
+        from webmail.admin.login import read_form
+        form = await read_form(request)
     token = form.get("csrf") or request.headers.get("x-csrf-token") or ""
     if not isinstance(token, str) or not hmac.compare_digest(token, admin.csrf_token):
         raise HTTPException(403, "the form expired: reload the page and try again")

@@ -13,7 +13,6 @@ POST /logout, GET/POST /enrol/{token}.
 """
 from __future__ import annotations
 
-import functools
 import hmac
 import time
 
@@ -22,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from spool import accounts, admins
-from webmail import auth
+from webmail import auth, auth_views
 from webmail.admin import login as lg
 from webmail.admin.session import (ADMIN_LIFETIME, check_admin_csrf, clear_admin_cookie,
                                    load_admin, set_admin_cookie)
@@ -259,17 +258,15 @@ async def enrol_post(request: Request) -> Response:
                         totp_uri=auth.totp_uri(secret, name, issuer="mailgate admin"))
 
 
+def _busy_page(request: Request) -> Response:
+    return render_admin(request, "admin/message.html", None, status=503,
+                        headers={"Retry-After": "30"}, title="Busy", back="",
+                        message="The login service is busy. Try again in a minute.")
+
+
 def _guarded(endpoint):
     """``endpoint`` answering 503 (a page, Retry-After) when the argon2 queue is full."""
-    @functools.wraps(endpoint)
-    async def run(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except auth.Busy:
-            return render_admin(request, "admin/message.html", None, status=503,
-                                headers={"Retry-After": "30"}, title="Busy", back="",
-                                message="The login service is busy. Try again in a minute.")
-    return run
+    return auth_views._guarded(endpoint, _busy_page)
 
 
 ROUTES = [

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from spool import console, query, transitions
 from spool import continuity as hold_store
 from spool.states import InvalidTransition, QueueState
+from webmail.admin.login import read_form
 from webmail.admin.session import check_admin_csrf, require_admin
 from webmail.audit import record
 from webmail.templating import render_admin
@@ -93,7 +94,7 @@ async def message(request: Request) -> Response:
 def _change(action: str):
     """A POST handler running the `mailgate queue ACTION` change for one message."""
     async def handler(request: Request) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         admin = await check_admin_csrf(request, form)
         ctx = request.app.state.ctx
         qid = _queue_id(request)
@@ -146,7 +147,7 @@ async def delete_confirm(request: Request) -> Response:
 
 
 async def flush_all(request: Request) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     admin = await check_admin_csrf(request, form)
     ctx = request.app.state.ctx
     n = await ctx.spool.write(lambda c: transitions.flush(c, None))

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from spool import accounts
 from webmail import auth
+from webmail.admin.login import read_form
 from webmail.admin.session import check_admin_csrf, require_admin
 from webmail.audit import client_of
 from webmail.templating import render_admin
@@ -96,7 +97,7 @@ async def user_page(request: Request) -> Response:
 
 def _set_disabled(disabled: bool):
     async def handler(request: Request) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         admin = await check_admin_csrf(request, form)
         address = _user(request)
 
@@ -119,7 +120,7 @@ async def reset_confirm(request: Request) -> Response:
 
 
 async def reset_password(request: Request) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     admin = await check_admin_csrf(request, form)
     address = _user(request)
     if form.get("confirm") != "yes":
@@ -134,7 +135,7 @@ async def reset_password(request: Request) -> Response:
 
 
 async def login_link(request: Request) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     admin = await check_admin_csrf(request, form)
     ctx = request.app.state.ctx
     address = _user(request)
