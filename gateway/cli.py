@@ -124,14 +124,15 @@ def redacted(shown: dict) -> dict:
 
 
 def _serve(cfg) -> int:
+    from gateway import eventloop
     from gateway.app import serve
     log = make_logger(cfg.log.level, cfg.log.format)
     route_stdlib(log, cfg.log.level)      # aiosmtpd, asyncio and our stdlib loggers: the same log
     from policies.directory import DirectoryError
     from spool import SpoolError
     try:
-        asyncio.run(serve(cfg, log))
-    except (OSError, DirectoryError, SpoolError) as e:
+        eventloop.run(serve(cfg, log), cfg.server.event_loop, log)
+    except (OSError, DirectoryError, SpoolError, eventloop.EventLoopError) as e:
         log.error("startup_failed", config=cfg.source, error=str(e))
         print(f"mailgate: cannot start: {e}", file=sys.stderr)
         return 1
