@@ -6,14 +6,16 @@ CPU at 64 KiB, and no moment left to check a claim's deadline before the dot (th
 ../shared/CLUSTER-NOTES.md "Fencing", issue 9 item 5). ``send_data()`` here:
 
 1. sends ``DATA`` and expects 354 (RFC 5321 §4.1.1.4, §4.5.3.2.2: ``command_timeout``);
-2. writes the body in chunks of ``CHUNK`` bytes with ONE dot-stuffing pass (RFC 5321 §4.5.2: a
-   line starting with "." gets one more "."), waiting for the socket to drain after each chunk
-   (``block_timeout`` per chunk, §4.5.3.2.5), so at most about one chunk sits in our send
-   buffer;
-3. calls ``before_final_dot()``: False (or an exception) → the final ``CRLF . CRLF`` is NOT sent
-   and the connection is closed, so the server discards the transaction (§4.1.1.4: the message
-   exists only once the dot is acknowledged); the caller reports a deferral (FinalDotWithheld);
-4. sends ``. CRLF`` and reads the final reply (``final_timeout``, §4.5.3.2.6: 10 minutes).
+2. writes the body but its last chunk in chunks of ``CHUNK`` bytes with ONE dot-stuffing pass
+   (RFC 5321 §4.5.2: a line starting with "." gets one more "."), waiting for the socket to
+   drain whenever its buffer is over the high-water mark (``block_timeout`` per wait,
+   §4.5.3.2.5), so about one chunk sits in our send buffer;
+3. calls ``before_final_dot()``: False (or an exception) → neither the last chunk nor the final
+   ``CRLF . CRLF`` is sent and the connection is closed, so the server discards the transaction
+   (§4.1.1.4: the message exists only once the dot is acknowledged); the caller reports a
+   deferral (FinalDotWithheld);
+4. writes the last chunk and ``. CRLF`` in one write (a message under 256 KiB: one write for
+   the whole body, as aiosmtplib) and reads the final reply (``final_timeout``, §4.5.3.2.6).
 
 The stored bytes are sent on the wire form SMTP needs: every line ends in CRLF (a bare LF or a
 bare CR becomes CRLF, as aiosmtplib and Postfix's smtp client do: RFC 5321 §2.3.8) and the body
@@ -23,7 +25,7 @@ when they differ.
 
 The EHLO/STARTTLS/MAIL/RCPT phases stay on the aiosmtplib connection; this module drives that
 connection's protocol object (``smtp.protocol``: ``execute_command``, ``write``,
-``read_response``, ``_drain_helper`` and ``_response_pending``, checked against aiosmtplib
+``read_response``, ``_drain_helper``, ``_paused`` and ``_response_pending``, checked against aiosmtplib
 5.1.3; ``tests/gateway/delivery/test_datawriter.py`` pins them). Errors are aiosmtplib's
 exceptions, so the transport's handling stays one path.
 """
@@ -116,9 +118,13 @@ async def send_data(smtp: aiosmtplib.SMTP, data, *, before_final_dot: FinalDotCh
     try:
         # an early reply (a 5xx mid-body) must be kept for the read after the dot
         proto._response_pending = True      # noqa: SLF001 - aiosmtplib drops unsolicited data
-        for seg in stuffed_chunks(body):
-            proto.write(seg)
-            await asyncio.wait_for(proto._drain_helper(), block_timeout)   # noqa: SLF001
+        chunks = stuffed_chunks(body)
+        last = next(chunks)                 # wire_body's result is never empty
+        for seg in chunks:                  # all but the last chunk; waits only when the
+            proto.write(last)               # socket's buffer is over its high-water mark
+            if proto._paused:               # noqa: SLF001
+                await asyncio.wait_for(proto._drain_helper(), block_timeout)   # noqa: SLF001
+            last = seg
     except (asyncio.TimeoutError, TimeoutError):
         smtp.close()
         raise BodyTimeout(f"body not taken within {block_timeout:g} s") from None
@@ -133,7 +139,11 @@ async def send_data(smtp: aiosmtplib.SMTP, data, *, before_final_dot: FinalDotCh
     if reason:
         smtp.close()
         raise FinalDotWithheld(reason)
-    proto.write(b".\r\n")
+    try:
+        proto.write(last + b".\r\n")     # the last chunk and the dot: one write
+    except SMTPServerDisconnected:
+        smtp.close()
+        raise
     try:
         reply = await proto.read_response(timeout=final_timeout)
     except SMTPTimeoutError as e:

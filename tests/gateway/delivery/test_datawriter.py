@@ -67,7 +67,7 @@ def test_aiosmtplib_internals_we_use_are_there():
         assert callable(getattr(SMTPProtocol, name)), name
     proto = SMTPProtocol.__new__(SMTPProtocol)
     SMTPProtocol.__init__(proto, loop=asyncio.new_event_loop())
-    assert proto._response_pending is False
+    assert proto._response_pending is False and proto._paused is False
 
 
 class Recorder:
