@@ -65,9 +65,12 @@ def test_aiosmtplib_internals_we_use_are_there():
     """datawriter drives aiosmtplib's protocol object: these names must exist (aiosmtplib 5.1.x)."""
     for name in ("execute_command", "write", "read_response", "_drain_helper"):
         assert callable(getattr(SMTPProtocol, name)), name
-    proto = SMTPProtocol.__new__(SMTPProtocol)
-    SMTPProtocol.__init__(proto, loop=asyncio.new_event_loop())
-    assert proto._response_pending is False and proto._paused is False
+    loop = asyncio.new_event_loop()
+    try:
+        proto = SMTPProtocol(loop=loop)
+        assert proto._response_pending is False and proto._paused is False
+    finally:
+        loop.close()
 
 
 class Recorder:
