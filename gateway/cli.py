@@ -29,7 +29,7 @@ import re
 import sys
 
 from gateway import config as config_mod
-from gateway.logs import make_logger, route_stdlib
+from gateway.logs import flush_logs, make_logger, route_stdlib
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,17 +135,21 @@ def redacted(shown: dict) -> dict:
 
 
 def _serve(cfg) -> int:
+    from gateway import eventloop
     from gateway.app import serve
-    log = make_logger(cfg.log.level, cfg.log.format)
+    log = make_logger(cfg.log.level, cfg.log.format, batched=True)   # gateway.logbatch
     route_stdlib(log, cfg.log.level)      # aiosmtpd, asyncio and our stdlib loggers: the same log
     from policies.directory import DirectoryError
     from spool import SpoolError
     try:
-        asyncio.run(serve(cfg, log))
-    except (OSError, DirectoryError, SpoolError) as e:
+        eventloop.run(serve(cfg, log), cfg.server.event_loop, log)
+    except (OSError, DirectoryError, SpoolError, eventloop.EventLoopError) as e:
         log.error("startup_failed", config=cfg.source, error=str(e))
+        flush_logs(log)
         print(f"mailgate: cannot start: {e}", file=sys.stderr)
         return 1
+    finally:
+        flush_logs(log)
     return 0
 
 

@@ -42,6 +42,7 @@ class _Section(BaseModel):
 class ServerConfig(_Section):
     hostname: str = Field(default_factory=socket.getfqdn)  # our name in the banner, EHLO, Received:
     data_dir: Path = Path("data")                         # the spool lives here (spool.db)
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"   # gateway.eventloop
 
 
 class SmtpListener(_Section):

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["make_logger", "route_stdlib", "escape"]
+__all__ = ["make_logger", "route_stdlib", "escape", "flush_logs"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -43,11 +43,15 @@ def escape(text: str) -> str:
 
 
 def make_logger(level: str = "info", fmt: str = "kv", stream: TextIO | None = None,
-                **bind) -> structlog.BoundLoggerBase:
-    """A bound logger writing to ``stream`` (stderr by default). ``fmt`` is "kv" or "json"."""
+                batched: bool = False, **bind) -> structlog.BoundLoggerBase:
+    """A bound logger writing to ``stream`` (stderr by default). ``fmt`` is "kv" or "json".
+    ``batched``: lines logged during one event-loop iteration are written together at its end
+    (gateway.logbatch; ``mailgate serve``), else each line is written and flushed at once."""
+    from gateway.logbatch import LoopBatchedLogger
     render = (structlog.processors.JSONRenderer() if fmt == "json" else _render_kv)
+    out = stream or sys.stderr
     logger = structlog.wrap_logger(
-        structlog.PrintLogger(stream or sys.stderr),
+        LoopBatchedLogger(out) if batched else structlog.PrintLogger(out),
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         processors=[
             structlog.processors.add_log_level,
@@ -59,6 +63,13 @@ def make_logger(level: str = "info", fmt: str = "kv", stream: TextIO | None = No
         cache_logger_on_first_use=True,
     )
     return logger.bind(**bind) if bind else logger
+
+
+def flush_logs(log) -> None:
+    """Write the lines a ``batched`` logger still holds (at shutdown); no-op otherwise."""
+    flush = getattr(getattr(log, "_logger", None), "flush", None)
+    if callable(flush):
+        flush()
 
 
 def _escape_fields(_logger, _name, event: dict) -> dict:

@@ -38,7 +38,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-python3 -m pip install -q -e '.[test]'
+python3 -m pip install -q -e '.[test,fast]'   # fast: uvloop, the e2e tests run on both loops
 
 # Preflight: each tool the tests use must work, or the run stops here with the reason.
 fail() { echo "test.sh: preflight failed: $*" >&2; exit 3; }

@@ -29,7 +29,8 @@ def corpus_files() -> list[Path]:
 def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example.com",),
                 directory: Path | None = None, trusted=(), dns_port: int | None = None,
                 mx_port: int = 25, smarthost_port: int | None = None, minimal_backoff: float = 2.0,
-                maximal_backoff: float = 4.0, continuity: str | None = "off", extra: str = "") -> str:
+                maximal_backoff: float = 4.0, continuity: str | None = "off", extra: str = "",
+                event_loop: str | None = None) -> str:
     """A gateway configuration for tests: SMTP on 127.0.0.1:port, routes to ``smarthost``,
     DNS from the test server when ``dns_port`` is given. ``smarthost_port`` is the port for a
     smarthost given as a name (MX-priority smarthosts); the backoffs are seconds. ``extra`` is
@@ -38,6 +39,7 @@ def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example
     continuity events by a downstream they stop on purpose); None emits no [continuity] table."""
     lines = [
         "[server]", 'hostname = "gw.test"', f'data_dir = "{data_dir}"',
+        *([f'event_loop = "{event_loop}"'] if event_loop else []),
         "[smtp]", f'listen = ["127.0.0.1:{port}"]',
         "[relay]", f"accepted_domains = {list(accepted)!r}".replace("'", '"'),
         f"trusted_networks = {list(trusted)!r}".replace("'", '"'),
@@ -71,6 +73,20 @@ def fast_continuity(canary: str, *, mode: str = "automatic", **continuity) -> st
     lines = ["[continuity]", f'mode = "{mode}"', *(f"{k} = {v!r}" for k, v in keys.items()),
              "[probes]", "smtp_interval = 0.5", "smtp_timeout = 1.0", f'canary_rcpt = "{canary}"']
     return "\n" + "\n".join(lines) + "\n"
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_choice(request) -> str:
+    """server.event_loop for a gateway process: the test runs once on each loop (uvloop must
+    be installed: the extra "fast")."""
+    return request.param
+
+
+def assert_loop(gw, choice: str) -> None:
+    """The gateway process ``gw`` logged that it runs on ``choice``."""
+    want = "loop='uvloop" if choice == "uvloop" else "loop='asyncio'"
+    assert any("event='event_loop'" in line and want in line for line in gw.log_text().splitlines()), \
+        gw.log_text()[-2000:]
 
 
 class Peers:

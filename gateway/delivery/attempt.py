@@ -36,8 +36,12 @@ class RcptResult:
 
 async def deliver_group(hop: NextHop, mail_from: str, rcpts: list[str], data: bytes, *,
                         smtputf8: bool, body_8bit: bool, resolver: MxResolver,
-                        transport: Transport, hosts: HostCache, log) -> dict[str, RcptResult]:
-    """Deliver ``data`` to ``rcpts`` through ``hop``; return a result for every recipient."""
+                        transport: Transport, hosts: HostCache, log,
+                        before_final_dot=None) -> dict[str, RcptResult]:
+    """Deliver ``data`` to ``rcpts`` through ``hop``; return a result for every recipient.
+    ``before_final_dot`` (a callable, sync or async, or None) is asked just before each final
+    dot; False withholds the dot and ends the attempt (the rest stays pending, no other host
+    is tried: the claim is no longer ours)."""
     try:
         groups = await resolver.resolve(hop.spec, hop.port)
     except ResolveError as e:
@@ -58,7 +62,8 @@ async def deliver_group(hop: NextHop, mail_from: str, rcpts: list[str], data: by
     for host, addr, _port in hosts.order(candidates[:MAX_ADDRESSES]):
         where = f"{host.name}[{addr}]:{host.port}"
         res = await transport.send(addr, host.port, host.name, hop.tls, mail_from, remaining, data,
-                                   smtputf8=smtputf8, body_8bit=body_8bit)
+                                   smtputf8=smtputf8, body_8bit=body_8bit,
+                                   before_final_dot=before_final_dot)
         if not res.connected:
             hosts.mark_down(addr, host.port)
             last = RcptResult(RcptState.PENDING, None, f"4.4.1 connect to {where}: {res.error}", where)
@@ -77,6 +82,9 @@ async def deliver_group(hop: NextHop, mail_from: str, rcpts: list[str], data: by
                 results[r] = last
                 still.append(r)
         remaining = still
+        if res.fenced:
+            log.warning("final_dot_withheld", host=where, rcpts=len(remaining), reason=res.error)
+            break
         if res.unknown_outcome:
             # the peer may hold the message already: another host now could duplicate it
             log.warning("outcome_unknown", host=where, rcpts=len(remaining), error=res.error)

@@ -78,6 +78,12 @@ class QueueManager:
         #: delivered_addresses)`` → a spool.journal.JournalEntry (or None), cheap and synchronous
         #: (no parsing), filed in the same transaction as the delivery record.
         self.journal = None
+        #: Set by a claiming spool backend (the cluster's fencing, issue 9 item 5):
+        #: ``final_dot_check(msg)`` → a callable (sync or async) asked just before each final
+        #: dot of ``msg``'s deliveries, False when the claim's deadline has passed (the dot is
+        #: withheld, gateway.delivery.datawriter). None: every dot is sent (the SQLite spool,
+        #: one node, no claims to lose).
+        self.final_dot_check = None
         # spool failures, logged once per distinct error (gateway.retry)
         self._loop_faults = FaultLog(log, "qmgr_claim_failed")
         self._purge_faults = FaultLog(log, "qmgr_purge_failed")
@@ -267,10 +273,11 @@ class QueueManager:
         take a while: a kill meanwhile must not send these again)."""
         log = self.log.bind(queue_id=msg.queue_id)
         try:
+            check = self.final_dot_check(msg) if self.final_dot_check is not None else None
             res = await deliver_group(
                 hop, msg.mail_from, [r.address for r in chunk], msg.data,
                 smtputf8=msg.smtputf8, body_8bit=msg.body_8bit, resolver=self.resolver,
-                transport=self.transport, hosts=self.hosts, log=log)
+                transport=self.transport, hosts=self.hosts, log=log, before_final_dot=check)
         except asyncio.CancelledError:
             raise
         except Exception as e:

@@ -1,9 +1,10 @@
 """One SMTP transaction to one next-hop address, over pooled aiosmtplib connections.
 
 ``SmtpTransport.send()`` connects (or reuses an idle connection to the same address, port and TLS
-policy), sends MAIL FROM, one RCPT TO per recipient, and DATA with the stored bytes unchanged
-(aiosmtplib adds dot-stuffing and turns a bare LF or CR into CRLF, as Postfix does when it
-relays: RFC 5321 §2.3.8), and returns a per-recipient result. It never raises for an SMTP or
+policy), sends MAIL FROM, one RCPT TO per recipient (aiosmtplib), and DATA with the stored bytes
+through our own writer (gateway.delivery.datawriter: one dot-stuffing pass, a bare LF or CR
+turned into CRLF as Postfix does when it relays, RFC 5321 §2.3.8, and the ``before_final_dot``
+check of a claim's deadline just before the final dot), and returns a per-recipient result. It never raises for an SMTP or
 network failure: those are results. Connections are limited per destination address and kept
 idle for reuse for ``idle_timeout`` seconds.
 
@@ -29,6 +30,8 @@ from typing import Protocol
 
 import aiosmtplib
 
+from gateway.delivery.datawriter import (FinalDotCheck, FinalDotWithheld, FinalReplyTimeout,
+                                         send_data)
 from policies.mail_from import has_control
 from policies.rcpt_address import AddressError, to_ascii_domain
 
@@ -48,18 +51,22 @@ class TransactionResult:
     """Outcome of one transaction. ``connected`` False: no SMTP session (connection refused,
     timeout, TLS failure, 421 greeting): the host counts as down. ``rcpt`` maps each recipient
     to (code, text); recipients missing from it were not attempted. ``unknown_outcome`` marks a
-    timeout after the final dot: the message may have been accepted (a retry may duplicate)."""
+    timeout after the final dot: the message may have been accepted (a retry may duplicate).
+    ``fenced`` marks a final dot withheld by ``before_final_dot`` (every accepted recipient
+    deferred with 451 4.3.0; the claim is no longer ours, so no other host should be tried)."""
 
     connected: bool
     rcpt: dict[str, tuple[int, str]] = field(default_factory=dict)
     error: str = ""
     unknown_outcome: bool = False
+    fenced: bool = False
 
 
 class Transport(Protocol):
     async def send(self, address: str, port: int, server_name: str, tls: TlsPolicy,
                    mail_from: str, rcpts: list[str], data: bytes, *, smtputf8: bool,
-                   body_8bit: bool) -> TransactionResult: ...
+                   body_8bit: bool, before_final_dot: FinalDotCheck | None = None
+                   ) -> TransactionResult: ...
 
     async def close(self) -> None: ...
 
@@ -77,7 +84,9 @@ class SmtpTransport:
         self._slots: dict[tuple, asyncio.Semaphore] = {}
 
     async def send(self, address, port, server_name, tls, mail_from, rcpts, data, *,
-                   smtputf8=False, body_8bit=False) -> TransactionResult:
+                   smtputf8=False, body_8bit=False, before_final_dot=None) -> TransactionResult:
+        """One transaction (see the module doc); ``before_final_dot`` is a callable (sync or
+        async) asked just before the final dot: False withholds it (result ``fenced``)."""
         key = (address, port, tls.mode, server_name)
         sem = self._slots.setdefault(key, asyncio.Semaphore(self.per_destination))
         async with sem:
@@ -86,7 +95,7 @@ class SmtpTransport:
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as e:
                 return TransactionResult(False, error=_describe(e))
             result, reusable = await self._transaction(smtp, server_name, mail_from, rcpts, data,
-                                                       smtputf8, body_8bit)
+                                                       smtputf8, body_8bit, before_final_dot)
             if reusable and smtp.is_connected:
                 self._idle.setdefault(key, []).append((time.monotonic(), smtp))
             else:
@@ -117,7 +126,7 @@ class SmtpTransport:
         return smtp
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, server_name, mail_from, rcpts, data,
-                           smtputf8, body_8bit):
+                           smtputf8, body_8bit, before_final_dot=None):
         res = TransactionResult(True)
         if any(has_control(a) for a in (mail_from, *rcpts)):   # queued before intake checked it
             return _fail_rest(res, rcpts, 553, "5.1.7 control character in the envelope"), True
@@ -154,14 +163,20 @@ class SmtpTransport:
                 return res, smtp.is_connected
             phase = "DATA"
             try:
-                resp = await smtp.data(data, timeout=self.data_timeout)
+                resp = await send_data(smtp, data, before_final_dot=before_final_dot,
+                                       command_timeout=self.command_timeout,
+                                       block_timeout=self.command_timeout,
+                                       final_timeout=self.data_timeout)
             except aiosmtplib.SMTPDataError as e:
                 return _fail_rest(res, accepted, e.code, e.message), False
+            except FinalDotWithheld as e:
+                res.error, res.fenced = e.reason, True
+                return _fail_rest(res, accepted, 451, f"4.3.0 final dot not sent: {e.reason}"), False
             return _fail_rest(res, accepted, resp.code, resp.message), True
         except (aiosmtplib.SMTPException, OSError, ValueError, asyncio.TimeoutError) as e:
             res.error = _describe(e)
             # a timeout waiting for the reply to the final dot: the peer may have taken it
-            res.unknown_outcome = phase == "DATA" and isinstance(e, aiosmtplib.SMTPTimeoutError)
+            res.unknown_outcome = isinstance(e, FinalReplyTimeout)
             smtp.close()
             return _fail_rest(res, rcpts, 451, f"{phase}: {res.error}"), False
 

@@ -28,11 +28,14 @@ from collections import Counter
 from typing import AsyncIterator
 
 from aiosmtpd.smtp import MISSING, SMTP
+from email._header_value_parser import get_addr_spec, get_angle_addr   # as aiosmtpd.smtp
+from email.errors import HeaderParseError
 
 from gateway.config import Config, SmtpConfig, SmtpListener, parse_listen
 from gateway.intake import proxy, replies
 from gateway.intake.proxy import ProxyPolicy
 from gateway.intake.data import DataTimeout, DataTooLarge, LineTooLong, read_data
+from gateway.intake.fastinit import init_smtp
 
 #: Replies "452 4.5.3 Too many recipients" that do not count as errors (Postfix's
 #: smtpd_recipient_overshoot_limit): a client may send more than max_recipients and retry the rest.
@@ -124,7 +127,7 @@ class GatewaySMTP(SMTP):
         self._proxy_outcome: str | None = None   # "accepted", "limit" or a proxy.REASONS word
         if proxy_policy is not None:
             kw["proxy_protocol_timeout"] = proxy_policy.timeout
-        super().__init__(handler, **kw)
+        init_smtp(self, handler, kw)   # SMTP.__init__, its introspection done once (fastinit)
         self._smtp = smtp
         self._limits = limits
         self._data_slots = data_slots
@@ -329,6 +332,24 @@ class GatewaySMTP(SMTP):
             finally:
                 if self.transport is not None:
                     self._reset_timeout()
+
+    def _getaddr(self, arg: str):
+        """aiosmtpd's own address parsing (``email``'s get_angle_addr / get_addr_spec, the
+        local-part limit), without the ``typing.Protocol`` class it defines on every call (a
+        metaclass run per MAIL and RCPT). Returns (address, rest) or (None, None)."""
+        if not arg:
+            return "", ""
+        try:
+            if arg.lstrip().startswith("<"):
+                address, rest = get_angle_addr(arg)
+            else:
+                address, rest = get_addr_spec(arg)
+        except HeaderParseError:
+            return None, None
+        addr = address.addr_spec
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, rest
 
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("502 5.5.1 AUTH not supported: this is an MX, not a submission server")

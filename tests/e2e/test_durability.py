@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter, deque
 
-from tests.conftest import config_toml
+from tests.conftest import assert_loop, config_toml
 from tests.support.peers import free_port, wait_for
 
 QUEUED = 250
@@ -39,10 +39,13 @@ def queue_json(gw, all_states: bool = False) -> list[dict]:
     return json.loads(gw.cli("queue", "list", *(["--all"] if all_states else []), "--json").stdout)
 
 
-def gateway(peers, tmp_path, sink):
+def gateway(peers, tmp_path, sink, event_loop=None):
     port = free_port()
-    return peers.gateway(config_toml(port=port, data_dir=tmp_path / "data",
-                                     smarthost=f"[127.0.0.1]:{sink.port}"), port)
+    gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data",
+                                   smarthost=f"[127.0.0.1]:{sink.port}", event_loop=event_loop), port)
+    if event_loop:
+        assert_loop(gw, event_loop)
+    return gw
 
 
 class LoadRun:
@@ -97,9 +100,9 @@ class LoadRun:
             smtp.close()
 
 
-def test_kill_9_mid_run_loses_no_acknowledged_message(peers, tmp_path):
+def test_kill_9_mid_run_loses_no_acknowledged_message(peers, tmp_path, event_loop_choice):
     sink = peers.sink(name="exchange")
-    gw = gateway(peers, tmp_path, sink)
+    gw = gateway(peers, tmp_path, sink, event_loop_choice)
     seed = random.randrange(1_000_000)
     kill_at = random.Random(seed).randint(80, 160)
     t0 = time.monotonic()
@@ -144,10 +147,10 @@ def test_kill_9_mid_run_loses_no_acknowledged_message(peers, tmp_path):
     assert extra_copies <= active_at_kill + N_CONN, per_msg.most_common(5)
 
 
-def test_kill_9_with_the_sink_down_then_everything_is_delivered(peers, tmp_path):
+def test_kill_9_with_the_sink_down_then_everything_is_delivered(peers, tmp_path, event_loop_choice):
     sink = peers.sink(name="exchange")
     sink.stop()
-    gw = gateway(peers, tmp_path, sink)
+    gw = gateway(peers, tmp_path, sink, event_loop_choice)
     with smtplib.SMTP("127.0.0.1", gw.port, timeout=20) as smtp:
         assert [send(smtp, f"m{n}-a0") for n in range(20)] == [QUEUED] * 20
     wait_for(lambda: [m["state"] for m in queue_json(gw)] == ["deferred"] * 20, 20,

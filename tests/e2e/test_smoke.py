@@ -3,15 +3,17 @@ process with our Received: header on top and the client's bytes after it."""
 import json
 import subprocess
 
-from tests.conftest import config_toml
+from tests.conftest import assert_loop, config_toml
 from tests.support.peers import free_port, wait_for
 
 
-def test_swaks_message_is_relayed_to_the_smarthost(peers, tmp_path):
+def test_swaks_message_is_relayed_to_the_smarthost(peers, tmp_path, event_loop_choice):
     sink = peers.sink(name="exchange")
     port = free_port()
     gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data",
-                                   smarthost=f"[127.0.0.1]:{sink.port}"), port)
+                                   smarthost=f"[127.0.0.1]:{sink.port}",
+                                   event_loop=event_loop_choice), port)
+    assert_loop(gw, event_loop_choice)
     out = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--from", "alice@remote.test",
                           "--to", "bob@example.com", "--pipeline", "--header", "Subject: smoke"],
                          capture_output=True, text=True, timeout=60)

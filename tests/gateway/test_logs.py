@@ -119,3 +119,62 @@ def test_gateway_log_escapes_client_bytes_and_carries_stdlib_lines(peers, tmp_pa
     loaded = [line for line in log.splitlines() if "logger='mailgate.policies.directory'" in line]
     assert loaded and "level='info' event='directory_loaded'" in loaded[0], loaded
     assert "recipients=1" in loaded[0]
+
+
+# --- batched lines (gateway.logbatch, `mailgate serve`) -------------------------------------
+
+def test_batched_lines_in_one_loop_iteration_are_one_write():
+    import asyncio as _asyncio
+
+    class CountingStream(io.StringIO):
+        writes = 0
+
+        def write(self, s):
+            CountingStream.writes += 1
+            return super().write(s)
+
+    out = CountingStream()
+    log = make_logger("info", stream=out, batched=True)
+
+    async def main():
+        for i in range(5):
+            log.info("queued", queue_id=f"Q{i}")
+        assert out.getvalue() == ""             # still pending in this iteration
+        await _asyncio.sleep(0)
+        await _asyncio.sleep(0)
+        return out.getvalue()
+
+    text = _asyncio.run(main())
+    lines = text.splitlines()
+    assert [ln.split("queue_id=")[1] for ln in lines] == [f"'Q{i}'" for i in range(5)]
+    assert CountingStream.writes == 1
+
+
+def test_batched_lines_outside_a_loop_and_from_threads_are_written_at_once():
+    import asyncio as _asyncio
+    import threading as _threading
+
+    from gateway.logs import flush_logs
+    out = io.StringIO()
+    log = make_logger("info", stream=out, batched=True)
+    log.info("no_loop")
+    assert "event='no_loop'" in out.getvalue()
+
+    async def main():
+        log.info("in_loop")
+        t = _threading.Thread(target=lambda: log.info("from_thread"))
+        t.start()
+        t.join()
+        # the thread's line wrote the pending loop line first: order kept
+        return out.getvalue()
+
+    text = _asyncio.run(main())
+    assert text.index("in_loop") < text.index("from_thread")
+    log2 = make_logger("info", stream=out, batched=True)
+
+    async def pending():
+        log2.info("at_shutdown")
+
+    _asyncio.run(pending())
+    flush_logs(log2)
+    assert "at_shutdown" in out.getvalue()
