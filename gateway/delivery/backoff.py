@@ -8,9 +8,10 @@ scheduler stores the result in ``messages.next_attempt_at``).
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
-__all__ = ["RetryPolicy", "next_attempt", "retry_delay", "expired"]
+__all__ = ["RetryPolicy", "next_attempt", "retry_delay", "expired", "spread_of", "JITTER"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,25 @@ def retry_delay(policy: RetryPolicy, attempts: int) -> float:
     return min(policy.minimal_backoff * 2.0 ** doublings, policy.maximal_backoff)
 
 
-def next_attempt(policy: RetryPolicy, attempts: int, now: float) -> float:
+#: Retries are spread over [delay, delay × (1 + JITTER)): messages deferred in the same second
+#: (a dead smarthost) do not all come back in the same second (no thundering herd on recovery).
+JITTER = 0.2
+
+
+def spread_of(queue_id: str, attempts: int) -> float:
+    """A fraction in [0, 1) fixed by the message and its attempt count (CRC-32), so the same
+    message is rescheduled the same way after a restart and different messages differ."""
+    return (zlib.crc32(f"{queue_id}:{attempts}".encode()) % 10_000) / 10_000
+
+
+def next_attempt(policy: RetryPolicy, attempts: int, now: float, spread: float = 0.0) -> float:
     """Unix time (seconds) of the next attempt, given ``attempts`` made so far (>= 1) and the
-    time ``now`` of the last failure. ValueError if attempts < 1."""
-    return now + retry_delay(policy, attempts)
+    time ``now`` of the last failure: ``retry_delay`` stretched by ``JITTER × spread``
+    (``spread`` in [0, 1), e.g. spread_of(queue_id, attempts); 0 gives the bare delay). Never
+    earlier than the bare delay. ValueError if attempts < 1 or spread is outside [0, 1)."""
+    if not 0.0 <= spread < 1.0:
+        raise ValueError(f"spread must be in [0, 1), got {spread}")
+    return now + retry_delay(policy, attempts) * (1.0 + JITTER * spread)
 
 
 def expired(policy: RetryPolicy, arrived_at: float, now: float, is_dsn: bool = False) -> bool:

@@ -26,7 +26,7 @@ from collections import defaultdict
 from gateway.config import Config
 from gateway.continuity.filing import mailbox_key
 from gateway.delivery.attempt import RcptResult, deliver_group
-from gateway.delivery.backoff import RetryPolicy, expired, next_attempt
+from gateway.delivery.backoff import RetryPolicy, expired, next_attempt, spread_of
 from gateway.delivery.budget import ByteBudget
 from gateway.delivery.claims import ClaimKeeper
 from gateway.delivery.dsn import FailedRecipient, build_dsn, should_bounce
@@ -337,7 +337,8 @@ class QueueManager:
                 self.log.exception("dsn_failed", queue_id=msg.queue_id)
         filing = await self._filing(msg, held)
         journal = self._journal(msg, outcomes, done)
-        next_at = next_attempt(self.retry, msg.attempts + 1, now)
+        next_at = next_attempt(self.retry, msg.attempts + 1, now,
+                               spread_of(msg.queue_id, msg.attempts + 1))
         state = await self._spool(lambda: self.spool.record_attempt(
             msg.queue_id, outcomes, next_at, dsn, hold=bool(held), filing=filing, journal=journal,
             on_journal_error=lambda e: self._journal_failed(msg.queue_id, e),

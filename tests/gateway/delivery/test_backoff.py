@@ -53,3 +53,19 @@ def test_dsn_uses_bounce_lifetime():
 
 def test_zero_lifetime_gives_up_at_once():
     assert expired(RetryPolicy(maximal_lifetime=0), T0, T0)
+
+
+def test_retries_of_messages_deferred_together_are_spread_and_never_early():
+    """A dead smarthost defers many messages in the same second: their next attempts spread
+    over [delay, delay x 1.2), so its recovery does not get them all at once (issue 10 item 3)."""
+    from gateway.delivery.backoff import JITTER, spread_of
+    policy = RetryPolicy()
+    ids = [f"Q{i:06d}XYZ" for i in range(1000)]
+    times = [next_attempt(policy, 1, T0, spread_of(q, 1)) - T0 for q in ids]
+    assert min(times) >= 300 and max(times) < 300 * (1 + JITTER)
+    per_10s = [sum(1 for t in times if 300 + 6 * k <= t < 300 + 6 * (k + 1)) for k in range(10)]
+    assert max(per_10s) < 200, per_10s       # no bucket of 6 s gets most of them
+    assert spread_of(ids[0], 1) == spread_of(ids[0], 1) != spread_of(ids[0], 2)
+    assert next_attempt(policy, 1, T0) - T0 == 300
+    with pytest.raises(ValueError):
+        next_attempt(policy, 1, T0, 1.0)
