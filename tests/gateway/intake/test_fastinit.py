@@ -59,7 +59,8 @@ async def test_template_instance_equals_aiosmtpd_instance():
     reference.line_length_limit = cfg.smtp.max_line_length
     SMTP.__init__(reference, handler, **kw)
     for k in ("_smtp", "_limits", "_data_slots", "_slot_ip", "_errors", "_junk", "_overshoot",
-              "_closing"):
+              "_closing", "_proxy", "_client_ip", "_proxy_ip", "_peer_ip", "_started",
+              "_holds_total", "_proxy_outcome"):
         setattr(reference, k, getattr(second, k))
     assert _norm(second) == _norm(reference) == _norm(first)
     assert set(vars(second)) == set(vars(reference))
@@ -98,7 +99,8 @@ async def test_getaddr_parses_as_aiosmtpd(arg):
 async def test_intake_server_protocols_share_one_template():
     cfg = config_mod.Config()
     server = IntakeServer(cfg, Handler())
-    one, two = server._protocol(), server._protocol()
+    listener = cfg.smtp.all_listeners()[0]
+    one, two = server._protocol(listener), server._protocol(listener)
     tpl = fastinit._TEMPLATES[id(server.handler)]
     assert tpl.fits(GatewaySMTP, server.handler, tpl.kw)
     assert one._smtp_methods["MAIL"].__self__ is one and two._smtp_methods["MAIL"].__self__ is two
