@@ -174,7 +174,8 @@ def test_relay_control_received_and_spool_use_the_real_client(cluster):
     assert len(rows) == 5
     assert sorted(addr for _, addr in rows) == [CLIENT] * 4 + [STRANGER]
     for gw in gws.values():
-        assert f"client='{CLIENT}' proxy='{PROXY_IP}'" in gw.log_text()
+        wait_for(lambda: f"client='{CLIENT}' proxy='{PROXY_IP}'" in gw.log_text(), 5,
+                 what="the proxied client in the log")
 
 
 def test_untrusted_header_and_no_header_are_closed_without_a_greeting(cluster):
