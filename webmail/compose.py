@@ -261,13 +261,39 @@ def build_message(*, sender: Recipient, to: list[Recipient], cc: list[Recipient]
         main, sub = safe_content_type(a.content_type)
         msg.add_attachment(a.data, maintype=main, subtype=sub, filename=safe_filename(a.filename))
     if forward_raw is not None:
-        original = email.message_from_bytes(forward_raw, policy=email.policy.SMTP)
-        msg.add_attachment(original, filename="forwarded-message.eml")
-    data = _crlf(msg.as_bytes())
+        data = _with_forwarded(msg, _crlf(forward_raw))
+    else:
+        data = _crlf(msg.as_bytes())
     check_generated(data)
     return Built(data=data, rcpts=list(rcpts.values()), smtputf8=smtputf8, message_id=message_id,
                  headers={"from": str(msg["From"]), "to": str(msg.get("To", "")),
                           "cc": str(msg.get("Cc", "")), "subject": subject})
+
+
+def _with_forwarded(msg: EmailMessage, original: bytes) -> bytes:
+    """``msg`` as bytes with ``original`` (CRLF) attached byte for byte as its last part, a
+    message/rfc822 part (message/global if its header block holds UTF-8; RFC 2046 section 5.2.1: 7bit or 8bit, never base64 or QP; ``binary``
+    when a line is over 998 octets, RFC 5322 section 2.1.1). The part is spliced in after the
+    email package has written the rest, so the forwarded message is never re-serialised; the
+    multipart boundary is chosen so that no line of ``original`` starts with it."""
+    if msg.get_content_type() != "multipart/mixed":
+        msg.make_mixed()
+    long_line = any(len(line) > 998 for line in original.split(b"\r\n"))
+    cte = "binary" if long_line else ("7bit" if original.isascii() else "8bit")
+    # UTF-8 in the header block: message/global (RFC 6532 section 3.7)
+    ctype = b"message/rfc822" if original.split(b"\r\n\r\n", 1)[0].isascii() else b"message/global"
+    part = (b"Content-Type: " + ctype + b"\r\nContent-Disposition: attachment;"
+            b' filename="forwarded-message.eml"\r\nContent-Transfer-Encoding: '
+            + cte.encode() + b"\r\n\r\n" + original)
+    while True:
+        data = _crlf(msg.as_bytes())
+        boundary = msg.get_boundary().encode()
+        if b"\n--" + boundary not in b"\n" + original:
+            break
+        msg.set_boundary("=_" + uuid.uuid4().hex)       # the original holds that line: another
+    close = b"\r\n--" + boundary + b"--"
+    at = data.rindex(close)
+    return data[:at] + b"\r\n--" + boundary + b"\r\n" + part + data[at:]
 
 
 def _crlf(data: bytes) -> bytes:
