@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway import config_checks as checks
+from gateway.config_spool import SpoolConfig, across_keys as _spool_checks
 
 from policies.rcpt_address import AddressError, normalize_domain
 
@@ -343,6 +344,7 @@ class Config(_Section):
     admin: AdminConfig = AdminConfig()
     webmail: WebmailConfig = WebmailConfig()
     log: LogConfig = LogConfig()
+    spool: SpoolConfig = SpoolConfig()
     source: str = "<defaults>"        # the file this came from (set by load())
 
     @property
@@ -377,7 +379,7 @@ def parse(raw: dict, source: str, base: Path | None = None) -> Config:
         cfg = Config.model_validate({**raw, "source": source})
     except ValidationError as e:
         _raise_errors(source, [(checks.dotted(err["loc"]), err["msg"]) for err in e.errors()])
-    _raise_errors(source, checks.across_keys(cfg))
+    _raise_errors(source, checks.across_keys(cfg) + _spool_checks(cfg))
     return _resolve_paths(cfg, base) if base is not None else cfg
 
 

@@ -1,0 +1,71 @@
+"""The ``[spool]`` section: which storage holds the queue (issue 9; docs/cluster.md).
+
+``backend = "sqlite"`` (the default) keeps the spool in ``server.data_dir/spool.db`` on this
+machine: zero configuration, one gateway. ``backend = "postgresql"`` puts the queue in a
+PostgreSQL database shared by several gateways (``dsn``, libpq's conninfo string or URI; a
+password is better kept in ``~/.pgpass`` or ``PGPASSWORD`` than in the file); each gateway is a
+node with its own ``node`` name (default: ``server.hostname``), written on its claims, in its
+queue IDs and in its log lines.
+
+What runs on PostgreSQL today is the relay path: intake (250 after the database's COMMIT, 451
+4.3.0 while it is unreachable), the queue with claims and fencing tokens, delivery, retries and
+bounces, the admin API's health and counts. The continuity engine, the continuity mailboxes and
+the webmail still need the SQLite spool: ``across_keys`` refuses a PostgreSQL spool with
+``continuity.mode`` other than "off" or with ``webmail.enabled``, naming the key, rather than
+start a gateway that would half work.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+
+
+class SpoolConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    dsn: str = ""                   # postgresql: "host=db1 dbname=mailgate user=mailgate" or a URI
+    node: str = Field("", max_length=63)   # this gateway's node name; "": server.hostname
+    pool_size: int = Field(10, ge=2, le=200)            # postgresql: connections per gateway
+    connect_timeout: float = Field(5.0, gt=0, le=120)   # postgresql: seconds to get a connection
+    #   (after that an SMTP client gets 451 4.3.0; the pool keeps trying in the background)
+
+
+def node_name(cfg: "Config") -> str:
+    """This gateway's node name: ``spool.node``, else ``server.hostname``."""
+    return cfg.spool.node or cfg.server.hostname
+
+
+def across_keys(cfg: "Config") -> list[tuple[str, str]]:
+    """(key, message) for each rule of the [spool] section that ``cfg`` breaks."""
+    s = cfg.spool
+    if s.backend != "postgresql":
+        if s.dsn:
+            return [("spool.dsn", 'is only used with spool.backend = "postgresql"')]
+        return []
+    errors = []
+    if not s.dsn.strip():
+        errors.append(("spool.dsn", 'required with spool.backend = "postgresql" (e.g. '
+                                    '"host=db1 dbname=mailgate user=mailgate")'))
+    else:
+        try:
+            from psycopg import conninfo
+            conninfo.conninfo_to_dict(s.dsn)
+        except Exception as e:     # the message names the part that is wrong, not the password
+            errors.append(("spool.dsn", f"not a libpq connection string: {type(e).__name__}"))
+    why = ("runs on the SQLite spool only in this version (the relay path runs on PostgreSQL; "
+           "docs/cluster.md)")
+    if cfg.continuity.mode != "off":
+        errors.append(("continuity.mode", f'must be "off" with spool.backend = "postgresql": the '
+                                          f"continuity engine {why}"))
+    if cfg.webmail.enabled:
+        errors.append(("webmail.enabled", f'must be false with spool.backend = "postgresql": the '
+                                          f"webmail {why}"))
+    return errors
+
+
+__all__ = ["SpoolConfig", "node_name", "across_keys"]
