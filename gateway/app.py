@@ -24,7 +24,8 @@ from gateway.router import Router
 from policies.directory import DirectoryWatcher
 from policies.rcpt_chain import RcptContext
 from policies.relay_networks import TrustedNetworks
-from spool import Spool
+from gateway.config_spool import node_name
+from gateway.spool_open import describe, open_spool
 
 
 class RcptContextSource:
@@ -51,8 +52,16 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     """Run the gateway until ``stop`` is set or SIGTERM/SIGINT arrives."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    spool = await Spool.open(cfg.spool_path)
-    log.info("spool_open", path=str(cfg.spool_path), **spool.recovered)
+    if cfg.spool.backend == "postgresql":     # several nodes: every line names this one
+        log = log.bind(node=node_name(cfg))
+    for sig in (signal.SIGTERM, signal.SIGINT):     # also while waiting for PostgreSQL
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        spool = await open_spool(cfg, log, stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("spool_open", **describe(cfg), **spool.recovered)
     watcher = DirectoryWatcher(cfg.directory.file)
     if not watcher.enabled:
         log.warning("recipient_filtering_disabled",
@@ -75,7 +84,9 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
                                           mailbox=mailbox)
         await controller.start()   # before delivery: a restart during an event keeps holding
     from gateway.continuity import journal   # continuity mailboxes: journal hook, index, retention
-    keeper = journal.build(cfg, spool, qmgr, lambda: (watcher.current, watcher.enabled), log)
+    # the continuity mailboxes live in the SQLite spool only (config_spool: no webmail on PG)
+    keeper = (journal.build(cfg, spool, qmgr, lambda: (watcher.current, watcher.enabled), log)
+              if not spool.shared else None)
     handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,
                             probe_mailbox=mailbox)
     intake = IntakeServer(cfg, handler)
@@ -99,7 +110,9 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
                 tg.create_task(webmail.serve(), name="webmail")
             helpers = [tg.create_task(supervise("directory", lambda: _watch_directory(
                 watcher, cfg.directory.reload_interval, log, reload_now), log), name="directory"),
-                tg.create_task(supervise("journal", keeper.run, log), name="journal")]
+                ]
+            if keeper is not None:
+                helpers.append(tg.create_task(supervise("journal", keeper.run, log), name="journal"))
             if webmail is not None and cfg.webmail.copy_sent_on_recovery:
                 from webmail import sent_copies
                 helpers.append(tg.create_task(supervise("sent_copies", lambda: sent_copies.run(

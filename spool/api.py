@@ -39,6 +39,10 @@ class QueueSpool(Protocol):
     node: str
     #: Writes refused so far because their claim token was stale.
     stale_claims: int
+    #: True when several nodes share the storage (PostgreSQL): any node's queue manager returns
+    #: expired claims to the queue (requeue_expired). False for the SQLite spool, whose one
+    #: process requeues its interrupted deliveries when it opens the file.
+    shared: bool
 
     async def close(self) -> None:
         """Finish the writes already queued, then release connections and threads."""
@@ -84,8 +88,24 @@ class QueueSpool(Protocol):
         state it left. InvalidTransition if not allowed or elsewhere; StaleClaim if ``token``
         is given and is no longer the current claim."""
 
+    async def record_delivered(self, queue_id: str, outcomes: list[RcptOutcome], journal=None,
+                               *, token: int | None = None) -> int:
+        """Write the DELIVERED outcomes among ``outcomes`` of an attempt still in progress at once
+        (a kill before the attempt's record does not send them again); the message stays
+        active. ``journal`` (spool.journal.JournalEntry, SQLite only: ValueError on PostgreSQL)
+        is filed in the same transaction. Returns how many recipients changed. StaleClaim if
+        ``token`` is no longer the current claim."""
+
+    async def purge_finished(self, before: float, limit: int = 5000) -> int:
+        """Delete up to ``limit`` delivered and bounced messages last changed before ``before``
+        (unix seconds), oldest first; return how many (call again while it returns ``limit``:
+        each call is one short write, so commits of new mail interleave)."""
+
     async def get(self, queue_id: str, with_data: bool = False) -> StoredMessage | None:
         """The message with its recipients (and bytes with ``with_data``), or None."""
+
+    async def message_size(self, queue_id: str) -> int | None:
+        """The size in bytes of the message as committed (its row, not its bytes), or None."""
 
     async def counts(self) -> dict[str, int]:
         """{state: number of messages} for every QueueState value (zeros included)."""

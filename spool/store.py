@@ -100,6 +100,9 @@ class Spool:
         self.stale_claims = 0
         #: The owner written on claims (one node: its name does not matter).
         self.node = "local"
+        #: One node owns this file: it requeues its own interrupted deliveries at open, and an
+        #: expired claim is never taken back while the process runs (its renewals may be late).
+        self.shared = False
 
     @classmethod
     async def open(cls, path: str | Path, recover: bool = True) -> "Spool":
@@ -178,6 +181,20 @@ class Spool:
             self.stale_claims += 1
             raise
 
+    async def record_delivered(self, queue_id: str, outcomes: list[_tr.RcptOutcome], journal=None,
+                               *, token: int | None = None) -> int:
+        """The delivered recipients of an attempt in progress, journaled with ``journal``
+        (spool.journal.record_delivered); StaleClaim (counted) unless ``token`` is current."""
+        try:
+            return await self.write(_journal.record_delivered, queue_id, outcomes, journal, token)
+        except StaleClaim:
+            self.stale_claims += 1
+            raise
+
+    async def purge_finished(self, before: float, limit: int = _tr.PURGE_BATCH) -> int:
+        """Delete up to ``limit`` finished messages last changed before ``before`` (unix s)."""
+        return await self.write(_tr.purge_finished, before, limit)
+
     # -- reads --------------------------------------------------------------------------------
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(conn, *args)`` on a reader thread's own connection."""
@@ -188,6 +205,9 @@ class Spool:
 
     async def counts(self) -> dict[str, int]:
         return await self.read(_query.count_by_state)
+
+    async def message_size(self, queue_id: str) -> int | None:
+        return await self.read(_query.message_size, queue_id)
 
     async def ping(self) -> None:
         """A cheap read (health checks); raises SpoolError if the spool cannot be read."""

@@ -29,7 +29,8 @@ class GatewayCollector(Collector):
 
     async def refresh(self) -> None:
         self.queue_counts = await self.ctx.spool.counts()
-        self.journal_pending = await self.ctx.spool.read(journal_store.count_pending)
+        if not getattr(self.ctx.spool, "shared", False):    # the journal is SQLite's only
+            self.journal_pending = await self.ctx.spool.read(journal_store.count_pending)
 
     def collect(self):
         ctx = self.ctx

@@ -169,9 +169,10 @@ class ContinuityController:
             try:
                 t = engine.admin(self.state, cmd["command"], wall, actor, cmd["reason"])
             except engine.CommandRefused as e:
+                why = str(e)     # bound now: the writer thread runs the lambda
                 await self.spool.write(lambda c: store.audit_command(
                     c, cid, mode=self.state.mode.value, event_id=self.state.event_id, actor=actor,
-                    reason=f"{cmd['command']} refused: {e}", result=f"refused: {e}", at=wall))
+                    reason=f"{cmd['command']} refused: {why}", result=f"refused: {why}", at=wall))
                 self.log.info("continuity_command_refused", command=cmd["command"], command_id=cid,
                               actor=actor, error=str(e))
                 out[cid] = e

@@ -37,9 +37,8 @@ from gateway.retry import Backoff, FaultLog, retry
 from gateway.router import Router
 from spool import NewMessage, QueueState, RcptState, Spool, SpoolError
 from spool.states import Claim, StaleClaim
-from spool.query import StoredMessage, message_size
-from spool.journal import record_delivered
-from spool.transitions import PURGE_BATCH, RcptOutcome, purge_finished
+from spool.query import StoredMessage
+from spool.transitions import PURGE_BATCH, RcptOutcome
 
 #: Seconds between looks at the queue when nothing wakes the manager (deferred mail, CLI flush).
 POLL_INTERVAL = 1.0
@@ -89,7 +88,9 @@ class QueueManager:
         self._purge_faults = FaultLog(log, "qmgr_purge_failed")
         self._record_faults = FaultLog(log, "spool_record_failed")
         #: The claims of deliveries in flight, renewed every ttl / 3 while run() runs.
-        self.claims = ClaimKeeper(spool, log, self.stats)
+        self.claims = ClaimKeeper(spool, log, self.stats, ttl=d.claim_ttl)
+        if getattr(spool, "shared", False):   # several nodes: no dot once the claim may be gone
+            self.final_dot_check = lambda msg: (lambda: self.claims.fresh(msg.queue_id))
 
     def notify(self, queue_id: str | None = None) -> None:
         """Something is due now (a new message was queued, a delivery finished)."""
@@ -100,7 +101,7 @@ class QueueManager:
         write each, so commits of new mail interleave); returns how many were deleted."""
         total = 0
         while True:
-            n = await self.spool.write(purge_finished, before)
+            n = await self.spool.purge_finished(before, PURGE_BATCH)
             total += n
             if n < PURGE_BATCH:
                 return total
@@ -135,6 +136,7 @@ class QueueManager:
             free = self.capacity - len(self.inflight)
             if free > 0:
                 try:
+                    asked_at = self.claims.clock()
                     due = await self.spool.claim_due(min(free, 256), self.claims.ttl)
                 except Exception as e:
                     self._loop_faults.failed(e)
@@ -143,7 +145,7 @@ class QueueManager:
                 self._loop_faults.recovered()
                 backoff.reset()
                 for claim in due:
-                    self.claims.track(claim)
+                    self.claims.track(claim, asked_at)
                     task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim}")
                     self.inflight.add(task)
                     task.add_done_callback(self._done)
@@ -185,7 +187,7 @@ class QueueManager:
     async def _deliver_claimed(self, queue_id: str, token: int) -> None:
         msg = None
         try:
-            size = await self._spool(lambda: self.spool.read(message_size, queue_id), queue_id)
+            size = await self._spool(lambda: self.spool.message_size(queue_id), queue_id)
             if size is None:
                 return
             # its bytes are read only once they fit in delivery.max_inflight_bytes; meanwhile the
@@ -292,7 +294,7 @@ class QueueManager:
                      if kind == "smarthost" and out.state is RcptState.DELIVERED]
             journal = self._journal_entry(msg, local) if local else None
             try:   # best effort: the attempt's own record below writes them (and the journal) too
-                await self.spool.write(record_delivered, msg.queue_id, delivered, journal, token)
+                await self.spool.record_delivered(msg.queue_id, delivered, journal, token=token)
             except StaleClaim:
                 pass            # the attempt's own record reports the lost claim
             except Exception as e:

@@ -24,7 +24,6 @@ from policies.mail_from import check_mail_from
 from policies.rcpt_chain import RcptContext, check_rcpt
 from policies.verdict import RCPT_OK
 from spool import NewMessage, Spool, SpoolError
-from spool.commit import new_queue_id
 
 #: Postfix's hopcount_limit: more Received: fields than this means a mail loop.
 HOP_LIMIT = 50
@@ -99,7 +98,7 @@ class IntakeHandler:
         return decision.verdict.reply()
 
     async def handle_DATA(self, server, session, envelope):
-        queue_id = new_queue_id()
+        queue_id = self.spool.new_queue_id()   # unique across nodes on a shared spool
         self._enter()
         try:
             return await self._queue(queue_id, session, envelope)

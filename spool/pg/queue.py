@@ -205,3 +205,45 @@ async def next_due_at(conn: AsyncConnection) -> float | None:
     cur = await conn.execute("SELECT extract(epoch FROM min(next_attempt_at))::float8 FROM messages"
                              " WHERE state IN ('incoming','deferred')")
     return (await cur.fetchone())[0]
+
+
+async def message_size(conn: AsyncConnection, queue_id: str) -> int | None:
+    """The size in bytes of ``queue_id``'s data as committed (its row), or None."""
+    cur = await conn.execute("SELECT size FROM messages WHERE queue_id=%s", (queue_id,))
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def record_delivered(conn: AsyncConnection, queue_id: str, outcomes: list[RcptOutcome],
+                           token: int | None = None) -> int:
+    """transitions.record_delivered on PostgreSQL: the DELIVERED outcomes of an attempt still in
+    progress, written at once (a kill now does not send them again); the message stays active.
+    Returns how many recipients changed; StaleClaim unless ``token`` is the current claim."""
+    if token is not None:
+        await _current(conn, queue_id, token)
+    rows = [(o.code, o.text[:1000], o.remote_host, queue_id, o.idx)
+            for o in outcomes if o.state is RcptState.DELIVERED]
+    if not rows:
+        return 0
+    n = 0
+    for row in rows:       # RETURNING, not rowcount: in pipeline mode rowcount is not known yet
+        cur = await conn.execute(
+            "WITH u AS (UPDATE recipients r SET state='delivered', attempts=attempts+1,"
+            " reply_code=%s, reply_text=%s, remote_host=%s, updated_at=clock_timestamp()"
+            " WHERE queue_id=%s AND idx=%s AND state='pending' AND EXISTS (SELECT 1 FROM"
+            " messages m WHERE m.queue_id=r.queue_id AND m.state='active') RETURNING 1)"
+            " SELECT count(*) FROM u", row)
+        n += (await cur.fetchone())[0]
+    return n
+
+
+async def purge_finished(conn: AsyncConnection, before: float, limit: int) -> int:
+    """Delete up to ``limit`` delivered and bounced messages last changed before ``before``
+    (unix seconds on the caller's clock, turned into an age on the database's clock), oldest
+    first, with their recipients and bytes. Returns how many (call again while it is ``limit``)."""
+    age = max(0.0, time.time() - before)
+    cur = await conn.execute(     # counted by RETURNING: rowcount is unknown in pipeline mode
+        "WITH d AS (DELETE FROM messages WHERE queue_id IN (SELECT queue_id FROM messages WHERE"
+        f" state IN ('delivered','bounced') AND updated_at < clock_timestamp() - %s {SECS}"
+        " ORDER BY updated_at LIMIT %s) RETURNING 1) SELECT count(*) FROM d", (age, limit))
+    return (await cur.fetchone())[0]

@@ -30,7 +30,7 @@ from spool.pg import queue as _q
 from spool.query import StoredMessage
 from spool.states import Claim, QueueState, StaleClaim
 from spool.store import SpoolError
-from spool.transitions import RcptOutcome
+from spool.transitions import PURGE_BATCH, RcptOutcome
 
 MAX_BATCH_OPS = 512
 #: Seconds a leader lease lasts unless renewed (CLUSTER-NOTES: 15 s, renewed every 5 s).
@@ -71,6 +71,10 @@ class PgSpool:
         self.batched_ops = 0
         self.stale_claims = 0
         self.fenced_refused = 0
+        #: Several nodes share this storage: expired claims are returned by any node's qmgr.
+        self.shared = True
+        #: Crash recovery at open (the SQLite spool's); none here: expired claims come back.
+        self.recovered: dict[str, int] = {}
 
     @classmethod
     async def open(cls, dsn: str, *, node: str, min_size: int = 2, max_size: int = 10,
@@ -123,7 +127,10 @@ class PgSpool:
     async def record_attempt(self, queue_id: str, outcomes: list[RcptOutcome],
                              next_attempt_at: float, dsn: NewMessage | None = None,
                              hold: bool = False, *, token: int | None = None,
-                             hold_reason: str = "continuity") -> QueueState:
+                             hold_reason: str = "continuity", filing=None, journal=None,
+                             on_journal_error=None) -> QueueState:
+        if filing is not None or journal is not None:
+            raise ValueError("continuity-mailbox filing needs the SQLite spool")
         try:
             return await self.write(_q.record_attempt, queue_id, outcomes, next_attempt_at, hold,
                                     token, dsn, self.node, hold_reason)
@@ -148,6 +155,22 @@ class PgSpool:
 
     async def next_due_at(self) -> float | None:
         return await self.read(_q.next_due_at)
+
+    async def message_size(self, queue_id: str) -> int | None:
+        return await self.read(_q.message_size, queue_id)
+
+    async def record_delivered(self, queue_id: str, outcomes: list[RcptOutcome], journal=None,
+                               *, token: int | None = None) -> int:
+        if journal is not None:
+            raise ValueError("journal filing needs the SQLite spool (continuity mailboxes)")
+        try:
+            return await self.write(_q.record_delivered, queue_id, outcomes, token)
+        except StaleClaim:
+            self.stale_claims += 1
+            raise
+
+    async def purge_finished(self, before: float, limit: int = PURGE_BATCH) -> int:
+        return await self.write(_q.purge_finished, before, limit)
 
     async def ping(self) -> None:
         """A cheap read (health checks, as the SQLite Spool's); SpoolError if unreachable."""

@@ -1,0 +1,215 @@
+"""Two real gateway processes on one real PostgreSQL 15 spool (issue 9): the relay path.
+
+- kill -9 of one gateway mid-stream: every message that got a 250 reaches the sink; the dead
+  node's claimed mail is delivered by the other within the claim TTL; duplicates are bounded
+  by what the dead node had in flight (its claims, and sessions it never answered).
+- ``pg_ctl stop -m immediate`` during intake: clients get only 4xx while it is down, never a
+  250 or a 5xx; after the restart every 250 is in the database and reaches the sink.
+
+Assertions are on what the sink received and on the database's rows.
+"""
+from __future__ import annotations
+
+import re
+import smtplib
+import threading
+import time
+from collections import Counter
+
+import psycopg
+import pytest
+
+from tests.conftest import config_toml
+from tests.support import postgres as pg
+from tests.support.peers import GatewayProc, free_port, wait_for
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not pg.available(), reason="postgresql-15 not installed")]
+
+CLAIM_TTL = 6.0
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """A PostgreSQL cluster of this module's own (the outage test stops and starts it)."""
+    cluster = pg.started_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def dsn(pg_server):
+    if not _up(pg_server):
+        pg_server.start()
+    name = f"relay_{time.monotonic_ns()}"
+    pg_server.sql(f"CREATE DATABASE {name}")
+    yield pg_server.dsn(name)
+    if _up(pg_server):
+        pg_server.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _up(cluster) -> bool:
+    try:
+        cluster.sql("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def gateway_toml(node: str, port: int, sink_port: int, workdir, dsn: str,
+                 connect_timeout: float = 5.0) -> str:
+    toml = config_toml(port=port, data_dir=workdir / "data", smarthost=f"[127.0.0.1]:{sink_port}",
+                       minimal_backoff=1.0, maximal_backoff=2.0)
+    toml = toml.replace('hostname = "gw.test"', f'hostname = "{node}.test"')
+    toml = toml.replace("[delivery]\n", f"[delivery]\nclaim_ttl = {CLAIM_TTL}\n")
+    return toml + (f'[spool]\nbackend = "postgresql"\ndsn = "{dsn}"\nnode = "{node}"\n'
+                   f"connect_timeout = {connect_timeout}\n")
+
+
+def message(n: int) -> bytes:
+    return (f"From: a@remote.test\r\nTo: bob@example.com\r\nSubject: m{n}\r\n"
+            f"Message-ID: <m{n}@remote.test>\r\n\r\nbody {n}\r\n").encode()
+
+
+def send(port: int, n: int) -> int:
+    """One SMTP session with message ``n``: the reply code to the final dot (or to the command
+    that failed), 0 if the session broke without a reply, -1 if nothing answered at all."""
+    try:
+        s = smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=20)
+    except OSError:
+        return -1
+    try:
+        with s:
+            s.ehlo()
+            for code, _text in (s.mail("a@remote.test"), s.rcpt("bob@example.com")):
+                if code != 250:
+                    return code
+            return s.data(message(n))[0]
+    except smtplib.SMTPResponseException as e:     # data() raises for a reply other than 250
+        return e.smtp_code
+    except (OSError, smtplib.SMTPException):
+        return 0
+
+
+def subjects(sink) -> Counter:
+    return Counter(re.search(rb"Subject: m(\d+)", data).group(1).decode()
+                   for _env, data in sink.messages())
+
+
+def rows(dsn: str, sql: str, *args):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def test_kill_9_of_one_gateway_loses_no_acknowledged_message(peers, tmp_path, dsn):
+    # a slow Exchange (0.3 s before each reply): the killed node holds claims in flight
+    sink = peers.sink("127.0.0.1", None, "exchange", "--data-delay", "0.3")
+    gws = {}
+    for node in ("gw1", "gw2"):
+        port = free_port()
+        gws[node] = GatewayProc(tmp_path / node, gateway_toml(node, port, sink.port,
+                                                              tmp_path / node, dsn), port)
+        peers.procs.append(gws[node])
+        gws[node].start()
+    total, acked, uncertain = 300, set(), 0
+    lock, next_n = threading.Lock(), iter(range(total))
+    killed = threading.Event()
+    stats = {}
+
+    def client():
+        nonlocal uncertain
+        while True:
+            with lock:
+                n = next(next_n, None)
+            if n is None:
+                return
+            order = ["gw1", "gw2"] if n % 2 == 0 else ["gw2", "gw1"]
+            for node in order:          # a sending MTA tries the next MX at once
+                code = send(gws[node].port, n)
+                if code == 250:
+                    with lock:
+                        acked.add(str(n))
+                        if len(acked) == 100 and not killed.is_set():
+                            # what gw1 held at the kill: an upper bound of its duplicates
+                            gws["gw1"].kill()
+                            killed.set()
+                            stats["t_kill"] = time.monotonic()
+                            stats["claims"] = rows(dsn, "SELECT count(*) FROM messages WHERE"
+                                                   " state='active' AND claim_owner='gw1'")[0][0]
+                    break
+                if 400 <= code < 500:
+                    time.sleep(0.2)
+                    continue
+                if code >= 500:
+                    raise AssertionError(f"message {n}: {code} from {node}")
+                if code == 0:
+                    with lock:
+                        uncertain += 1  # the session broke: the final dot may have been taken
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert killed.is_set() and len(acked) == total, (len(acked), killed.is_set())
+    got = wait_for(lambda: (c := subjects(sink)) and acked <= set(c) and c, CLAIM_TTL * 2 + 60,
+                   what="every acknowledged message at the sink")
+    t_all = time.monotonic() - stats["t_kill"]
+    # gw2 delivered what gw1 had claimed: within the TTL (+ a renew interval, + the slow sink)
+    assert t_all < CLAIM_TTL + CLAIM_TTL / 3 + 20, t_all
+    dups = sum(n - 1 for n in got.values() if n > 1)
+    assert dups <= stats["claims"] + uncertain, (dups, stats, uncertain)
+    left = rows(dsn, "SELECT state, count(*) FROM messages GROUP BY state")
+    assert dict(left).get("delivered", 0) >= total and set(dict(left)) == {"delivered"}, left
+    assert "claims_requeued" in gws["gw2"].log_text() or stats["claims"] == 0
+    owners = dict(rows(dsn, "SELECT node, count(*) FROM messages GROUP BY node"))
+    assert owners.get("gw1", 0) >= 1 and owners.get("gw2", 0) >= 1, owners
+    print(f"\nkill -9: {stats['claims']} claims held by gw1, {uncertain} unanswered sessions, "
+          f"{dups} duplicates, all delivered {t_all:.1f} s after the kill")
+
+
+def test_postgresql_restart_during_intake_gives_only_4xx_and_loses_nothing(
+        peers, tmp_path, dsn, pg_server):
+    sink = peers.sink(name="exchange")
+    port = free_port()
+    gw = GatewayProc(tmp_path / "gw1", gateway_toml("gw1", port, sink.port, tmp_path / "gw1", dsn,
+                                                    connect_timeout=2.0), port)
+    peers.procs.append(gw)
+    gw.start()
+    codes: list[tuple[int, int, bool]] = []       # (message, code, database up when sent)
+    stop = threading.Event()
+    down = threading.Event()
+
+    def client(k: int):
+        n = k * 100_000
+        while not stop.is_set():
+            was_down = down.is_set()
+            codes.append((n, send(port, n), was_down))
+            n += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: sum(c == 250 for _n, c, _d in codes) >= 30, 60, what="30 messages before")
+    pg_server.stop("immediate")
+    down.set()
+    time.sleep(10)
+    during = [c for _n, c, d in codes if d]
+    pg_server.start()
+    down.clear()
+    wait_for(lambda: sum(c == 250 for _n, c, d in codes[-20:]) >= 10, 60, what="250s again")
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert during and all(400 <= c < 500 or c <= 0 for c in during), Counter(during)
+    assert any(400 <= c < 500 for c in during), Counter(during)
+    assert not [c for _n, c, _d in codes if c >= 500], Counter(c for _n, c, _d in codes)
+    acked = {str(n) for n, c, _d in codes if c == 250}
+    got = wait_for(lambda: (c := subjects(sink)) and acked <= set(c) and c, 60,
+                   what="every acknowledged message at the sink")
+    assert acked <= set(got)
+    assert "spool_commit_failed" in gw.log_text()
+    print(f"\npg_ctl stop -m immediate: {len(during)} sessions while down, "
+          f"{Counter(during)}; {len(acked)} acknowledged, all delivered")
