@@ -37,9 +37,8 @@ def sqlite_only(cfg, command: str) -> str | None:
     PostgreSQL, else None."""
     if not is_postgresql(cfg):
         return None
-    return (f'{command} works on the SQLite spool only, and spool.backend = "postgresql" in '
-            f"{cfg.source}: it is not available on a PostgreSQL spool in this version "
-            "(docs/cluster.md)")
+    return (f"'{command}' needs the SQLite spool, but spool.backend = \"postgresql\" in "
+            f"{cfg.source} (not available on a PostgreSQL spool in this version; docs/cluster.md)")
 
 
 def refuse_unless_sqlite(cfg, command: str) -> int | None:
