@@ -6,30 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from spool import NewMessage
 from spool.pg import PgSpool
+from tests.support.cli import mailgate, pg_config
 from tests.support.peers import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def pg_config(tmp_path: Path, dsn: str, name: str = "mailgate.toml") -> Path:
-    """A config with a PostgreSQL spool (continuity off and webmail disabled, as it must be)."""
-    f = tmp_path / name
-    f.write_text(f'[server]\nhostname = "cli.test"\ndata_dir = "{tmp_path / "data"}"\n'
-                 f'[spool]\nbackend = "postgresql"\ndsn = "{dsn}"\n'
-                 '[continuity]\nmode = "off"\n[webmail]\nenabled = false\n')
-    return f
-
-
-def mailgate(config: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config), *argv],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def msg(i: int) -> NewMessage:
