@@ -11,12 +11,18 @@
     mailgate users list | set-password A | login-link A [--enrol] | disable A | enable A | ...
     mailgate admins add NAME | list | disable NAME | enable NAME | reset-totp NAME | set-password NAME
     mailgate dkim keygen DOMAIN SELECTOR [--algorithm rsa-sha256|ed25519-sha256] [--dir D]
+    mailgate cluster status [--json]           (the nodes sharing a PostgreSQL spool)
+    mailgate doctor [--json] | alerts test [--wait S]
 
 ``--config`` defaults to $MAILGATE_CONFIG, else the embedded defaults. The queue commands work on
 the spool database directly (like postqueue/postsuper on the queue directory) and are safe against
 a running gateway: every change is one guarded transaction, and the gateway's queue manager looks
 at the queue every second. Exit status: 0 ok, 1 operation refused or not found, 2 usage or
 configuration error.
+
+With ``spool.backend = "postgresql"`` only ``cluster status``, ``queue list`` and ``queue show``
+reach the spool (through one read-only connection: gateway.cli_backend); every other command that
+needs the spool refuses with exit 2, naming spool.backend, rather than open an empty SQLite file.
 """
 from __future__ import annotations
 
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     cli_dkim.add_parser(sub)
     from gateway import cli_drill         # continuity drill (issue 8 item 3)
     cli_drill.add_parser(sub)
+    from gateway import cli_cluster       # cluster status (issue 9 item 6)
+    cli_cluster.add_parser(sub)
     args = p.parse_args(argv)
     try:
         cfg = config_mod.load(args.config, check_files=args.cmd in ("serve", "check-config"))
@@ -112,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_dkim.run(cfg, args)
     if args.cmd == "routes":
         return asyncio.run(_resolve(cfg, args.domain))
+    if args.cmd == "cluster":
+        return cli_cluster.run(cfg, args)
     if args.cmd in ("doctor", "alerts"):
         return cli_ops.run(cfg, args)
     return 2

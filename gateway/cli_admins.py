@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 
+from gateway.cli_backend import refuse_unless_sqlite
 from spool import accounts, admins, db
 from webmail import auth
 
@@ -34,6 +35,8 @@ def add_parser(sub) -> None:
 
 
 def run(cfg, args) -> int:
+    if (refused := refuse_unless_sqlite(cfg, "mailgate admins")) is not None:
+        return refused
     conn = db.connect(cfg.spool_path)
     try:
         return _COMMANDS[args.acmd](cfg, conn, args)

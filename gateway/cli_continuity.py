@@ -13,13 +13,15 @@ from __future__ import annotations
 import getpass
 import time
 
+from gateway.cli_backend import refuse_unless_sqlite
 from spool import continuity as store
 from spool import db
 
 
-
 def run(cfg, args) -> int:
     from gateway.cli import fmt_time
+    if (refused := refuse_unless_sqlite(cfg, "mailgate continuity")) is not None:
+        return refused
     conn = db.connect(cfg.spool_path)
     try:
         if args.ccmd == "status":
@@ -69,6 +71,8 @@ def run(cfg, args) -> int:
 
 def probes(cfg, args) -> int:
     from gateway.cli import fmt_time
+    if (refused := refuse_unless_sqlite(cfg, "mailgate probes")) is not None:
+        return refused
     conn = db.connect(cfg.spool_path)
     try:
         rows = store.probe_history(conn, latest_only=not args.history)
@@ -88,6 +92,8 @@ def mailbox(cfg, args) -> int:
     from gateway.cli import fmt_time
     from gateway.continuity.filing import mailbox_key
     from spool import mailbox as mbx
+    if (refused := refuse_unless_sqlite(cfg, "mailgate mailbox")) is not None:
+        return refused
     args.address = mailbox_key(args.address)   # the key filing used (IDNA-normalised domain)
     conn = db.connect(cfg.spool_path)
     try:

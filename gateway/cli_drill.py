@@ -36,6 +36,7 @@ import uuid
 from email.utils import format_datetime, localtime
 
 from gateway import config_checks as checks
+from gateway.cli_backend import refuse_unless_sqlite
 from spool import continuity as store
 from spool import db
 from spool import drill as drills
@@ -59,6 +60,8 @@ def add_parser(sub) -> None:
 
 
 def run(cfg, args) -> int:
+    if (refused := refuse_unless_sqlite(cfg, "mailgate drill")) is not None:
+        return refused
     conn = db.connect(cfg.spool_path)
     try:
         if args.action == "status":

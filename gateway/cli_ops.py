@@ -18,6 +18,8 @@ import json
 import logging
 import time
 
+from gateway.cli_backend import refuse_unless_sqlite
+
 __all__ = ["add_parsers", "run"]
 
 
@@ -94,6 +96,8 @@ async def alerts_test(cfg, wait: float) -> int:
         print(f"{'OK' if ok else 'FAIL':<4}  {shown}  " +
               ("sent" if ok else f"not sent: {why or 'apprise reported a failure'}"))
     if c.alert_mail_to:
+        if (refused := refuse_unless_sqlite(cfg, "alert mail (continuity.alert_mail_to)")) is not None:
+            return refused
         failed += not await _mail(cfg, title, body, wait)
     return 1 if failed else 0
 

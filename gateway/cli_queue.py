@@ -6,6 +6,10 @@ clear message rather than changed under the queue manager's feet. ``hold`` is an
 (``hold_reason='operator'``, never released by a continuity replay; a message on continuity hold
 becomes an operator hold); ``release`` adds the time on hold to ``held_seconds`` (it does not count
 against the queue lifetime): spool.continuity.operator_hold / operator_release.
+
+On a PostgreSQL spool (``spool.backend``) ``list`` and ``show`` read the shared queue through one
+read-only connection (spool.pg.inspect; exit 1 if it cannot be reached); the changes (flush,
+hold, release, delete) refuse with exit 2 until they run there (gateway.cli_backend).
 """
 from __future__ import annotations
 
@@ -13,12 +17,17 @@ import json
 import sys
 import time
 
+from gateway import cli_backend
 from spool import QueueState, db, query, transitions
 from spool import continuity as hold_store
 from spool.states import InvalidTransition
 
 
 def run(cfg, args) -> int:
+    if cli_backend.is_postgresql(cfg) and args.qcmd in ("list", "show"):
+        return _on_postgresql(cfg, args)
+    if (refused := cli_backend.refuse_unless_sqlite(cfg, f"mailgate queue {args.qcmd}")) is not None:
+        return refused
     conn = db.connect(cfg.spool_path)
     try:
         return _COMMANDS[args.qcmd](conn, args)
@@ -26,12 +35,36 @@ def run(cfg, args) -> int:
         conn.close()
 
 
+def _on_postgresql(cfg, args) -> int:
+    """``queue list`` / ``queue show`` on a PostgreSQL spool (spool.pg.inspect), read-only."""
+    from spool.pg import inspect
+
+    async def read(conn):
+        if args.qcmd == "show":
+            return await inspect.get_message(conn, args.queue_id, True), None
+        states = tuple(QueueState) if args.all else None
+        return await inspect.list_messages(conn, states), await inspect.count_by_state(conn)
+    try:
+        got, counts = cli_backend.on_postgresql(cfg, read)
+    except cli_backend.PgUnavailable as e:
+        print(f"mailgate: {e}", file=sys.stderr)
+        return 1
+    if args.qcmd == "show":
+        return _print_show(args.queue_id, got)
+    return _print_list(got, counts, args.json)
+
 
 def _list(conn, args) -> int:
-    from gateway.cli import fmt_time
     states = tuple(QueueState) if args.all else None
     msgs = query.list_messages(conn, states)
-    if args.json:
+    return _print_list(msgs, None if args.json else query.count_by_state(conn), args.json)
+
+
+def _print_list(msgs, counts, as_json: bool) -> int:
+    """Print ``msgs`` (StoredMessage, either backend) as a listing or JSON; ``counts`` per state
+    closes the listing."""
+    from gateway.cli import fmt_time
+    if as_json:
         print(json.dumps([{
             "queue_id": m.queue_id, "state": m.state.value, "mail_from": m.mail_from,
             "size": m.size, "arrived_at": m.arrived_at, "attempts": m.attempts,
@@ -46,16 +79,19 @@ def _list(conn, args) -> int:
             print(f"{'':26}({m.last_error[:200]})")
         for r in m.recipients:
             print(f"{'':26}{r.address}  [{r.state.value}]")
-    counts = query.count_by_state(conn)
     print("-- " + ", ".join(f"{k}: {v}" for k, v in counts.items() if v or k in ("incoming", "deferred", "hold")))
     return 0
 
 
 def _show(conn, args) -> int:
+    return _print_show(args.queue_id, query.get_message(conn, args.queue_id, with_data=True))
+
+
+def _print_show(queue_id: str, m) -> int:
+    """Print message ``m`` (StoredMessage with its bytes, either backend); 1 if it is None."""
     from gateway.cli import fmt_time
-    m = query.get_message(conn, args.queue_id, with_data=True)
     if m is None:
-        print(f"mailgate: {args.queue_id}: no such message", file=sys.stderr)
+        print(f"mailgate: {queue_id}: no such message", file=sys.stderr)
         return 1
     print(f"queue_id:     {m.queue_id}\nstate:        {m.state.value}\nmail_from:    <{m.mail_from}>\n"
           f"size:         {m.size}\narrived:      {fmt_time(m.arrived_at)}\nattempts:     {m.attempts}\n"

@@ -20,6 +20,7 @@ import io
 import sys
 import time
 
+from gateway.cli_backend import refuse_unless_sqlite
 from spool import accounts, db
 from webmail import auth
 
@@ -41,6 +42,8 @@ def add_parser(sub) -> None:
 
 
 def run(cfg, args) -> int:
+    if (refused := refuse_unless_sqlite(cfg, "mailgate users")) is not None:
+        return refused
     from policies.directory import Directory, DirectoryError
     try:
         directory = Directory.load(cfg.directory.file) if cfg.directory.file else Directory.empty()

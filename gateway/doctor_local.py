@@ -1,6 +1,8 @@
 """Local checks of `mailgate doctor` (gateway/doctor.py): the recipient directory loads, alert
 channels are configured, and the data directory's file system has room for the spool at the last
 24 h's volume (spool.query.volume_since). Reads the directory file and the spool; writes nothing.
+On a PostgreSQL spool (spool.backend) the disk check covers server.data_dir only: the queue's
+volume is the database server's to watch, and no SQLite file is opened (gateway.cli_backend).
 """
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import os
 import time
 from pathlib import Path
 
+from gateway.cli_backend import is_postgresql
 from gateway.config import Config
 from gateway.doctor import Check
 
-__all__ = ["check_directory", "check_alerts", "check_disk"]
+__all__ = ["check_alerts", "check_directory", "check_disk"]
 
 DISK_WARN_FRACTION, DISK_FAIL_FRACTION = 0.10, 0.02      # of the file system free
 DISK_WARN_DAYS, DISK_FAIL_DAYS = 14.0, 2.0               # left at the last 24 h's volume
@@ -65,7 +68,10 @@ def check_disk(cfg: Config) -> list[Check]:
     frac = free / total if total else 0.0
     detail = f"{_size(free)} free of {_size(total)} ({frac:.0%}) at {probe}"
     daily = 0
-    if cfg.spool_path.exists():
+    if is_postgresql(cfg):       # the queue's bytes are on the database server: no spool.db here
+        detail += ('; spool volume not checked: spool.backend = "postgresql" (watch the '
+                   "database server's disk)")
+    elif cfg.spool_path.exists():
         from spool import db, query
         conn = db.connect(cfg.spool_path)
         try:

@@ -127,3 +127,28 @@ def webhook(tmp_path):
     yield port, d
     p.terminate()
     p.wait(5)
+
+
+# -- PostgreSQL (issue 9): one throwaway cluster per session, a fresh database per test ---------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL 15 cluster on a loopback port (tests/support/postgres.py) with a migrated
+    template database; skipped if postgresql-15 is not installed."""
+    from tests.support import postgres as pg
+    if not pg.available():
+        pytest.skip(f"PostgreSQL server binaries not found in {pg.PG_BIN} (postgresql-15)")
+    cluster = pg.started_cluster()
+    try:
+        pg.make_template(cluster)
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster):
+    """The DSN of a new database cloned from the migrated template, dropped afterwards."""
+    from tests.support import postgres as pg
+    name, dsn = pg.fresh_database(pg_cluster)
+    yield dsn
+    pg_cluster.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

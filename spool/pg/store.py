@@ -26,6 +26,7 @@ from spool.claims import CLAIM_TTL
 from spool.commit import NewMessage, new_queue_id, node_tag
 from spool.pg import db as _db
 from spool.pg import lease as _lease
+from spool.pg import nodes as _nodes
 from spool.pg import queue as _q
 from spool.query import StoredMessage
 from spool.states import Claim, QueueState, StaleClaim
@@ -202,6 +203,15 @@ class PgSpool:
         except _lease.LeaseLost:
             self.fenced_refused += 1
             raise
+
+    async def heartbeat(self, version: str) -> bool:
+        """Stamp this node's last_seen (database clock) and ``version`` (spool.pg.nodes);
+        False if its row is gone."""
+        return await self.transaction(_nodes.heartbeat, self.node, version)
+
+    async def nodes(self) -> list[_nodes.NodeStatus]:
+        """Every node of the cluster with its heartbeat, lease and queue figures."""
+        return await self.read(_nodes.list_nodes)
 
     # -- plumbing ------------------------------------------------------------------------------
     async def transaction(self, fn: Op, *args: Any) -> Any:

@@ -1,0 +1,97 @@
+"""Which spool the CLI talks to: the one place that knows ``spool.backend`` for the commands.
+
+Commands that open the SQLite spool file (admins, continuity, probes, mailbox, drill, users,
+``alerts test``'s alert mail, the queue's changes, doctor's spool volume) call
+``refuse_unless_sqlite`` first: on a PostgreSQL spool they print one line naming
+``spool.backend`` and exit 2, instead of creating an empty ``spool.db`` beside a cluster and
+reporting on it. Commands that do run on PostgreSQL (``cluster status``, ``queue list|show``)
+use ``on_postgresql``: one plain psycopg connection, read-only, never a PgSpool, so the CLI does
+not register itself as a node, migrate the schema or start a writer.
+
+Errors: PgUnavailable (exit 1 in the commands) when the database cannot be reached or has no
+mailgate schema; its message names host:port/dbname, never the password.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["PgUnavailable", "is_postgresql", "on_postgresql", "refuse_unless_sqlite",
+           "sqlite_only", "where"]
+
+USAGE = 2
+
+
+class PgUnavailable(Exception):
+    """The PostgreSQL spool could not be reached or read; str() is one line, no password."""
+
+
+def is_postgresql(cfg) -> bool:
+    return cfg.spool.backend == "postgresql"
+
+
+def sqlite_only(cfg, command: str) -> str | None:
+    """The one-line refusal for ``command`` (e.g. "mailgate admins") if the spool is on
+    PostgreSQL, else None."""
+    if not is_postgresql(cfg):
+        return None
+    return (f"'{command}' needs the SQLite spool, but spool.backend = \"postgresql\" in "
+            f"{cfg.source} (not available on a PostgreSQL spool in this version; docs/cluster.md)")
+
+
+def refuse_unless_sqlite(cfg, command: str) -> int | None:
+    """None on a SQLite spool; on PostgreSQL print sqlite_only's line to stderr and return 2."""
+    why = sqlite_only(cfg, command)
+    if why is None:
+        return None
+    print(f"mailgate: {why}", file=sys.stderr)
+    return USAGE
+
+
+def where(dsn: str) -> str:
+    """``host:port/dbname`` of ``dsn`` (libpq's defaults for what it leaves out), no secrets."""
+    import psycopg
+    try:
+        d = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparsable spool.dsn)"
+    return f"{d.get('host') or d.get('hostaddr') or 'localhost'}:{d.get('port') or 5432}/" \
+           f"{d.get('dbname') or d.get('user') or ''}"
+
+
+def _scrub(text: str, dsn: str) -> str:
+    """First line of ``text`` with the DSN's password (if any) replaced by ***."""
+    import psycopg
+    line = (str(text).strip().splitlines() or [""])[0]
+    try:
+        pw = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:
+        pw = None
+    return line.replace(pw, "***") if pw else line
+
+
+def on_postgresql(cfg, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``await fn(conn, *args)`` on a fresh read-only autocommit psycopg AsyncConnection to
+    ``spool.dsn`` (libpq keepalives and a 5 s connect timeout from spool.pg.db), closed after.
+    Raises PgUnavailable if the database cannot be reached or lacks the mailgate schema."""
+    import psycopg
+
+    from spool.pg import db as pgdb
+    dsn, at = cfg.spool.dsn, where(cfg.spool.dsn)
+
+    async def run():
+        async with await psycopg.AsyncConnection.connect(
+                pgdb.conninfo(dsn), autocommit=True, application_name="mailgate-cli") as conn:
+            await conn.execute("SET default_transaction_read_only = on")
+            return await fn(conn, *args)
+    try:
+        return asyncio.run(run())
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as e:
+        raise PgUnavailable(f"the PostgreSQL spool at {at} lacks (part of) the mailgate schema "
+                            f"({_scrub(e, dsn)}): start a gateway of this version once to migrate "
+                            "it") from None
+    except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as e:
+        raise PgUnavailable(f"cannot reach the PostgreSQL spool at {at}: "
+                            f"{type(e).__name__}: {_scrub(e, dsn)}") from None

@@ -1,0 +1,107 @@
+"""The CLI on a PostgreSQL spool: `mailgate queue list|show` read the shared queue (as processes,
+against messages committed and moved by PgSpool), and every command that needs the SQLite spool
+refuses with exit 2 naming spool.backend, without creating a spool.db. Also doctor's disk check,
+which must not open a SQLite spool beside a cluster."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from gateway import config as config_mod
+from gateway.doctor_local import check_disk
+from spool import NewMessage, QueueState, RcptState
+from spool.pg import PgSpool
+from spool.transitions import RcptOutcome
+from tests.support.cli import mailgate, pg_config
+
+
+async def seed(dsn: str) -> dict[str, str]:
+    """Three messages by node gw-a: 'queued' (incoming, 2 recipients), 'deferred' (one soft
+    failure), 'delivered'. Returns {name: queue ID}."""
+    a = await PgSpool.open(dsn, node="gw-a")
+    try:
+        ids = {"queued": await a.commit(NewMessage(
+                   mail_from="alice@remote.test", rcpt_tos=("bob@example.com", "carol@example.com"),
+                   data=b"Subject: first\r\nFrom: alice@remote.test\r\n\r\nbody one\r\n",
+                   client_addr="192.0.2.7", client_helo="mx.remote.test"))}
+        for name in ("deferred", "delivered"):
+            ids[name] = await a.commit(NewMessage(mail_from="", rcpt_tos=(f"{name}@example.com",),
+                                                  data=f"Subject: {name}\r\n\r\nx\r\n".encode()))
+        claims = {c.queue_id: c for c in await a.claim_due(10)}
+        soft = RcptOutcome(0, RcptState.PENDING, 451, "4.4.1 try later", "mx.example.com")
+        await a.record_attempt(ids["deferred"], [soft], time.time() + 3600,
+                               token=claims[ids["deferred"]].token)
+        ok = RcptOutcome(0, RcptState.DELIVERED, 250, "ok", "mx.example.com")
+        await a.record_attempt(ids["delivered"], [ok], time.time(),
+                               token=claims[ids["delivered"]].token)
+        await a.move(ids["queued"], QueueState.ACTIVE, QueueState.INCOMING,
+                     token=claims[ids["queued"]].token)
+        return ids
+    finally:
+        await a.close()
+
+
+def test_queue_list_and_show_read_the_postgresql_queue(pg_dsn, tmp_path):
+    ids = asyncio.run(seed(pg_dsn))
+    cfg = pg_config(tmp_path, pg_dsn)
+    out = mailgate(cfg, "queue", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    listed = {m["queue_id"]: m for m in json.loads(out.stdout)}
+    assert set(listed) == {ids["queued"], ids["deferred"]}          # terminal ones left out
+    q = listed[ids["queued"]]
+    assert (q["state"], q["mail_from"], q["attempts"]) == ("incoming", "alice@remote.test", 0)
+    assert q["recipients"] == [{"address": "bob@example.com", "state": "pending"},
+                               {"address": "carol@example.com", "state": "pending"}]
+    d = listed[ids["deferred"]]
+    assert (d["state"], d["attempts"], d["last_error"]) == ("deferred", 1, "451 4.4.1 try later")
+    assert abs(q["arrived_at"] - time.time()) < 60
+
+    every = json.loads(mailgate(cfg, "queue", "list", "--all", "--json").stdout)
+    assert [m["queue_id"] for m in every] == [ids["queued"], ids["deferred"], ids["delivered"]]
+    assert every[2]["state"] == "delivered"
+
+    text = mailgate(cfg, "queue", "list")
+    assert text.returncode == 0
+    assert ids["queued"] in text.stdout and "<alice@remote.test>" in text.stdout
+    assert text.stdout.splitlines()[-1].startswith("-- ")
+    assert "incoming: 1" in text.stdout and "deferred: 1" in text.stdout \
+        and "delivered: 1" in text.stdout
+
+    show = mailgate(cfg, "queue", "show", ids["queued"])
+    assert show.returncode == 0, show.stderr
+    assert f"queue_id:     {ids['queued']}" in show.stdout
+    assert "client:       192.0.2.7 (mx.remote.test)" in show.stdout
+    assert "rcpt:         carol@example.com [pending]" in show.stdout
+    assert "Subject: first" in show.stdout and "body one" not in show.stdout   # headers only
+    gone = mailgate(cfg, "queue", "show", "NOSUCHID0000000")
+    assert gone.returncode == 1 and "no such message" in gone.stderr
+    assert not (tmp_path / "data").exists()          # no SQLite spool was made beside it
+
+
+REFUSED = [("queue", "hold", "X"), ("queue", "release", "X"), ("queue", "delete", "X"),
+           ("queue", "flush"), ("admins", "list"), ("users", "list"), ("continuity", "status"),
+           ("probes",), ("mailbox", "list", "bob@example.com"), ("drill", "status")]
+
+
+@pytest.mark.parametrize("argv", REFUSED, ids=lambda a: " ".join(a))
+def test_commands_that_need_sqlite_refuse_on_postgresql(argv, tmp_path):
+    # the DSN need not answer: the refusal comes before any connection
+    cfg = pg_config(tmp_path, "host=127.0.0.1 port=1 dbname=mail user=gw")
+    out = mailgate(cfg, *argv)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert 'spool.backend = "postgresql"' in out.stderr and str(cfg) in out.stderr
+    assert f"'mailgate {argv[0]}" in out.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_doctor_disk_check_opens_no_sqlite_spool_on_postgresql(tmp_path):
+    (tmp_path / "data").mkdir()
+    cfg = config_mod.load(pg_config(tmp_path, "host=127.0.0.1 port=1 dbname=mail user=gw"),
+                          check_files=False)
+    [c] = check_disk(cfg)
+    assert 'spool volume not checked: spool.backend = "postgresql"' in c.detail
+    assert list((tmp_path / "data").iterdir()) == []
