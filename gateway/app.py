@@ -19,7 +19,7 @@ from gateway.delivery.transport import SmtpTransport
 from gateway.health.roundtrip_probe import ProbeMailbox
 from gateway.intake.handler import IntakeHandler
 from gateway.intake.server import IntakeServer
-from gateway.retry import supervise
+from gateway.retry import FaultLog, supervise
 from gateway.router import Router
 from policies.directory import DirectoryWatcher
 from policies.rcpt_chain import RcptContext
@@ -113,6 +113,9 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
                 ]
             if keeper is not None:
                 helpers.append(tg.create_task(supervise("journal", keeper.run, log), name="journal"))
+            if spool.shared:      # `mailgate cluster status` shows each node's last heartbeat
+                helpers.append(tg.create_task(supervise("heartbeat", lambda: _heartbeat(
+                    spool, log), log), name="heartbeat"))
             if webmail is not None and cfg.webmail.copy_sent_on_recovery:
                 from webmail import sent_copies
                 helpers.append(tg.create_task(supervise("sent_copies", lambda: sent_copies.run(
@@ -138,6 +141,24 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
         await transport.close()
         await spool.close()
         log.info("stopped", **dict(qmgr.stats))
+
+
+HEARTBEAT_INTERVAL = 5.0    # seconds between a node's heartbeats on a shared spool
+
+
+async def _heartbeat(spool, log) -> None:
+    """Stamp this node's row every HEARTBEAT_INTERVAL s; a failing database is logged once per
+    distinct error (gateway.retry.FaultLog) and tried again at the next beat."""
+    from gateway import __version__
+    faults = FaultLog(log, "heartbeat_failed")
+    while True:
+        try:
+            await spool.heartbeat(__version__)
+        except Exception as e:
+            faults.failed(e)
+        else:
+            faults.recovered()
+        await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
 def _admin_server(cfg: Config, spool, qmgr, intake, controller, runner, log, journal=None):

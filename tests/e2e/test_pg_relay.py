@@ -10,6 +10,7 @@ Assertions are on what the sink received and on the database's rows.
 """
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 import threading
@@ -19,6 +20,7 @@ from collections import Counter
 import psycopg
 import pytest
 
+from gateway import __version__
 from tests.conftest import config_toml
 from tests.support import postgres as pg
 from tests.support.peers import GatewayProc, free_port, wait_for
@@ -166,6 +168,14 @@ def test_kill_9_of_one_gateway_loses_no_acknowledged_message(peers, tmp_path, ds
     assert "claims_requeued" in gws["gw2"].log_text() or stats["claims"] == 0
     owners = dict(rows(dsn, "SELECT node, count(*) FROM messages GROUP BY node"))
     assert owners.get("gw1", 0) >= 1 and owners.get("gw2", 0) >= 1, owners
+    # the survivor's heartbeat is fresh and carries its version; the dead node's is not renewed
+    out = json.loads(gws["gw2"].cli("cluster", "status", "--json").stdout)
+    nodes = {n["name"]: n for n in out["nodes"]}
+    assert set(nodes) == {"gw1", "gw2"} and nodes["gw2"]["version"] == __version__, nodes
+    since_kill = time.monotonic() - stats["t_kill"]
+    assert nodes["gw2"]["seconds_since_seen"] < 12, nodes          # beats every 5 s
+    assert nodes["gw1"]["seconds_since_seen"] > since_kill - 6, (since_kill, nodes)
+    assert nodes["gw1"]["claims_held"] == 0, nodes      # gw2 took them back
     print(f"\nkill -9: {stats['claims']} claims held by gw1, {uncertain} unanswered sessions, "
           f"{dups} duplicates, all delivered {t_all:.1f} s after the kill")
 
