@@ -203,3 +203,56 @@ async def test_next_due_at_and_scheduling(qspool):
 async def test_counts_lists_every_state(qspool):
     counts = await qspool.counts()
     assert counts == {s.value: 0 for s in QueueState}
+
+
+async def test_message_size_is_the_committed_size(qspool):
+    m = msg(7)
+    await qspool.commit(m)
+    assert await qspool.message_size(m.queue_id) == len(m.data)
+    assert await qspool.message_size("NOSUCHID") is None
+
+
+async def test_record_delivered_writes_delivered_recipients_early_under_the_claim(qspool):
+    m = msg(8, rcpts=("bob@example.com", "carol@example.com"))
+    await qspool.commit(m)
+    (c,) = await qspool.claim_due(10)
+    carol_later = RcptOutcome(1, RcptState.PENDING, 451, "4.7.1 later", "mx")
+    assert await qspool.record_delivered(m.queue_id, [DELIVERED, carol_later], token=c.token) == 1
+    got = await qspool.get(m.queue_id)
+    assert got.state is QueueState.ACTIVE          # the attempt has not ended
+    assert [r.state for r in got.recipients] == [RcptState.DELIVERED, RcptState.PENDING]
+    assert got.recipients[0].reply_code == 250
+    # written once: the same outcome again changes nothing
+    assert await qspool.record_delivered(m.queue_id, [DELIVERED], token=c.token) == 0
+    # under a stale token nothing is written and the refusal is counted
+    await qspool.move(m.queue_id, QueueState.ACTIVE, QueueState.DEFERRED, token=c.token)
+    before = qspool.stale_claims
+    with pytest.raises(StaleClaim):
+        await qspool.record_delivered(m.queue_id, [RcptOutcome(1, RcptState.DELIVERED, 250, "ok",
+                                                               "mx")], token=c.token)
+    assert qspool.stale_claims == before + 1
+    assert (await qspool.get(m.queue_id)).recipients[1].state is RcptState.PENDING
+
+
+async def test_purge_finished_deletes_only_old_finished_messages_in_batches(qspool):
+    done = []
+    for i in range(5):
+        m = msg(20 + i)
+        await qspool.commit(m)
+        done.append(m.queue_id)
+    waiting = msg(30)
+    await qspool.commit(waiting)
+    claims = [c for c in await qspool.claim_due(10) if c.queue_id in done]
+    for c in claims:
+        await qspool.record_attempt(c.queue_id, [DELIVERED], time.time(), token=c.token)
+    assert await qspool.purge_finished(time.time() - 3600) == 0      # none is an hour old
+    await asyncio.sleep(0.05)
+    assert await qspool.purge_finished(time.time(), limit=3) == 3     # a batch at most
+    assert await qspool.purge_finished(time.time(), limit=3) == 2
+    assert await qspool.purge_finished(time.time(), limit=3) == 0
+    assert [await qspool.get(q) for q in done] == [None] * 5
+    assert (await qspool.get(waiting.queue_id)).state is QueueState.ACTIVE   # not finished: kept
+
+
+async def test_shared_says_whether_other_nodes_may_requeue_expired_claims(qspool):
+    assert qspool.shared is (type(qspool).__name__ == "PgSpool")
