@@ -1,0 +1,70 @@
+"""The [spool] section (gateway/config_spool.py): backends, the DSN, the node name, and the keys
+a PostgreSQL spool cannot run with yet, each refused with the file and the key named; and
+``mailgate check-config`` on such a file as a process (exit 2, no traceback)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load, parse
+from gateway.config_spool import node_name
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_OK = {"spool": {"backend": "postgresql", "dsn": "host=db1 dbname=mailgate user=mailgate",
+                   "node": "mx1"},
+         "continuity": {"mode": "off"}, "webmail": {"enabled": False}}
+
+
+def test_the_default_is_sqlite_named_by_hostname():
+    cfg = parse({"server": {"hostname": "mx9.example.com"}}, "t.toml")
+    assert cfg.spool.backend == "sqlite" and cfg.spool.dsn == ""
+    assert node_name(cfg) == "mx9.example.com"
+
+
+def test_a_complete_postgresql_spool_is_accepted():
+    cfg = parse(PG_OK, "t.toml")
+    assert (cfg.spool.backend, node_name(cfg), cfg.spool.pool_size) == ("postgresql", "mx1", 10)
+
+
+@pytest.mark.parametrize("change, key, words", [
+    ({"spool": {"backend": "postgresql", "dsn": ""}}, "spool.dsn", "required"),
+    ({"spool": {"backend": "postgresql", "dsn": "host=db1 ==="}}, "spool.dsn", "not a libpq"),
+    ({"spool": {"backend": "mysql", "dsn": "x"}}, "spool.backend", "'sqlite' or 'postgresql'"),
+    ({"spool": {"backend": "sqlite", "dsn": "host=db1"}}, "spool.dsn", "only used with"),
+    ({"continuity": {"mode": "automatic"}}, "continuity.mode", 'must be "off"'),
+    ({"webmail": {"enabled": True}}, "webmail.enabled", "must be false"),
+    ({"spool": {"backend": "postgresql", "dsn": "host=db1", "pool_size": 1}}, "spool.pool_size",
+     "greater than or equal to 2"),
+    ({"delivery": {"claim_ttl": 1.0}}, "delivery.claim_ttl", "greater than or equal to 5"),
+])
+def test_a_bad_spool_setting_names_the_file_and_key(change, key, words):
+    raw = {k: dict(v) for k, v in PG_OK.items()}
+    for section, keys in change.items():
+        raw[section] = {**raw.get(section, {}), **keys} if section != "spool" else dict(keys)
+    with pytest.raises(ConfigError) as e:
+        parse(raw, "deploy/mailgate.toml")
+    line = next(ln for ln in str(e.value).splitlines() if f": {key}: " in ln)
+    assert line.startswith(f"deploy/mailgate.toml: {key}: ") and words in line, str(e.value)
+
+
+def test_the_password_of_a_bad_dsn_is_not_in_the_error():
+    raw = {**PG_OK, "spool": {"backend": "postgresql", "dsn": "host=db1 password=s3cr3t ==="}}
+    with pytest.raises(ConfigError) as e:
+        parse(raw, "t.toml")
+    assert "s3cr3t" not in str(e.value)
+
+
+def test_check_config_refuses_a_postgresql_spool_with_continuity_on(tmp_path):
+    f = tmp_path / "mailgate.toml"
+    f.write_text('[spool]\nbackend = "postgresql"\ndsn = "host=127.0.0.1 dbname=x"\n')
+    run = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(f), "check-config"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"{f}: continuity.mode: must be \"off\"" in run.stderr
+    assert f"{f}: webmail.enabled: must be false" in run.stderr
+    assert "Traceback" not in run.stderr
+    with pytest.raises(ConfigError):
+        load(f)
