@@ -33,6 +33,9 @@ class SpoolConfig(BaseModel):
     pool_size: int = Field(10, ge=2, le=200)            # postgresql: connections per gateway
     connect_timeout: float = Field(5.0, gt=0, le=120)   # postgresql: seconds to get a connection
     #   (after that an SMTP client gets 451 4.3.0; the pool keeps trying in the background)
+    operation_timeout: float = Field(30.0, gt=0, le=600)   # postgresql: seconds one operation
+    #   (a group commit, a claim, a read) may take; beyond it the database counts as cut off
+    #   (a partition without a TCP reset): 451 4.3.0, the connection is dropped and replaced
 
 
 def node_name(cfg: "Config") -> str:

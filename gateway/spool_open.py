@@ -34,7 +34,7 @@ async def open_spool(cfg: Config, log=None, stop: asyncio.Event | None = None):
     while True:
         try:
             return await PgSpool.open(s.dsn, node=node, max_size=s.pool_size,
-                                      timeout=s.connect_timeout)
+                                      timeout=s.connect_timeout, op_timeout=s.operation_timeout)
         except SpoolError as e:
             if log is None or (stop is not None and stop.is_set()):
                 raise

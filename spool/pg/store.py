@@ -11,7 +11,12 @@ Errors: the database unreachable or failing (psycopg.OperationalError: connectio
 lost, server shut down, pool timeout after ``timeout`` s, disk full, deadlock) raises the same
 spool.store.SpoolError the SQLite spool raises (``full`` for disk full), so intake answers
 451 4.3.0; nothing of that batch is acknowledged. The pool replaces broken connections, so the
-spool works again by itself when the database is back. A write under a stale claim token raises
+spool works again by itself when the database is back. Every operation is also bounded by
+``op_timeout`` seconds on this side (asyncio.wait_for): a database cut off without a TCP reset
+(a partition, a hung server) would otherwise hold a write until the kernel gives up on the
+socket; past the bound the operation raises SpoolError, its connection is closed by the pool
+(psycopg discards a connection returned mid-query), and what it had sent may or may not have
+been committed (the caller answered 4xx: a retry may duplicate, never lose). A write under a stale claim token raises
 StaleClaim (counted in ``stale_claims``); a fenced write under a lost lease raises LeaseLost
 (counted in ``fenced_refused``); neither is retried here.
 """
@@ -56,6 +61,8 @@ async def _ping(conn) -> None:
 def _spool_error(what: str, e: BaseException) -> SpoolError:
     if isinstance(e, SpoolError):
         return e
+    if isinstance(e, TimeoutError):
+        return SpoolError(f"{what}: no answer from the database within the operation timeout")
     return SpoolError(f"{what}: {type(e).__name__}: {str(e).strip()[:300]}", full=_db.disk_full(e))
 
 
@@ -72,6 +79,8 @@ class PgSpool:
         self.batched_ops = 0
         self.stale_claims = 0
         self.fenced_refused = 0
+        #: Seconds any one operation (a transaction, a read, a group commit) may take.
+        self.op_timeout = 30.0
         #: Several nodes share this storage: expired claims are returned by any node's qmgr.
         self.shared = True
         #: Crash recovery at open (the SQLite spool's); none here: expired claims come back.
@@ -79,14 +88,16 @@ class PgSpool:
 
     @classmethod
     async def open(cls, dsn: str, *, node: str, min_size: int = 2, max_size: int = 10,
-                   timeout: float = 5.0) -> "PgSpool":
+                   timeout: float = 5.0, op_timeout: float = 30.0) -> "PgSpool":
         """Connect (waiting at most ``timeout`` s), migrate, register ``node`` (its tag in queue
-        IDs), start the writer. Raises SpoolError if the database cannot be reached or used,
-        ValueError for an empty node name."""
+        IDs), start the writer. Each later operation is bounded by ``op_timeout`` s. Raises
+        SpoolError if the database cannot be reached or used, ValueError for an empty node
+        name."""
         if not node:
             raise ValueError("a PostgreSQL spool needs a node name")
         pool = _db.make_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout)
         self = cls(dsn, node, pool)
+        self.op_timeout = op_timeout
         try:
             await pool.open(wait=True, timeout=timeout)
             async with pool.connection() as conn:
@@ -216,22 +227,26 @@ class PgSpool:
     # -- plumbing ------------------------------------------------------------------------------
     async def transaction(self, fn: Op, *args: Any) -> Any:
         """``await fn(conn, *args)`` in a transaction of its own, committed before returning."""
-        try:
+        async def run():
             async with self.pool.connection() as conn:
                 async with conn.transaction():
                     return await fn(conn, *args)
+        try:
+            return await asyncio.wait_for(run(), self.op_timeout)
         except Exception as e:
-            if _db.storage_failure(e):
+            if _db.storage_failure(e) or isinstance(e, TimeoutError):
                 raise _spool_error("spool transaction failed", e) from e
             raise
 
     async def read(self, fn: Op, *args: Any) -> Any:
         """``await fn(conn, *args)`` on a pooled connection (autocommit)."""
-        try:
+        async def run():
             async with self.pool.connection() as conn:
                 return await fn(conn, *args)
+        try:
+            return await asyncio.wait_for(run(), self.op_timeout)
         except Exception as e:
-            if _db.storage_failure(e):
+            if _db.storage_failure(e) or isinstance(e, TimeoutError):
                 raise _spool_error("spool read failed", e) from e
             raise
 
@@ -259,18 +274,7 @@ class PgSpool:
     async def _run_batch(self, batch: list) -> None:
         results: list = []
         try:
-            async with self.pool.connection() as conn, conn.pipeline():
-                async with conn.transaction():
-                    for fn, args, fut in batch:
-                        try:
-                            async with conn.transaction():     # a savepoint per operation
-                                r = await fn(conn, *args)
-                        except Exception as e:
-                            if _db.storage_failure(e):
-                                raise
-                            results.append((fut, None, e))
-                        else:
-                            results.append((fut, r, None))
+            await asyncio.wait_for(self._commit_batch(batch, results), self.op_timeout)
         except Exception as e:
             err = _spool_error("spool commit failed", e)
             results = [(fut, None, err) for _fn, _args, fut in batch]
@@ -283,6 +287,21 @@ class PgSpool:
                 fut.set_exception(e)
             else:
                 fut.set_result(r)
+
+    async def _commit_batch(self, batch: list, results: list) -> None:
+        """One transaction with a savepoint per operation; appends (future, result, error)."""
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                for fn, args, fut in batch:
+                    try:
+                        async with conn.transaction():     # a savepoint per operation
+                            r = await fn(conn, *args)
+                    except Exception as e:
+                        if _db.storage_failure(e):
+                            raise
+                        results.append((fut, None, e))
+                    else:
+                        results.append((fut, r, None))
 
 
 __all__ = ["PgSpool", "LEASE_TTL"]
