@@ -2,7 +2,8 @@
 router, resolver and SMTP transport, and a real sink process: an internal error in one chunk of
 an attempt (here: a recipient domain the resolver refuses as a route, ValueError) must not discard
 what the other chunks delivered, counts as an attempt, and ends in a bounce at the queue lifetime.
-Also ``_status_of``: an enhanced status RFC 3463 does not allow becomes the class default."""
+Also ``status_of`` (gateway.delivery.outcome): an enhanced status RFC 3463 does not allow becomes
+the class default."""
 from __future__ import annotations
 
 import asyncio
@@ -15,12 +16,12 @@ import pytest
 
 from gateway.app import build_resolver
 from gateway.config import parse
-from gateway.delivery.qmgr import QueueManager, _status_of
+from gateway.delivery.outcome import status_of
+from gateway.delivery.qmgr import QueueManager
 from gateway.delivery.transport import SmtpTransport
 from gateway.logs import make_logger
 from gateway.router import Router
 from spool import NewMessage, QueueState, RcptState, Spool
-from tests.support.peers import wait_for
 
 SENDER = "alice@example.com"
 RCPTS = ("bob@example.com", "x@-weird.test", "carol@example.com")
@@ -109,7 +110,7 @@ async def _dsns(sink):
     (None, "connect failed", "4.0.0"),
 ])
 def test_status_of_keeps_only_rfc_3463_codes(code, text, status):
-    assert _status_of(code, text) == status
+    assert status_of(code, text) == status
 
 
 async def test_each_chunk_is_recorded_as_soon_as_it_completes(peers, tmp_path):

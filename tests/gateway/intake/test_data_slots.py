@@ -1,4 +1,4 @@
-"""The global DATA slot limit (smtp.max_concurrent_data, gateway.intake.server.DataSlots) on the
+"""The global DATA slot limit (smtp.max_concurrent_data, gateway.intake.limits.DataSlots) on the
 real intake in-process: IntakeServer + IntakeHandler over a real Spool in tmp_path, driven by raw
 SMTP clients over TCP (asyncio streams, the server in the same loop). A session over the limit
 waits for a slot after its DATA command (no 354, no refusal), and once a slot frees it gets its

@@ -12,7 +12,8 @@ from aiosmtpd.smtp import SMTP
 
 from gateway import config as config_mod
 from gateway.intake import fastinit
-from gateway.intake.server import ConnectionLimits, DataSlots, GatewaySMTP, IntakeServer
+from gateway.intake.limits import ConnectionLimits, DataSlots
+from gateway.intake.server import GatewaySMTP, IntakeServer
 
 
 class Handler:
