@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile

@@ -260,8 +260,8 @@ def main() -> None:
         q = statistics.quantiles(v, n=10)[-1] if len(v) > 10 else max(v)
         print(f"| {name} | {len(v)} | {statistics.median(v):.3f} | {q:.3f} | {max(v):.3f} |")
     print()
-    print(f"| concurrent webmail users | seconds | requests | req/s | p50 ms | p90 ms | errors | "
-          f"RSS before MiB | RSS peak MiB | VmHWM MiB |")
+    print("| concurrent webmail users | seconds | requests | req/s | p50 ms | p90 ms | errors | "
+          "RSS before MiB | RSS peak MiB | VmHWM MiB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {a.users} | {a.seconds:.0f} | {load['requests']} | {load['rps']:.1f} | {load['p50_ms']:.1f} | "
           f"{load['p90_ms']:.1f} | {load['errors']} | {load['rss_before_mib']:.1f} | "

@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 
-from tests.conftest import ROOT, config_toml, fast_continuity
+from tests.conftest import ROOT, fast_continuity
 from tests.support.dnsserver import DnsServer
 from tests.support.peers import free_port, wait_for
 from tests.webmail.conftest import Recorder, browser, browser_page, start_webmail  # noqa: F401 (browser: fixture)

@@ -203,7 +203,7 @@ def test_trusted_network_with_host_bits_is_refused_at_load_not_at_serve(tmp_path
 
 
 def test_serve_with_an_open_relay_network_exits_2_without_a_traceback(tmp_path):
-    p = write(tmp_path, f'[server]\ndata_dir = "d"\n[relay]\ntrusted_networks = ["0.0.0.0/0"]\n')
+    p = write(tmp_path, '[server]\ndata_dir = "d"\n[relay]\ntrusted_networks = ["0.0.0.0/0"]\n')
     out = _cli("--config", str(p), "serve")
     assert out.returncode == EXIT_CONFIG_ERROR, out
     assert f"{p}: relay.trusted_networks[0]:" in out.stderr and "Traceback" not in out.stderr

@@ -26,9 +26,9 @@ def test_spool_states():
 
 def test_spool_methods():
     public = sorted(n for n in dir(Spool) if not n.startswith("_"))
-    assert public == ["claim_due", "close", "commit", "counts", "get", "move", "new_queue_id",
-                      "next_due_at", "open", "ping", "read", "record_attempt", "renew",
-                      "requeue_expired", "write"]
+    assert public == ["claim_due", "close", "commit", "counts", "get", "message_size", "move",
+                      "new_queue_id", "next_due_at", "open", "ping", "purge_finished", "read",
+                      "record_attempt", "record_delivered", "renew", "requeue_expired", "write"]
     sig = {n: list(inspect.signature(getattr(Spool, n)).parameters) for n in public}
     assert sig["open"] == ["path", "recover"]
     assert sig["commit"] == ["self", "msg"]
@@ -36,7 +36,7 @@ def test_spool_methods():
     assert sig["get"] == ["self", "queue_id", "with_data"]
     assert sig["claim_due"][:2] == ["self", "limit"]
     for name in ("open", "close", "commit", "claim_due", "record_attempt", "move", "get", "counts",
-                 "renew", "requeue_expired"):
+                 "renew", "requeue_expired", "message_size", "record_delivered", "purge_finished"):
         assert inspect.iscoroutinefunction(getattr(Spool, name)), name
 
 
