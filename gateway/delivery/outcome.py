@@ -61,6 +61,7 @@ class OutcomeRecorder:
             try:
                 dsn = NewMessage(
                     mail_from="", rcpt_tos=(msg.mail_from,), is_dsn=True,
+                    queue_id=self.spool.new_queue_id(),     # with the node tag on a shared spool
                     smtputf8=not msg.mail_from.isascii(),   # a non-ASCII sender: RFC 6533 §3
                     data=build_dsn(reporting_mta=self.cfg.server.hostname,
                                    original_mail_from=msg.mail_from, original_queue_id=msg.queue_id,
