@@ -81,6 +81,7 @@ class PgSpool:
         self.fenced_refused = 0
         #: Seconds any one operation (a transaction, a read, a group commit) may take.
         self.op_timeout = 30.0
+        self._late: set[asyncio.Task] = set()     # operations past op_timeout, still ending
         #: Several nodes share this storage: expired claims are returned by any node's qmgr.
         self.shared = True
         #: Crash recovery at open (the SQLite spool's); none here: expired claims come back.
@@ -232,7 +233,7 @@ class PgSpool:
                 async with conn.transaction():
                     return await fn(conn, *args)
         try:
-            return await asyncio.wait_for(run(), self.op_timeout)
+            return await self._bounded(run())
         except Exception as e:
             if _db.storage_failure(e) or isinstance(e, TimeoutError):
                 raise _spool_error("spool transaction failed", e) from e
@@ -244,7 +245,7 @@ class PgSpool:
             async with self.pool.connection() as conn:
                 return await fn(conn, *args)
         try:
-            return await asyncio.wait_for(run(), self.op_timeout)
+            return await self._bounded(run())
         except Exception as e:
             if _db.storage_failure(e) or isinstance(e, TimeoutError):
                 raise _spool_error("spool read failed", e) from e
@@ -274,7 +275,7 @@ class PgSpool:
     async def _run_batch(self, batch: list) -> None:
         results: list = []
         try:
-            await asyncio.wait_for(self._commit_batch(batch, results), self.op_timeout)
+            await self._bounded(self._commit_batch(batch, results))
         except Exception as e:
             err = _spool_error("spool commit failed", e)
             results = [(fut, None, err) for _fn, _args, fut in batch]
@@ -287,6 +288,25 @@ class PgSpool:
                 fut.set_exception(e)
             else:
                 fut.set_result(r)
+
+    async def _bounded(self, coro) -> Any:
+        """``await coro`` for at most ``op_timeout`` s, else TimeoutError. A late operation is
+        cancelled but not waited for: its clean-up (a ROLLBACK on a connection nobody answers)
+        may need the network that is gone, and asyncio.wait_for would wait for it. It ends
+        when its socket does (keepalives, tcp_user_timeout) or the database answers again, and
+        its connection goes back to the pool, which discards it."""
+        task = asyncio.ensure_future(coro)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.op_timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+            raise TimeoutError(f"no answer within {self.op_timeout:g} s")
+        return task.result()
 
     async def _commit_batch(self, batch: list, results: list) -> None:
         """One transaction with a savepoint per operation; appends (future, result, error)."""

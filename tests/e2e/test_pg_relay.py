@@ -3,6 +3,10 @@
 - kill -9 of one gateway mid-stream: every message that got a 250 reaches the sink; the dead
   node's claimed mail is delivered by the other within the claim TTL; duplicates are bounded
   by what the dead node had in flight (its claims, and sessions it never answered).
+- a partition between a gateway and PostgreSQL (a proxy that keeps the sockets and passes no
+  byte): intake answers 4xx within the operation timeout, the node sends no final dot once its
+  claims' local deadlines have passed, and after the heal it takes and delivers mail again by
+  itself;
 - ``pg_ctl stop -m immediate`` during intake: clients get only 4xx while it is down, never a
   250 or a 5xx; after the restart every 250 is in the database and reaches the sink.
 
@@ -23,6 +27,7 @@ import pytest
 from gateway import __version__
 from tests.conftest import config_toml
 from tests.support import postgres as pg
+from tests.support.partition import PartitionProxy
 from tests.support.peers import GatewayProc, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e,
@@ -61,13 +66,13 @@ def _up(cluster) -> bool:
 
 
 def gateway_toml(node: str, port: int, sink_port: int, workdir, dsn: str,
-                 connect_timeout: float = 5.0) -> str:
+                 connect_timeout: float = 5.0, operation_timeout: float = 30.0) -> str:
     toml = config_toml(port=port, data_dir=workdir / "data", smarthost=f"[127.0.0.1]:{sink_port}",
                        minimal_backoff=1.0, maximal_backoff=2.0)
     toml = toml.replace('hostname = "gw.test"', f'hostname = "{node}.test"')
     toml = toml.replace("[delivery]\n", f"[delivery]\nclaim_ttl = {CLAIM_TTL}\n")
     return toml + (f'[spool]\nbackend = "postgresql"\ndsn = "{dsn}"\nnode = "{node}"\n'
-                   f"connect_timeout = {connect_timeout}\n")
+                   f"connect_timeout = {connect_timeout}\noperation_timeout = {operation_timeout}\n")
 
 
 def message(n: int) -> bytes:
@@ -223,3 +228,64 @@ def test_postgresql_restart_during_intake_gives_only_4xx_and_loses_nothing(
     assert "spool_commit_failed" in gw.log_text()
     print(f"\npg_ctl stop -m immediate: {len(during)} sessions while down, "
           f"{Counter(during)}; {len(acked)} acknowledged, all delivered")
+
+
+def test_a_gateway_cut_off_from_postgresql_answers_4xx_stops_delivering_and_rejoins(
+        peers, tmp_path, dsn):
+    sink = peers.sink("127.0.0.1", None, "exchange", "--data-delay", "0.3")
+    params = dict(psycopg.conninfo.conninfo_to_dict(dsn))
+    proxy = PartitionProxy(int(params["port"]))
+    try:
+        via = psycopg.conninfo.make_conninfo("", **{**params, "port": str(proxy.port)})
+        port = free_port()
+        gw = GatewayProc(tmp_path / "gw1", gateway_toml("gw1", port, sink.port, tmp_path / "gw1",
+                                                        via, connect_timeout=2.0,
+                                                        operation_timeout=3.0), port)
+        peers.procs.append(gw)
+        gw.start()
+        log: list[tuple[int, int, float, float, bool]] = []   # (n, code, start, end, cut)
+        stop, cut = threading.Event(), threading.Event()
+
+        def client(k: int):
+            n = k * 100_000
+            while not stop.is_set():
+                was_cut, t0 = cut.is_set(), time.monotonic()
+                code = send(port, n)
+                log.append((n, code, t0, time.monotonic(), was_cut))
+                n += 1
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: sum(c == 250 for _n, c, *_ in log) >= 20, 60, what="20 messages")
+        proxy.cut()
+        cut.set()
+        t_cut = time.monotonic()
+        time.sleep(CLAIM_TTL + 1.5)
+        at_deadline = sink.count()          # claims' local deadlines have passed by now
+        time.sleep(6)
+        at_heal = sink.count()
+        during = [(c, end - start) for _n, c, start, end, was in log if was]
+        proxy.heal()
+        t_heal = time.monotonic()
+        wait_for(lambda: sum(c == 250 for _n, c, start, _e, _w in log if start > t_heal) >= 10,
+                 60, what="250s after the heal")
+        stop.set()
+        for t in threads:
+            t.join(60)
+        acked = {str(n) for n, c, *_ in log if c == 250}
+        got = wait_for(lambda: (c := subjects(sink)) and acked <= set(c) and c, 60,
+                       what="every acknowledged message at the sink")
+    finally:
+        proxy.close()
+    assert during, "no session ended during the partition"
+    assert all(400 <= c < 500 for c, _d in during), Counter(c for c, _d in during)
+    # each answered within the operation timeout (3 s) plus the pool's wait (2 s), with slack
+    assert max(d for _c, d in during) < 3.0 + 2.0 + 4.0, during
+    assert at_heal == at_deadline, (at_deadline, at_heal)     # no final dot past a deadline
+    assert acked <= set(got)
+    dups = sum(n - 1 for n in got.values() if n > 1)
+    print(f"\npartition: {len(during)} sessions during it ({Counter(c for c, _d in during)}), "
+          f"slowest {max(d for _c, d in during):.1f} s; sink {at_deadline} at the claims' "
+          f"deadline and {at_heal} at the heal; {len(acked)} acknowledged, {dups} duplicates; "
+          f"cut for {t_heal - t_cut:.1f} s")
