@@ -1,15 +1,17 @@
 """Which spool the CLI talks to: the one place that knows ``spool.backend`` for the commands.
 
 Commands that open the SQLite spool file (admins, continuity, probes, mailbox, drill, users,
-``alerts test``'s alert mail, the queue's changes, doctor's spool volume) call
+``alerts test``'s alert mail, doctor's spool volume) call
 ``refuse_unless_sqlite`` first: on a PostgreSQL spool they print one line naming
 ``spool.backend`` and exit 2, instead of creating an empty ``spool.db`` beside a cluster and
-reporting on it. Commands that do run on PostgreSQL (``cluster status``, ``queue list|show``)
-use ``on_postgresql``: one plain psycopg connection, read-only, never a PgSpool, so the CLI does
-not register itself as a node, migrate the schema or start a writer.
+reporting on it. Commands that do run on PostgreSQL (``cluster status``, ``queue list|show``,
+and the queue's changes ``queue flush|hold|release|delete``) use ``on_postgresql``: one plain
+psycopg connection (read-only unless asked otherwise), never a PgSpool, so the CLI does not
+register itself as a node, migrate the schema or start a writer.
 
-Errors: PgUnavailable (exit 1 in the commands) when the database cannot be reached or has no
-mailgate schema; its message names host:port/dbname, never the password.
+Errors: PgUnavailable (exit 1 in the commands) when the database cannot be reached, has no
+mailgate schema, or kept a row locked too long for a change; its message names host:port/dbname,
+never the password.
 """
 from __future__ import annotations
 
@@ -72,10 +74,13 @@ def _scrub(text: str, dsn: str) -> str:
     return line.replace(pw, "***") if pw else line
 
 
-def on_postgresql(cfg, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """``await fn(conn, *args)`` on a fresh read-only autocommit psycopg AsyncConnection to
-    ``spool.dsn`` (libpq keepalives and a 5 s connect timeout from spool.pg.db), closed after.
-    Raises PgUnavailable if the database cannot be reached or lacks the mailgate schema."""
+def on_postgresql(cfg, fn: Callable[..., Awaitable[Any]], *args: Any, read_only: bool = True) -> Any:
+    """``await fn(conn, *args)`` on a fresh autocommit psycopg AsyncConnection to ``spool.dsn``
+    (libpq keepalives and a 5 s connect timeout from spool.pg.db), closed after; read-only
+    unless ``read_only=False`` (the queue's changes: ``fn`` opens its own short transactions,
+    spool.pg.admin_ops). Raises PgUnavailable if the database cannot be reached, a row stays
+    locked past spool.pg.admin_ops.LOCK_TIMEOUT, or the mailgate schema is missing; other
+    exceptions of ``fn`` (InvalidTransition) pass through."""
     import psycopg
 
     from spool.pg import db as pgdb
@@ -84,7 +89,8 @@ def on_postgresql(cfg, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     async def run():
         async with await psycopg.AsyncConnection.connect(
                 pgdb.conninfo(dsn), autocommit=True, application_name="mailgate-cli") as conn:
-            await conn.execute("SET default_transaction_read_only = on")
+            if read_only:
+                await conn.execute("SET default_transaction_read_only = on")
             return await fn(conn, *args)
     try:
         return asyncio.run(run())
@@ -92,6 +98,9 @@ def on_postgresql(cfg, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         raise PgUnavailable(f"the PostgreSQL spool at {at} lacks (part of) the mailgate schema "
                             f"({_scrub(e, dsn)}): start a gateway of this version once to migrate "
                             "it") from None
+    except psycopg.errors.LockNotAvailable as e:
+        raise PgUnavailable(f"the PostgreSQL spool at {at} kept the message locked: "
+                            f"{_scrub(e, dsn)}; nothing changed, try again") from None
     except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as e:
         raise PgUnavailable(f"cannot reach the PostgreSQL spool at {at}: "
                             f"{type(e).__name__}: {_scrub(e, dsn)}") from None

@@ -8,8 +8,10 @@ becomes an operator hold); ``release`` adds the time on hold to ``held_seconds``
 against the queue lifetime): spool.continuity.operator_hold / operator_release.
 
 On a PostgreSQL spool (``spool.backend``) ``list`` and ``show`` read the shared queue through one
-read-only connection (spool.pg.inspect; exit 1 if it cannot be reached); the changes (flush,
-hold, release, delete) refuse with exit 2 until they run there (gateway.cli_backend).
+read-only connection (spool.pg.inspect); the changes run with the same semantics, messages and
+exit statuses, each one short transaction on one plain connection (spool.pg.admin_ops; an
+``active`` message is refused: a node holds its claim). Neither registers the CLI as a node, and
+neither needs a running gateway. Exit 1 if the database cannot be reached (gateway.cli_backend).
 """
 from __future__ import annotations
 
@@ -24,19 +26,69 @@ from spool.states import InvalidTransition
 
 
 def run(cfg, args) -> int:
-    if cli_backend.is_postgresql(cfg) and args.qcmd in ("list", "show"):
-        return _on_postgresql(cfg, args)
-    if (refused := cli_backend.refuse_unless_sqlite(cfg, f"mailgate queue {args.qcmd}")) is not None:
-        return refused
+    if cli_backend.is_postgresql(cfg):
+        try:
+            if args.qcmd in _CHANGES:
+                return _CHANGES[args.qcmd](_PgChanges(cfg), args)
+            return _on_postgresql(cfg, args)
+        except cli_backend.PgUnavailable as e:
+            print(f"mailgate: {e}", file=sys.stderr)
+            return 1
     conn = db.connect(cfg.spool_path)
     try:
+        if args.qcmd in _CHANGES:
+            return _CHANGES[args.qcmd](_SqliteChanges(conn), args)
         return _COMMANDS[args.qcmd](conn, args)
     finally:
         conn.close()
 
 
+class _SqliteChanges:
+    """The queue's changes on the SQLite spool, each one ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def hold(self, queue_id: str) -> None:
+        db.transaction(self.conn, lambda: hold_store.operator_hold(self.conn, queue_id, time.time()))
+
+    def release(self, queue_id: str) -> None:
+        db.transaction(self.conn, lambda: hold_store.operator_release(self.conn, queue_id, time.time()))
+
+    def delete(self, queue_id: str) -> bool:
+        return db.transaction(self.conn, lambda: transitions.delete_message(self.conn, queue_id))
+
+    def flush(self, queue_id: str | None) -> int:
+        return db.transaction(self.conn, lambda: transitions.flush(self.conn, queue_id))
+
+
+class _PgChanges:
+    """The same changes on a PostgreSQL spool (spool.pg.admin_ops), one connection each.
+    Raises cli_backend.PgUnavailable."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def _run(self, verb: str, *args):
+        from spool.pg import admin_ops  # psycopg only on a PostgreSQL spool
+        return cli_backend.on_postgresql(self.cfg, getattr(admin_ops, verb), *args, read_only=False)
+
+    def hold(self, queue_id: str) -> None:
+        self._run("hold", queue_id)
+
+    def release(self, queue_id: str) -> None:
+        self._run("release", queue_id)
+
+    def delete(self, queue_id: str) -> bool:
+        return self._run("delete", queue_id)
+
+    def flush(self, queue_id: str | None) -> int:
+        return self._run("flush", queue_id)
+
+
 def _on_postgresql(cfg, args) -> int:
-    """``queue list`` / ``queue show`` on a PostgreSQL spool (spool.pg.inspect), read-only."""
+    """``queue list`` / ``queue show`` on a PostgreSQL spool (spool.pg.inspect), read-only.
+    Raises cli_backend.PgUnavailable."""
     from spool.pg import inspect
 
     async def read(conn):
@@ -44,11 +96,7 @@ def _on_postgresql(cfg, args) -> int:
             return await inspect.get_message(conn, args.queue_id, True), None
         states = tuple(QueueState) if args.all else None
         return await inspect.list_messages(conn, states), await inspect.count_by_state(conn)
-    try:
-        got, counts = cli_backend.on_postgresql(cfg, read)
-    except cli_backend.PgUnavailable as e:
-        print(f"mailgate: {e}", file=sys.stderr)
-        return 1
+    got, counts = cli_backend.on_postgresql(cfg, read)
     if args.qcmd == "show":
         return _print_show(args.queue_id, got)
     return _print_list(got, counts, args.json)
@@ -106,10 +154,10 @@ def _print_show(queue_id: str, m) -> int:
     return 0
 
 
-def _move(change, dst, verb, done):
-    def cmd(conn, args) -> int:
+def _move(verb, done, dst):
+    def cmd(spool, args) -> int:
         try:
-            db.transaction(conn, lambda: change(conn, args.queue_id, time.time()))
+            getattr(spool, verb)(args.queue_id)
         except InvalidTransition as e:
             print(f"mailgate: {args.queue_id}: " + ("no such message" if e.actual is None
                   else f"cannot {verb}: message is {e.actual}"), file=sys.stderr)
@@ -119,9 +167,9 @@ def _move(change, dst, verb, done):
     return cmd
 
 
-def _delete(conn, args) -> int:
+def _delete(spool, args) -> int:
     try:
-        found = db.transaction(conn, lambda: transitions.delete_message(conn, args.queue_id))
+        found = spool.delete(args.queue_id)
     except InvalidTransition:
         print(f"mailgate: {args.queue_id}: being delivered right now; try again in a moment",
               file=sys.stderr)
@@ -133,14 +181,16 @@ def _delete(conn, args) -> int:
     return 0
 
 
-def _flush(conn, args) -> int:
-    n = db.transaction(conn, lambda: transitions.flush(conn, args.queue_id))
+def _flush(spool, args) -> int:
+    n = spool.flush(args.queue_id)
     print(f"flushed {n} message(s)")
     return 0 if n or args.queue_id is None else 1
 
 
-_COMMANDS = {
-    "list": _list, "show": _show, "delete": _delete, "flush": _flush,
-    "hold": _move(hold_store.operator_hold, QueueState.HOLD, "hold", "held"),
-    "release": _move(hold_store.operator_release, QueueState.INCOMING, "release", "released"),
+_COMMANDS = {"list": _list, "show": _show}
+#: The changes, written once against either backend's _SqliteChanges / _PgChanges.
+_CHANGES = {
+    "delete": _delete, "flush": _flush,
+    "hold": _move("hold", "held", QueueState.HOLD),
+    "release": _move("release", "released", QueueState.INCOMING),
 }
