@@ -20,7 +20,8 @@ e2e msg/s (load start → the sink has every message), ingress msg/s (load start
 250), final dot → 250 p50/p99 ms, CPU ms per message (utime+stime+cutime+cstime from
 /proc/PID/stat, deltas over the load) of the gateway processes, of PostgreSQL (the postmaster
 and all its children: backends, walwriter, checkpointer, ...) and of this client, and the load
-average at the run's start and end. The summary gives medians and the ratios B/A and C/B
+average at the run's start and end; on PostgreSQL also the database's transactions per message
+(pg_stat_database, warm-up and migrations included; autocommit statements count one each). The summary gives medians and the ratios B/A and C/B
 (median of the rounds' ratios).
 
 ``--pyspy S`` adds one more B run (not in the table; ``--n-spy`` messages, enough to outlast S
@@ -91,6 +92,15 @@ def tree_cpu_s(root: int) -> float:
 def postmaster_pid(cluster: pg.PgCluster) -> int:
     """The postmaster's PID (first line of postmaster.pid in the data directory)."""
     return int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+
+
+def db_xacts(cluster: pg.PgCluster, dbname: str) -> int | None:
+    """Transactions committed + rolled back in ``dbname`` (pg_stat_database; a backend's counts
+    are flushed when it exits, so call this after the gateways stopped)."""
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
+        row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                           "WHERE datname = %s", (dbname,)).fetchone()
+    return row[0] if row else None
 
 
 def port_free(port: int) -> bool:
@@ -198,8 +208,11 @@ def run(kind: str, rnd: int, cluster: pg.PgCluster, a, logdir: Path, spy_s: floa
         for gw in gws:
             stop(gw)
         sink.close()
+        xacts = None
         if kind != "A":
             try:
+                time.sleep(0.5)
+                xacts = db_xacts(cluster, dbname)
                 cluster.sql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
             except psycopg.Error as e:     # the cluster is destroyed at the end anyway
                 print(f"pg_relay: drop {dbname}: {e}", file=sys.stderr)
@@ -212,6 +225,7 @@ def run(kind: str, rnd: int, cluster: pg.PgCluster, a, logdir: Path, spy_s: floa
             "pg_cpu_ms_per_msg": round(pg_cpu * per, 3) if kind != "A" else None,
             "pg_cpu_ms_per_msg_idle": round(pg_cpu * per, 3) if kind == "A" else None,
             "client_cpu_ms_per_msg": round(client * per, 3),
+            "pg_xacts_per_msg": round(xacts / (n + warm), 2) if xacts else None,
             "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2),
             "time": time.strftime("%H:%M:%S"), "pyspy": bool(spy_s)}
 
@@ -235,7 +249,8 @@ def table(rows: list[dict]) -> str:
                    f"{r['client_cpu_ms_per_msg']:.2f} | {r['failed']} | "
                    f"{r['load_start']:.1f} → {r['load_end']:.1f} |")
     out += ["", ("| spool | runs | e2e msg/s | ingress msg/s | gateway CPU ms/msg | PostgreSQL CPU ms/msg |"
-                 " gateway + PostgreSQL CPU ms/msg | p50 / p99 ms |"), "|---|---:|---:|---:|---:|---:|---:|---|"]
+                 " gateway + PostgreSQL CPU ms/msg | PostgreSQL transactions/msg | p50 / p99 ms |"),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     names = {"A": "A: SQLite, 1 gateway", "B": "B: PostgreSQL, 1 gateway",
              "C": "C: PostgreSQL, 2 gateways"}
     for k in "ABC":
@@ -247,6 +262,7 @@ def table(rows: list[dict]) -> str:
                    f"{med(r['ingress_msg_s'] for r in rs):.0f} | "
                    f"{med(r['gw_cpu_ms_per_msg'] for r in rs):.2f} | {pgc:.2f} | "
                    f"{med(r['gw_cpu_ms_per_msg'] + (r['pg_cpu_ms_per_msg'] or 0) for r in rs):.2f} | "
+                   f"{'—' if k == 'A' else format(med(r['pg_xacts_per_msg'] for r in rs), '.1f')} | "
                    f"{med(r['p50_ms'] for r in rs):.1f} / {med(r['p99_ms'] for r in rs):.1f} |")
     by = {(r["kind"], r["round"]): r for r in rows}
 
