@@ -47,6 +47,7 @@ class GatewayCollector(Collector):
         yield c
         yield CounterMetricFamily("mailgate_dsn_sent", "Delivery status notifications queued since start",
                                   value=stats.get("dsn", 0))
+        yield from self._claims(stats)
         yield from self._journal(stats)
         intake = getattr(ctx, "intake", None)
         if intake is not None:
@@ -55,6 +56,23 @@ class GatewayCollector(Collector):
             yield from self._continuity(ctx.controller.status())
         if ctx.runner is not None:
             yield from self._probes(ctx.runner.latest())
+
+    @staticmethod
+    def _claims(stats: dict):
+        """Claims (issue 9): outcome writes refused because their claim was no longer current
+        (another node or an operator had the message), claims whose renewal was refused, and
+        other nodes' expired claims this node returned to the queue (a shared spool)."""
+        yield CounterMetricFamily("mailgate_stale_claim_writes",
+                                  "Delivery outcome writes refused since start because their "
+                                  "claim token was no longer current (nothing was written)",
+                                  value=stats.get("stale_claims", 0))
+        yield CounterMetricFamily("mailgate_claims_lost",
+                                  "Claims of deliveries in flight whose renewal was refused "
+                                  "since start", value=stats.get("claims_lost", 0))
+        yield CounterMetricFamily("mailgate_claims_requeued_messages",
+                                  "Messages whose expired claim this node returned to the "
+                                  "queue since start (a dead or paused node's deliveries)",
+                                  value=stats.get("claims_requeued", 0))
 
     def _journal(self, stats: dict):
         """The journal (continuity.journal = "all"): messages filed at delivery, filings that
