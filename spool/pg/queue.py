@@ -149,8 +149,15 @@ async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[Rc
     else:
         dst = QueueState.DELIVERED
     errors = [f"{o.code or ''} {o.text}".strip() for o in outcomes if o.state is not RcptState.DELIVERED]
-    await move(conn, queue_id, QueueState.ACTIVE, dst, next_attempt_at=next_attempt_at,
-               error=(errors[0][:500] if errors else ""))
+    error = errors[0][:500] if errors else ""
+    if token is not None:      # _current locked the row as active: no second look (a round trip)
+        await conn.execute("UPDATE messages SET state=%s, updated_at=clock_timestamp(),"
+                           f" next_attempt_at=clock_timestamp() + %s {SECS}, last_error=%s"
+                           " WHERE queue_id=%s AND state='active'",
+                           (dst.value, delay(next_attempt_at), error, queue_id))
+    else:
+        await move(conn, queue_id, QueueState.ACTIVE, dst, next_attempt_at=next_attempt_at,
+                   error=error)
     if dst is QueueState.HOLD:
         await conn.execute("UPDATE messages SET hold_reason=%s, held_at=clock_timestamp()"
                            " WHERE queue_id=%s", (hold_reason, queue_id))
