@@ -61,6 +61,9 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+    if spool is None:
+        log.info("stopped", reason="stopped while waiting for the spool", **describe(cfg))
+        return
     log.info("spool_open", **describe(cfg), **spool.recovered)
     watcher = DirectoryWatcher(cfg.directory.file)
     if not watcher.enabled:

@@ -24,8 +24,9 @@ RETRY_FIRST, RETRY_MAX = 1.0, 30.0     # seconds between attempts to reach Postg
 
 
 async def open_spool(cfg: Config, log=None, stop: asyncio.Event | None = None):
-    """The configured spool, open. Raises SpoolError (SQLite: at once; PostgreSQL: only if
-    ``stop`` is set while waiting, or without a ``log`` to report the wait on)."""
+    """The configured spool, open; None if ``stop`` was set while waiting for PostgreSQL (the
+    gateway was told to stop before it started). Raises SpoolError (SQLite: at once;
+    PostgreSQL: only without a ``log`` to report the wait on)."""
     s = cfg.spool
     if s.backend == "sqlite":
         return await Spool.open(cfg.spool_path)
@@ -36,8 +37,10 @@ async def open_spool(cfg: Config, log=None, stop: asyncio.Event | None = None):
             return await PgSpool.open(s.dsn, node=node, max_size=s.pool_size,
                                       timeout=s.connect_timeout, op_timeout=s.operation_timeout)
         except SpoolError as e:
-            if log is None or (stop is not None and stop.is_set()):
+            if log is None:
                 raise
+            if stop is not None and stop.is_set():
+                return None
             if str(e) != last:
                 log.error("spool_unavailable", node=node, error=str(e)[:300],
                           retry_in=wait, hint="the gateway starts once PostgreSQL answers")
@@ -45,7 +48,7 @@ async def open_spool(cfg: Config, log=None, stop: asyncio.Event | None = None):
         try:
             if stop is not None:
                 await asyncio.wait_for(stop.wait(), wait)
-                raise SpoolError("stopped while waiting for the PostgreSQL spool")
+                return None
             await asyncio.sleep(wait)
         except asyncio.TimeoutError:
             pass
