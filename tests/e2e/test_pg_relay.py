@@ -111,9 +111,8 @@ def rows(dsn: str, sql: str, *args):
         return conn.execute(sql, args).fetchall()
 
 
-def test_kill_9_of_one_gateway_loses_no_acknowledged_message(peers, tmp_path, dsn):
-    # a slow Exchange (0.3 s before each reply): the killed node holds claims in flight
-    sink = peers.sink("127.0.0.1", None, "exchange", "--data-delay", "0.3")
+def two_gateways(peers, tmp_path, dsn: str, sink) -> dict[str, GatewayProc]:
+    """gw1 and gw2 on one database, relaying to ``sink``, started (stopped by ``peers``)."""
     gws = {}
     for node in ("gw1", "gw2"):
         port = free_port()
@@ -121,6 +120,13 @@ def test_kill_9_of_one_gateway_loses_no_acknowledged_message(peers, tmp_path, ds
                                                               tmp_path / node, dsn), port)
         peers.procs.append(gws[node])
         gws[node].start()
+    return gws
+
+
+def test_kill_9_of_one_gateway_loses_no_acknowledged_message(peers, tmp_path, dsn):
+    # a slow Exchange (0.3 s before each reply): the killed node holds claims in flight
+    sink = peers.sink("127.0.0.1", None, "exchange", "--data-delay", "0.3")
+    gws = two_gateways(peers, tmp_path, dsn, sink)
     total, acked, uncertain = 300, set(), 0
     lock, next_n = threading.Lock(), iter(range(total))
     killed = threading.Event()
@@ -303,13 +309,7 @@ def metric(gw, name: str) -> float:
 
 def test_sigstop_past_the_claim_ttl_the_resumed_node_sends_no_final_dot(peers, tmp_path, dsn):
     sink = peers.sink("127.0.0.1", None, "exchange", "--data-delay", "0.5")
-    gws = {}
-    for node in ("gw1", "gw2"):
-        port = free_port()
-        gws[node] = GatewayProc(tmp_path / node, gateway_toml(node, port, sink.port,
-                                                              tmp_path / node, dsn), port)
-        peers.procs.append(gws[node])
-        gws[node].start()
+    gws = two_gateways(peers, tmp_path, dsn, sink)
     acked: set[str] = set()
     lock = threading.Lock()
 

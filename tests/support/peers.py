@@ -129,3 +129,16 @@ def wait_for(pred, timeout: float, interval: float = 0.1, what: str = "condition
             return v
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def until(pred, timeout: float, what: str = "condition", interval: float = 0.1):
+    """The asyncio wait_for: await ``pred()`` until it returns something true; return it, or
+    raise AssertionError after ``timeout`` seconds."""
+    import asyncio
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = await pred()
+        if v:
+            return v
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -24,21 +24,12 @@ from gateway.delivery.transport import SmtpTransport
 from gateway.logs import make_logger
 from gateway.router import Router
 from spool import NewMessage, QueueState, Spool
+from tests.support.peers import until
 
 
 def msg(i: int) -> NewMessage:
     return NewMessage(mail_from="a@remote.test", rcpt_tos=("bob@example.com",),
                       data=f"Subject: {i}\r\n\r\nbody {i}\r\n".encode())
-
-
-async def until(pred, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = await pred()
-        if v:
-            return v
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def test_local_deadline_runs_from_the_claim_and_moves_with_each_renewal(tmp_path):

@@ -10,7 +10,6 @@ import asyncio
 import io
 import email
 import email.policy
-import time
 
 import pytest
 
@@ -22,6 +21,7 @@ from gateway.delivery.transport import SmtpTransport
 from gateway.logs import make_logger
 from gateway.router import Router
 from spool import NewMessage, QueueState, RcptState, Spool
+from tests.support.peers import until
 
 SENDER = "alice@example.com"
 RCPTS = ("bob@example.com", "x@-weird.test", "carol@example.com")
@@ -49,16 +49,6 @@ async def stage(peers, tmp_path):
     await qmgr.drain(5)
     await transport.close()
     await spool.close()
-
-
-async def until(pred, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = await pred()
-        if v:
-            return v
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def test_an_internal_error_in_one_chunk_keeps_the_others_outcomes_and_bounces_at_expiry(stage):
