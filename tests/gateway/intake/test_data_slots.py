@@ -19,36 +19,21 @@ from gateway.intake.server import IntakeServer
 from gateway.logs import make_logger
 from policies.directory import DirectoryWatcher
 from spool import Spool
+from tests.support.rawsmtp import RawSMTP
 
 START_DATA = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 QUEUED = re.compile(rb"^250 2\.0\.0 Ok: queued as ([0-9B-Z]{14})\r\n$")
 SLOTS = 2               # smtp.max_concurrent_data; the per-client limit (8) is not the one reached
 
 
-class Conn:
+class Conn(RawSMTP):
     """A raw SMTP client on one TCP connection."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.r, self.w = reader, writer
 
     @classmethod
     async def open(cls, port: int) -> Conn:
-        c = cls(*await asyncio.open_connection("127.0.0.1", port))
+        c = await cls.connect(port)
         assert (await c.reply()).startswith(b"220 ")
         return c
-
-    async def reply(self, timeout: float = 10.0) -> bytes:
-        """One whole reply (all its lines); b"" if the server closed the connection."""
-        out = b""
-        while True:
-            line = await asyncio.wait_for(self.r.readline(), timeout)
-            out += line
-            if not line or line[3:4] == b" ":
-                return out
-
-    async def cmd(self, line: bytes) -> bytes:
-        self.w.write(line + b"\r\n")
-        return await self.reply()
 
     async def envelope(self, sender: str) -> None:
         for line in (b"EHLO client.remote.test", f"MAIL FROM:<{sender}>".encode(),

@@ -20,6 +20,7 @@ from gateway.intake.server import IntakeServer
 from gateway.logs import make_logger
 from policies.directory import DirectoryWatcher
 from spool import Spool
+from tests.support.rawsmtp import RawSMTP
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 QUEUED = re.compile(rb"^250 2\.0\.0 Ok: queued as ([0-9B-Z]{14})")
@@ -42,31 +43,12 @@ def v2(src: str, dst: str = "127.0.0.1", sport: int = 40000, dport: int = 25) ->
 V2_LOCAL = V2_SIG + bytes([0x20, 0x00]) + struct.pack("!H", 0)   # HAProxy's health checks
 
 
-class Conn:
+class Conn(RawSMTP):
     """A raw SMTP client over asyncio streams (the server runs in the same loop)."""
 
-    def __init__(self, reader, writer):
-        self.r, self.w = reader, writer
-
     @classmethod
-    async def open(cls, port: int, header: bytes = b"") -> "Conn":
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        if header:
-            w.write(header)
-        return cls(r, w)
-
-    async def reply(self, timeout: float = 10.0) -> bytes:
-        """One whole reply (all its lines), b"" if the server closed the connection."""
-        out = b""
-        while True:
-            line = await asyncio.wait_for(self.r.readline(), timeout)
-            out += line
-            if not line or line[3:4] == b" ":
-                return out
-
-    async def cmd(self, line: str) -> bytes:
-        self.w.write(line.encode() + b"\r\n")
-        return await self.reply()
+    async def open(cls, port: int, header: bytes = b"") -> Conn:
+        return await cls.connect(port, header)
 
     async def mail(self, rcpt: str = "bob@example.com") -> bytes:
         """EHLO, MAIL, RCPT, DATA: the last reply (the first failure's, if any)."""
