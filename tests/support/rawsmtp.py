@@ -32,3 +32,10 @@ class RawSMTP:
     async def cmd(self, line: str | bytes) -> bytes:
         self.w.write((line.encode() if isinstance(line, str) else line) + b"\r\n")
         return await self.reply()
+
+    async def close(self) -> None:
+        self.w.close()
+        try:
+            await self.w.wait_closed()
+        except OSError:
+            pass

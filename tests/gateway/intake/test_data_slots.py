@@ -40,13 +40,6 @@ class Conn(RawSMTP):
                      b"RCPT TO:<bob@example.com>"):
             assert (await self.cmd(line)).startswith(b"250"), line
 
-    async def close(self) -> None:
-        self.w.close()
-        try:
-            await self.w.wait_closed()
-        except OSError:
-            pass
-
 
 def body(name: str) -> bytes:
     return f"From: {name}@remote.test\r\nTo: bob@example.com\r\nSubject: {name}\r\n\r\n".encode() \

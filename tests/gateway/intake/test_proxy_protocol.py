@@ -61,13 +61,6 @@ class Conn(RawSMTP):
         self.w.write(RAW + b".\r\n")
         return await self.reply()
 
-    async def close(self) -> None:
-        self.w.close()
-        try:
-            await self.w.wait_closed()
-        except OSError:
-            pass
-
 
 @pytest.fixture
 async def intake(tmp_path):
