@@ -176,20 +176,24 @@ _EPOCH = ("extract(epoch FROM arrived_at)::float8 AS arrived_at,"
 
 async def get_message(conn: AsyncConnection, queue_id: str, with_data: bool = False) -> StoredMessage | None:
     """The message ``queue_id`` with its recipients (and bytes with ``with_data``), or None."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT *, {_EPOCH} FROM messages WHERE queue_id=%s", (queue_id,))
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        await cur.execute("SELECT * FROM recipients WHERE queue_id=%s ORDER BY idx", (queue_id,))
-        rcpts = tuple(Recipient(r["idx"], r["address"], RcptState(r["state"]), r["attempts"],
-                                r["reply_code"], r["reply_text"], r["remote_host"])
-                      for r in await cur.fetchall())
-        data = None
+    # the three queries in one round trip (pipeline mode; each is its own snapshot, but the
+    # caller holds the claim, so nobody else changes the message meanwhile)
+    async with conn.pipeline():
+        cm = conn.cursor(row_factory=dict_row)
+        cr = conn.cursor(row_factory=dict_row)
+        cb = conn.cursor()
+        await cm.execute(f"SELECT *, {_EPOCH} FROM messages WHERE queue_id=%s", (queue_id,))
+        await cr.execute("SELECT * FROM recipients WHERE queue_id=%s ORDER BY idx", (queue_id,))
         if with_data:
-            await cur.execute("SELECT data FROM bodies WHERE queue_id=%s", (queue_id,))
-            b = await cur.fetchone()
-            data = bytes(b["data"]) if b else None
+            await cb.execute("SELECT data FROM bodies WHERE queue_id=%s", (queue_id,))
+        row = await cm.fetchone()
+        rrows = await cr.fetchall()
+        b = await cb.fetchone() if with_data else None
+    if row is None:
+        return None
+    rcpts = tuple(Recipient(r["idx"], r["address"], RcptState(r["state"]), r["attempts"],
+                            r["reply_code"], r["reply_text"], r["remote_host"]) for r in rrows)
+    data = bytes(b[0]) if b else None
     return StoredMessage(
         queue_id=row["queue_id"], state=QueueState(row["state"]), mail_from=row["mail_from"],
         recipients=rcpts, size=row["size"], smtputf8=row["smtputf8"], body_8bit=row["body_8bit"],
