@@ -15,6 +15,8 @@ Exit status by the worst level: 0 all OK, 1 a WARN, 2 a FAIL. The checks (docs/d
     directory        the recipient directory loads; its entries per accepted domain
     alerts           alert channels are configured (continuity.alert_urls, alert_mail_to)
     disk             free space for the spool and at the last 24 h's volume, days left
+    spool            a PostgreSQL spool: reachable, the primary, durable commits, schema
+                     version, synchronous standby, nodes beating (doctor_spool.py)
 
 Our outbound addresses (for SPF) are the A/AAAA of ``server.hostname`` (the name we say in EHLO
 and that receivers check) plus every SMTP listener address (``smtp.listen``,
@@ -195,6 +197,7 @@ async def _sync(fn, *args) -> list[Check]:
 async def run_checks(cfg: Config) -> list[Check]:
     """Every check, in the order of the module docstring. Never raises for what it finds."""
     from gateway.doctor_local import check_alerts, check_directory, check_disk
+    from gateway.doctor_spool import check_spool
     from gateway.doctor_smtp import check_canary, check_routes
     ctx = Context(cfg)
     await _bounded("server.hostname", ctx.learn_addresses())
@@ -205,7 +208,8 @@ async def run_checks(cfg: Config) -> list[Check]:
                for k in cfg.webmail.dkim]
     groups.append(_bounded("route", check_routes(ctx)))
     groups += [_bounded("directory", _sync(check_directory, cfg)),
-               _bounded("alerts", _sync(check_alerts, cfg)), _bounded("disk", _sync(check_disk, cfg))]
+               _bounded("alerts", _sync(check_alerts, cfg)), _bounded("disk", _sync(check_disk, cfg)),
+               _bounded("spool", _sync(check_spool, cfg))]
     results = await asyncio.gather(*groups)
     out = [c for group in results for c in group]
     if not cfg.webmail.dkim and cfg.webmail.enabled and cfg.webmail.sending:
