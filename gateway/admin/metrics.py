@@ -69,6 +69,10 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("mailgate_claims_lost",
                                   "Claims of deliveries in flight whose renewal was refused "
                                   "since start", value=stats.get("claims_lost", 0))
+        yield CounterMetricFamily("mailgate_claims_expired_locally",
+                                  "Claims given up since start because their local deadline "
+                                  "passed before the delivery began (no session opened)",
+                                  value=stats.get("claims_expired_locally", 0))
         yield CounterMetricFamily("mailgate_claims_requeued_messages",
                                   "Messages whose expired claim this node returned to the "
                                   "queue since start (a dead or paused node's deliveries)",

@@ -198,6 +198,9 @@ class QueueManager(OutcomeRecorder):
                         error="message bytes missing", token=token), queue_id)
                     self.log.error("corrupt", queue_id=queue_id)
                     return
+                if self.final_dot_check is not None and not self.claims.fresh(queue_id):
+                    self._expired_locally(queue_id, token)
+                    return
                 await self._attempt(msg, token)
                 msg = None              # its bytes are let go before the budget is
         except asyncio.CancelledError:
@@ -219,6 +222,15 @@ class QueueManager(OutcomeRecorder):
                 self._claim_lost(queue_id, token)
             except Exception:
                 self.log.exception("defer_failed", queue_id=queue_id)
+
+    def _expired_locally(self, queue_id: str, token: int) -> None:
+        """A claim whose local deadline passed before its delivery began (the process was
+        paused, or the budget or the spool kept it waiting): no session is opened (issue 9 item
+        5); the claim expires in the database and any node's requeue returns the message."""
+        self.stats["claims_expired_locally"] += 1
+        self.log.warning("claim_expired_locally", queue_id=queue_id, token=token,
+                         reason="its local deadline passed before the delivery began: no session "
+                                "opened, the message returns to the queue when the claim expires")
 
     def _claim_lost(self, queue_id: str, token: int) -> None:
         self.stats["stale_claims"] += 1

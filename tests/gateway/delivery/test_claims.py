@@ -4,8 +4,10 @@ spools and a real sink process:
 - a claim's local deadline (monotonic clock, from the moment claim_due was asked) and its
   renewal on the SQLite spool;
 - on a PostgreSQL spool, a node that was paused past its claim's local deadline (its monotonic
-  clock jumps between the claim and the final dot) withholds the final dot: the sink receives
+  clock jumps between DATA's 354 and the final dot) withholds the final dot: the sink receives
   nothing, the message is deferred, not delivered twice later;
+- paused between the claim and the delivery, it opens no session at all: nothing is written,
+  the claim expires, is requeued and the message delivered once;
 - on a PostgreSQL spool, expired claims of a node that died are requeued by another node's
   ClaimKeeper and counted.
 """
@@ -95,14 +97,16 @@ async def test_paused_past_its_claim_a_node_sends_no_final_dot(pg_stage):
     assert qmgr.final_dot_check is not None        # a shared spool fences the final dot
     jump = [0.0]
     qmgr.claims.clock = lambda: time.monotonic() + jump[0]
-    real_claim = spool.claim_due
+    dot_check = qmgr.final_dot_check
 
-    async def claim_then_pause(*a, **kw):          # the process stops right after its claim
-        got = await real_claim(*a, **kw)
-        if got:
+    def paused_before_the_dot(m):                  # the process stops after DATA's 354
+        inner = dot_check(m)
+
+        def check():
             jump[0] = 60.0
-        return got
-    spool.claim_due = claim_then_pause
+            return inner()
+        return check
+    qmgr.final_dot_check = paused_before_the_dot
     m = msg(2)
     await spool.commit(m)
     task = asyncio.create_task(qmgr.run())
@@ -147,3 +151,36 @@ async def test_expired_claims_of_a_dead_node_are_requeued_and_delivered_by_anoth
                                                                  "ok", "x")], time.time(),
                                         token=c.token)
     assert (await spool.get(m.queue_id)).state is QueueState.DELIVERED
+
+
+async def test_paused_between_claim_and_session_a_node_opens_no_session(pg_stage):
+    sink, node = pg_stage
+    qmgr, spool = await node("n1")
+    jump = [0.0]
+    qmgr.claims.clock = lambda: time.monotonic() + jump[0]
+    real_claim = spool.claim_due
+
+    async def claim_then_pause(*a, **kw):          # the process stops right after its claim
+        got = await real_claim(*a, **kw)
+        if got and not jump[0]:
+            jump[0] = 60.0
+        return got
+    spool.claim_due = claim_then_pause
+    m = msg(4)
+    await spool.commit(m)
+    task = asyncio.create_task(qmgr.run())
+    try:
+        await until(lambda: _expired(qmgr), 10, "the claim given up")
+        got = await spool.get(m.queue_id)
+        assert got.state is QueueState.ACTIVE and got.attempts == 0   # nothing tried, nothing written
+        assert sink.count() == 0
+        # the claim expires in the database (6 s), is requeued and delivered, once
+        await until(lambda: _state_if(spool, m.queue_id, QueueState.DELIVERED), 20, "delivered")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert sink.count() == 1 and qmgr.stats["claims_requeued"] == 1
+
+
+async def _expired(qmgr):
+    return qmgr.stats["claims_expired_locally"] == 1
