@@ -134,7 +134,9 @@ SECRET = "***"
 def redacted(shown: dict) -> dict:
     """The dumped configuration with its secrets replaced by "***" (an unset one stays ""):
     admin.token, probes.roundtrip_password, everything after the scheme of continuity.alert_urls
-    (apprise URLs carry tokens in user, host and path), the user:password of probes.http URLs."""
+    and webmail.sms_url (apprise URLs carry tokens in user, host and path), the user:password of
+    probes.http URLs, the password in spool.dsn."""
+    from gateway.config_spool import redacted_dsn
     shown["admin"]["token"] = SECRET if shown["admin"]["token"] else ""
     p = shown["probes"]
     p["roundtrip_password"] = SECRET if p["roundtrip_password"] else ""
@@ -142,6 +144,10 @@ def redacted(shown: dict) -> dict:
                  for name, url in p["http"].items()}
     shown["continuity"]["alert_urls"] = [u.partition("://")[0] + "://" + SECRET if "://" in u
                                          else SECRET for u in shown["continuity"]["alert_urls"]]
+    w = shown["webmail"]
+    w["sms_url"] = (w["sms_url"].partition("://")[0] + "://" + SECRET if "://" in w["sms_url"]
+                    else SECRET) if w["sms_url"] else ""
+    shown["spool"]["dsn"] = redacted_dsn(shown["spool"]["dsn"], SECRET)
     return shown
 
 

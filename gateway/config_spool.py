@@ -38,6 +38,21 @@ class SpoolConfig(BaseModel):
     #   (a partition without a TCP reset): 451 4.3.0, the connection is dropped and replaced
 
 
+def redacted_dsn(dsn: str, secret: str = "***") -> str:
+    """``dsn`` with its password (``password=`` or a URI's ``user:password@``) replaced by
+    ``secret``, for `mailgate check-config`; an unparsable DSN is shown as ``secret``."""
+    if not dsn:
+        return ""
+    from psycopg import conninfo
+    try:
+        d = conninfo.conninfo_to_dict(dsn)
+    except Exception:
+        return secret
+    if "password" in d:
+        d["password"] = secret
+    return conninfo.make_conninfo("", **d)
+
+
 def node_name(cfg: "Config") -> str:
     """This gateway's node name: ``spool.node``, else ``server.hostname``."""
     return cfg.spool.node or cfg.server.hostname
@@ -71,4 +86,4 @@ def across_keys(cfg: "Config") -> list[tuple[str, str]]:
     return errors
 
 
-__all__ = ["SpoolConfig", "node_name", "across_keys"]
+__all__ = ["SpoolConfig", "node_name", "across_keys", "redacted_dsn"]

@@ -68,3 +68,17 @@ def test_check_config_refuses_a_postgresql_spool_with_continuity_on(tmp_path):
     assert "Traceback" not in run.stderr
     with pytest.raises(ConfigError):
         load(f)
+
+
+@pytest.mark.parametrize("dsn", ["host=db1 dbname=m user=u password=s3cr3t",
+                                 "postgresql://u:s3cr3t@db1:5432/m"])
+def test_check_config_hides_the_dsn_password_and_the_sms_token(tmp_path, dsn):
+    f = tmp_path / "mailgate.toml"
+    f.write_text(f'[spool]\nbackend = "postgresql"\ndsn = "{dsn}"\n[continuity]\nmode = "off"\n'
+                 '[webmail]\nenabled = false\nsms_url = "twilio://SID:T0KEN@15551234/{phone}"\n')
+    run = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(f), "check-config"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "s3cr3t" not in run.stdout and "T0KEN" not in run.stdout and "SID" not in run.stdout
+    assert "password=***" in run.stdout and "host=db1" in run.stdout and "dbname=m" in run.stdout
+    assert '"sms_url": "twilio://***"' in run.stdout
