@@ -198,7 +198,12 @@ class ContinuityController:
                 raise engine.CommandRefused("this node is not the continuity leader: send the"
                                             " command to the leader (mailgate cluster status)")
             cid = await self.spool.queue_command(command, reason, actor, self.clock())
-            outcome = (await self._apply_commands())[cid]
+            try:
+                outcome = (await self._apply_commands())[cid]
+            except LeaseLost as e:
+                self.lead.lose("lease_lost", error=str(e))
+                raise engine.CommandRefused("this node lost the continuity leadership; the new"
+                                            " leader applies the queued command") from e
         if isinstance(outcome, engine.CommandRefused):
             raise outcome
         return outcome
