@@ -34,31 +34,18 @@ from typing import Awaitable, Callable, Iterable
 from gateway.continuity import engine
 from gateway.continuity.drill import DrillKeeper
 from gateway.continuity.engine import EngineState, Health, HealthTracker, Mode, Settings, Transition
+from gateway.continuity.evidence import aggregate
 from gateway.continuity.leadership import Leadership
 from gateway.retry import Backoff, FaultLog, retry
 from spool import SpoolError
 from spool import continuity as store
 from spool.states import LeaseLost
 
+__all__ = ["REPLAY_STEP", "ContinuityController", "aggregate"]
+
 #: Seconds between steps while replaying: releases follow deliveries closely instead of waiting
 #: for the next decision tick (else the replay could not exceed replay_concurrency / tick msg/s).
 REPLAY_STEP = 0.05
-
-
-def aggregate(results: Iterable, now: float, fresh_within: float) -> tuple[bool | None, str]:
-    """Critical evidence → (ok, detail). ``results`` are probe results with ``probe``, ``ok``,
-    ``at``, ``critical``, ``detail``. Synthetic probes decide when they have fresh results: ok if
-    any passed (some path into Exchange works), False if all failed. The organic signal (real
-    deliveries, named "organic") decides only when no probe has a fresh result, because its
-    window still holds successes from before an outage. None: no fresh critical evidence.
-    ``at`` and ``now`` are on one clock (the controller passes monotonic seconds)."""
-    fresh = [r for r in results if r is not None and r.critical and now - r.at <= fresh_within]
-    probes = [r for r in fresh if r.probe != "organic"]
-    use = probes or fresh
-    if not use:
-        return None, "no fresh evidence"
-    detail = "; ".join(f"{r.probe}: {'ok' if r.ok else 'FAIL'} {r.detail}"[:160] for r in use)
-    return any(r.ok for r in use), detail
 
 
 class ContinuityController:
@@ -101,6 +88,14 @@ class ContinuityController:
                         retry_on=(SpoolError,))
         self.log.info("continuity_state", mode=self.state.mode.value, origin=self.state.origin,
                       event_id=self.state.event_id)
+
+    async def close(self) -> None:
+        """Clean shutdown: a leader on a shared spool releases its lease (errors are logged)."""
+        if self.lead is not None:
+            try:
+                await self.lead.release()
+            except SpoolError as e:
+                self.log.warning("continuity_lease_release_failed", error=str(e))
 
     async def run(self) -> None:
         """Step until cancelled. A failing step (the spool cannot write: disk full) is logged once
