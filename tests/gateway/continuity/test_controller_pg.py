@@ -165,3 +165,12 @@ async def test_a_follower_refuses_admin_commands(pair):
     assert t.new.mode is Mode.CONTINUITY
     await steps([b], clocks, 1)
     assert b.state.mode is Mode.CONTINUITY and b.qmgr.hold_downstream
+
+
+async def test_a_clean_shutdown_hands_the_lease_over_at_once(pair):
+    a, b, clocks = pair
+    await steps([a, b], clocks, 1)
+    assert a.lead.leading and not b.lead.leading
+    await a.close()                               # the lease's TTL (15 s) has not run out
+    await steps([b], clocks, 1)
+    assert (b.lead.leading, b.epoch) == (True, 2)
