@@ -6,11 +6,15 @@ hold what they accept; it comes back: the leader replays. kill -9 of the leader 
 through the replay: the other node takes the lease with a higher epoch within lease TTL +
 renew interval, adopts the shared state and finishes the replay; every acknowledged message
 reaches the sink, duplicates at most what the dead node had in flight (claims it held, whose
-final dot may have been sent). Assertions are on the sink's messages and the database's rows.
+final dot may have been sent). SIGSTOP of the leader during an event, past its lease: the other
+node leads with a higher epoch and ends the event; the resumed node writes nothing at its old
+epoch and follows the shared state. Assertions are on the sink's messages and the database's
+rows.
 """
 from __future__ import annotations
 
 import re
+import signal
 import smtplib
 import time
 from collections import Counter
@@ -71,8 +75,8 @@ def mode(dsn: str) -> str | None:
     return r[0] if r else None
 
 
-def test_one_leader_holds_and_replays_and_a_killed_leader_is_replaced(peers, tmp_path, pg_dsn):
-    dsn = pg_dsn
+def start_pair(peers, tmp_path, dsn):
+    """The sink and two gateways, gw1 leading (it took the lease first)."""
     sink = peers.sink(name="exchange")
     gws = {}
     for node in ("gw1", "gw2"):
@@ -81,9 +85,15 @@ def test_one_leader_holds_and_replays_and_a_killed_leader_is_replaced(peers, tmp
                                                               dsn), port)
         peers.procs.append(gws[node])
         gws[node].start()
-        if node == "gw1":       # gw1 leads: it took the lease first
+        if node == "gw1":
             wait_for(lambda: one(dsn, "SELECT holder FROM leases WHERE name='continuity'")
                      == ("gw1",), 20, what="gw1 leads")
+    return sink, gws
+
+
+def test_one_leader_holds_and_replays_and_a_killed_leader_is_replaced(peers, tmp_path, pg_dsn):
+    dsn = pg_dsn
+    sink, gws = start_pair(peers, tmp_path, dsn)
     before = send(gws["gw1"].port, [f"b{i}" for i in range(5)]) + \
         send(gws["gw2"].port, [f"b{i}" for i in range(5, 10)])
     wait_for(lambda: set(before) <= set(at_sink(sink)), 20, what="normal delivery")
@@ -134,3 +144,40 @@ def test_one_leader_holds_and_replays_and_a_killed_leader_is_replaced(peers, tmp
     print(f"\ndetection {detection:.1f} s; takeover {takeover:.1f} s after kill -9 (lease TTL "
           f"{LEASE_TTL:g} s + renew {RENEW:g} s); {held_at_kill} still held, {in_flight} claims of "
           f"the leader in flight at the kill; {dups} duplicates")
+
+
+def test_a_leader_stopped_past_its_lease_comes_back_as_a_follower(peers, tmp_path, pg_dsn):
+    dsn = pg_dsn
+    sink, gws = start_pair(peers, tmp_path, dsn)
+    sink.stop()
+    wait_for(lambda: mode(dsn) == "continuity", 30, interval=0.1, what="continuity")
+    held = send(gws["gw2"].port, [f"s{i}" for i in range(10)])
+    wait_for(lambda: one(dsn, "SELECT count(*) FROM messages WHERE state='hold'")[0] == 10, 30,
+             what="10 held")
+    gws["gw1"].p.send_signal(signal.SIGSTOP)          # the leader freezes in the event
+    stopped = time.monotonic()
+    try:
+        wait_for(lambda: one(dsn, "SELECT holder, epoch FROM leases WHERE name='continuity'")
+                 == ("gw2", 2), LEASE_TTL + RENEW + 5, interval=0.1, what="gw2 leads")
+        takeover = time.monotonic() - stopped
+        epoch1_rows = one(dsn, "SELECT count(*) FROM continuity_audit WHERE epoch=1")[0]
+        sink.start()                                   # gw2 ends the event and replays
+        wait_for(lambda: mode(dsn) == "normal", 60, interval=0.2, what="gw2 ended the event")
+    finally:
+        gws["gw1"].p.send_signal(signal.SIGCONT)
+    log = gws["gw1"].log_text
+    wait_for(lambda: "continuity_step_down" in log() and "mode='normal'" in log(), 20,
+             what="gw1 stepped down and adopted the shared state")
+    time.sleep(2)                                      # gw1 runs a few ticks as a follower
+    assert "reason='paused'" in log() or "reason='lease_deadline'" in log(), log()[-3000:]
+    # nothing written at the old epoch after the stop: gw1 re-read before acting
+    assert one(dsn, "SELECT count(*) FROM continuity_audit WHERE epoch=1")[0] == epoch1_rows
+    assert one(dsn, "SELECT holder, epoch FROM leases WHERE name='continuity'") == ("gw2", 2)
+    audit = rows(dsn, "SELECT dst, node, epoch FROM continuity_audit WHERE epoch=2 ORDER BY id")
+    assert [d for d, _n, _e in audit] == ["recovering", "normal"] and {n for _d, n, _e in audit} == {"gw2"}
+    got = wait_for(lambda: (c := at_sink(sink)) and set(held) <= set(c) and c, 30,
+                   what="held mail delivered")
+    assert all(got[t] == 1 for t in held), got
+    why = re.findall(r"continuity_step_down.*?reason='(\w+)'", log())
+    print(f"\nSIGSTOP of the leader: gw2 led (epoch 2) {takeover:.1f} s after the stop; gw1 "
+          f"stepped down: {why}")
