@@ -66,6 +66,10 @@ class ContinuityVerbs:
         """Keep a probe result (pruned after spool.continuity.PROBE_KEEP_SECONDS)."""
         await self.write(_c.record_probe, probe, ok, at, latency, detail, critical)
 
+    async def cluster_probes(self, fresh_within: float) -> list[dict]:
+        """Other nodes' probe results: none (one node owns a SQLite spool)."""
+        return []
+
     async def continuity_audit(self, limit: int = 50) -> list[dict]:
         """The newest ``limit`` audit records, newest first."""
         return await self.read(_c.audit, limit)

@@ -34,7 +34,7 @@ from typing import Awaitable, Callable, Iterable
 from gateway.continuity import engine
 from gateway.continuity.drill import DrillKeeper
 from gateway.continuity.engine import EngineState, Health, HealthTracker, Mode, Settings, Transition
-from gateway.continuity.evidence import aggregate
+from gateway.continuity.evidence import RemoteEvidence, aggregate
 from gateway.continuity.leadership import Leadership
 from gateway.retry import Backoff, FaultLog, retry
 from spool import SpoolError
@@ -68,6 +68,9 @@ class ContinuityController:
         self._seen: dict[str, tuple[object, float]] = {}   # probe -> (its latest result, first seen)
         self._lock = asyncio.Lock()           # the one owner of self.state and its spool record
         self.shared = bool(getattr(spool, "shared", False))
+        #: other nodes' probes (a dead node's last result counts only 3 probe intervals)
+        self.remote = RemoteEvidence(spool, min(c.fresh_within, 3 * cfg.probes.smtp_interval
+                                                + cfg.probes.smtp_timeout), min(c.tick, 1.0))
         #: the leader lease on a shared spool (None: this node owns its spool and always leads)
         self.lead = (Leadership(spool, log, monotonic, step=c.tick) if self.shared
                      else None)
@@ -169,7 +172,10 @@ class ContinuityController:
             self.health = self.tracker.observe(ok, now, detail, wall=wall)   # warm, to take over
             return
         await self._apply_commands()
-        ok, detail = aggregate(self._stamped(self.evidence(), now), now, self.cfg.fresh_within)
+        seen = self._stamped(self.evidence(), now)
+        if self.lead is not None:      # every node's probes: Exchange is down only if all fail
+            seen += await self.remote.get(now)
+        ok, detail = aggregate(seen, now, self.cfg.fresh_within)
         self.health = self.tracker.observe(ok, now, detail, wall=wall)
         t = engine.decide(self.state, self.health, self.settings)
         if t is not None:

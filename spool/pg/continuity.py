@@ -133,6 +133,19 @@ async def record_probe(conn: AsyncConnection, node: str, probe: str, ok: bool, a
                        (node, probe, at - PROBE_KEEP_SECONDS))
 
 
+async def cluster_probes(conn: AsyncConnection, node: str, fresh_within: float) -> list[dict]:
+    """The latest critical result of each probe of every node but ``node`` recorded within
+    ``fresh_within`` s (database clock): node, probe, ok, latency, detail, age (s)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT DISTINCT ON (node, probe) node, probe, ok, latency, detail,"
+            " extract(epoch FROM clock_timestamp() - recorded_at)::float8 AS age"
+            " FROM probe_results WHERE node <> %s AND critical"
+            " AND recorded_at > clock_timestamp() - %s * interval '1 second'"
+            " ORDER BY node, probe, id DESC", (node, fresh_within))
+        return await cur.fetchall()
+
+
 class PgContinuityVerbs:
     """The continuity verbs of PgSpool (a mixin over its transaction/read/fenced)."""
 
@@ -179,6 +192,10 @@ class PgContinuityVerbs:
 
     async def continuity_audit(self, limit: int = 50) -> list[dict]:
         return await self.read(audit, limit)
+
+    async def cluster_probes(self, fresh_within: float) -> list[dict]:
+        """Other nodes' fresh critical probe results (see ``cluster_probes``)."""
+        return await self.read(cluster_probes, self.node, fresh_within)
 
 
 __all__ = ["PROBE_KEEP_SECONDS", "PgContinuityVerbs"]

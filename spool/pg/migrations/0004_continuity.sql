@@ -49,9 +49,11 @@ CREATE TABLE probe_results (
     at       double precision NOT NULL,
     latency  double precision NOT NULL,
     detail   text    NOT NULL DEFAULT '',
-    critical boolean NOT NULL DEFAULT false
+    critical boolean NOT NULL DEFAULT false,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()   -- database clock: freshness across nodes
 );
 CREATE INDEX probe_results_at ON probe_results (node, probe, at);
+CREATE INDEX probe_results_recorded ON probe_results (recorded_at);
 
 ALTER TABLE messages ADD COLUMN replay_id text NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN released_at timestamptz;

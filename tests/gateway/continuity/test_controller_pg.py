@@ -174,3 +174,21 @@ async def test_a_clean_shutdown_hands_the_lease_over_at_once(pair):
     await a.close()                               # the lease's TTL (15 s) has not run out
     await steps([b], clocks, 1)
     assert (b.lead.leading, b.epoch) == (True, 2)
+
+
+async def test_the_leader_counts_the_other_nodes_probes(pair):
+    """One node still reaches Exchange: no event; once its results are older than three probe
+    intervals (a dead node's last word), the leader's own failures decide."""
+    a, b, clocks = pair
+    await steps([a, b], clocks, 1)
+    a.probe.ok = False                            # the leader's own path is broken
+    for _ in range(6):
+        await b.spool.record_probe("smtp:exchange", True, clocks.wall, 0.01, "250", True)
+        await steps([a], clocks, 1)
+    assert a.state.mode is Mode.NORMAL and "gw2/smtp:exchange: ok" in a.health.detail
+    fresh = a.remote.fresh
+    await b.spool.transaction(lambda c: c.execute(
+        "UPDATE probe_results SET recorded_at = clock_timestamp() - %s * interval '1 second'",
+        (fresh + 1,)))
+    await steps([a], clocks, 5)
+    assert a.state.mode is Mode.CONTINUITY
