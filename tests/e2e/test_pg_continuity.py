@@ -9,7 +9,8 @@ reaches the sink, duplicates at most what the dead node had in flight (claims it
 final dot may have been sent). SIGSTOP of the leader during an event, past its lease: the other
 node leads with a higher epoch and ends the event; the resumed node writes nothing at its old
 epoch and follows the shared state. Assertions are on the sink's messages and the database's
-rows.
+rows. Nodes whose probes disagree (the leader's path to Exchange cut, the other's fine): no
+event, no flapping, mail flows.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import pytest
 
 from tests.conftest import config_toml, fast_continuity
 from tests.support import postgres as pg
+from tests.support.partition import PartitionProxy
 from tests.support.peers import GatewayProc, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e,
@@ -181,3 +183,37 @@ def test_a_leader_stopped_past_its_lease_comes_back_as_a_follower(peers, tmp_pat
     why = re.findall(r"continuity_step_down.*?reason='(\w+)'", log())
     print(f"\nSIGSTOP of the leader: gw2 led (epoch 2) {takeover:.1f} s after the stop; gw1 "
           f"stepped down: {why}")
+
+
+def test_nodes_whose_probes_disagree_start_no_event(peers, tmp_path, pg_dsn):
+    dsn = pg_dsn
+    sink = peers.sink(name="exchange")
+    proxy = PartitionProxy(sink.port)              # gw2's own path to Exchange
+    try:
+        gws = {}
+        for node, port_to in (("gw2", proxy.port), ("gw1", sink.port)):
+            port = free_port()
+            gws[node] = GatewayProc(tmp_path / node, gateway_toml(node, port, port_to,
+                                                                  tmp_path / node, dsn), port)
+            peers.procs.append(gws[node])
+            gws[node].start()
+            if node == "gw2":                      # the node whose path is cut leads
+                wait_for(lambda: one(dsn, "SELECT holder FROM leases WHERE name='continuity'")
+                         == ("gw2",), 20, what="gw2 leads")
+        wait_for(lambda: one(dsn, "SELECT count(DISTINCT node) FROM probe_results WHERE ok")[0] == 2,
+                 20, what="both nodes probe ok")
+        proxy.cut()                                # gw2's probes time out; gw1's pass
+        wait_for(lambda: one(dsn, "SELECT count(*) FROM probe_results WHERE node='gw2' AND NOT ok")[0]
+                 >= 3, 20, what="gw2's probes failing")
+        sent = send(gws["gw1"].port, [f"p{i}" for i in range(5)])
+        time.sleep(8)                              # 4 x enter_after: an event would have started
+        assert one(dsn, "SELECT count(*) FROM continuity_audit")[0] == 0, \
+            rows(dsn, "SELECT * FROM continuity_audit")
+        assert mode(dsn) in (None, "normal")
+        assert one(dsn, "SELECT holder FROM leases WHERE name='continuity'") == ("gw2",)
+        failing = one(dsn, "SELECT count(*) FROM probe_results WHERE node='gw2' AND NOT ok")[0]
+        assert failing >= 10, failing
+        wait_for(lambda: set(sent) <= set(at_sink(sink)), 20, what="mail flows")
+    finally:
+        proxy.heal()
+        proxy.close()
