@@ -138,6 +138,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
                 t.cancel()
             runner_task.cancel()
         await qmgr.drain()
+        if controller is not None:
+            await controller.close()    # a leader gives its lease up: the next one need not wait
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -9,10 +9,12 @@ queue IDs and in its log lines.
 
 What runs on PostgreSQL today is the relay path: intake (250 after the database's COMMIT, 451
 4.3.0 while it is unreachable), the queue with claims and fencing tokens, delivery, retries and
-bounces, the admin API's health and counts. The continuity engine, the continuity mailboxes and
-the webmail still need the SQLite spool: ``across_keys`` refuses a PostgreSQL spool with
-``continuity.mode`` other than "off" or with ``webmail.enabled``, naming the key, rather than
-start a gateway that would half work.
+bounces, the admin API's health and counts; and continuity (``continuity.mode`` "automatic" or
+"alert-only"): hold and replay decided by one leader, fenced by its lease epoch, every node
+holding and delivering as the shared state says. On a shared spool there are no continuity
+mailboxes (held mail is not filed), no journal and no drills. The webmail still needs the SQLite
+spool: ``across_keys`` refuses a PostgreSQL spool with ``webmail.enabled``, naming the key,
+rather than start a gateway that would half work.
 """
 from __future__ import annotations
 
@@ -77,9 +79,6 @@ def across_keys(cfg: "Config") -> list[tuple[str, str]]:
             errors.append(("spool.dsn", f"not a libpq connection string: {type(e).__name__}"))
     why = ("runs on the SQLite spool only in this version (the relay path runs on PostgreSQL; "
            "docs/cluster.md)")
-    if cfg.continuity.mode != "off":
-        errors.append(("continuity.mode", f'must be "off" with spool.backend = "postgresql": the '
-                                          f"continuity engine {why}"))
     if cfg.webmail.enabled:
         errors.append(("webmail.enabled", f'must be false with spool.backend = "postgresql": the '
                                           f"webmail {why}"))

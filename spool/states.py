@@ -101,3 +101,12 @@ class StaleClaim(InvalidTransition):
         Exception.__init__(self, f"{queue_id}: claim token {token} is no longer current")
         self.queue_id, self.token = queue_id, token
         self.src, self.dst, self.actual = QueueState.ACTIVE, QueueState.ACTIVE, None
+
+
+class LeaseLost(Exception):
+    """A fenced write was refused: ``holder`` no longer holds lease ``name`` at ``epoch`` (it
+    expired, or another node took it with a higher epoch). Nothing was written."""
+
+    def __init__(self, name: str, holder: str, epoch: int):
+        super().__init__(f"lease {name!r} is not held by {holder!r} at epoch {epoch}")
+        self.name, self.holder, self.epoch = name, holder, epoch

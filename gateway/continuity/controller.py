@@ -14,6 +14,12 @@ API, all go through the spool's command table and are applied in the order they 
 each gets exactly one audit record in the same transaction as its effect (applied, refused, or
 expired when older than ``command_ttl`` seconds on pick-up).
 
+On a shared spool (PostgreSQL, ``spool.shared``) one node leads (gateway.continuity.leadership:
+the "continuity" lease, its epoch the fencing token): only the leader applies admin commands,
+decides, writes transitions and releases held mail, each write fenced with its epoch; LeaseLost
+makes it step down at once. Every other node re-reads the shared state every tick and applies
+its mode (holds downstream mail or not, delivers released mail). Drills need the SQLite spool.
+
 Clocks: durations and deadlines (hysteresis, probe freshness, the replay's token bucket,
 reminders) use ``monotonic``; ``clock`` (wall, unix seconds) stamps what is persisted or
 shown (``since``, audit records, command ages across processes).
@@ -28,29 +34,18 @@ from typing import Awaitable, Callable, Iterable
 from gateway.continuity import engine
 from gateway.continuity.drill import DrillKeeper
 from gateway.continuity.engine import EngineState, Health, HealthTracker, Mode, Settings, Transition
+from gateway.continuity.evidence import RemoteEvidence, aggregate
+from gateway.continuity.leadership import Leadership
 from gateway.retry import Backoff, FaultLog, retry
 from spool import SpoolError
 from spool import continuity as store
+from spool.states import LeaseLost
+
+__all__ = ["REPLAY_STEP", "ContinuityController", "aggregate"]
 
 #: Seconds between steps while replaying: releases follow deliveries closely instead of waiting
 #: for the next decision tick (else the replay could not exceed replay_concurrency / tick msg/s).
 REPLAY_STEP = 0.05
-
-
-def aggregate(results: Iterable, now: float, fresh_within: float) -> tuple[bool | None, str]:
-    """Critical evidence → (ok, detail). ``results`` are probe results with ``probe``, ``ok``,
-    ``at``, ``critical``, ``detail``. Synthetic probes decide when they have fresh results: ok if
-    any passed (some path into Exchange works), False if all failed. The organic signal (real
-    deliveries, named "organic") decides only when no probe has a fresh result, because its
-    window still holds successes from before an outage. None: no fresh critical evidence.
-    ``at`` and ``now`` are on one clock (the controller passes monotonic seconds)."""
-    fresh = [r for r in results if r is not None and r.critical and now - r.at <= fresh_within]
-    probes = [r for r in fresh if r.probe != "organic"]
-    use = probes or fresh
-    if not use:
-        return None, "no fresh evidence"
-    detail = "; ".join(f"{r.probe}: {'ok' if r.ok else 'FAIL'} {r.detail}"[:160] for r in use)
-    return any(r.ok for r in use), detail
 
 
 class ContinuityController:
@@ -72,7 +67,15 @@ class ContinuityController:
         self._next_reminder = 0.0
         self._seen: dict[str, tuple[object, float]] = {}   # probe -> (its latest result, first seen)
         self._lock = asyncio.Lock()           # the one owner of self.state and its spool record
-        self.drill = DrillKeeper(cfg, spool, qmgr, log, clock=clock)   # `mailgate drill`
+        self.shared = bool(getattr(spool, "shared", False))
+        #: other nodes' probes (a dead node's last result counts only 3 probe intervals)
+        self.remote = RemoteEvidence(spool, min(c.fresh_within, 3 * cfg.probes.smtp_interval
+                                                + cfg.probes.smtp_timeout), min(c.tick, 1.0))
+        #: the leader lease on a shared spool (None: this node owns its spool and always leads)
+        self.lead = (Leadership(spool, log, monotonic, step=c.tick) if self.shared
+                     else None)
+        #: `mailgate drill` (SQLite only)
+        self.drill = None if self.shared else DrillKeeper(cfg, spool, qmgr, log, clock=clock)
         #: async () -> URL or None: a signed, single-use link to the admin console's confirm page,
         #: put in every alert that asks for a decision (set by gateway.app when the webmail runs)
         self.decision_link: Callable[[], Awaitable[str | None]] | None = None
@@ -80,15 +83,22 @@ class ContinuityController:
     async def start(self) -> None:
         """Load the persisted state (a restart during an event stays in the event). A failing
         spool is retried (logged once per distinct error, backing off) until it answers."""
-        row = await retry(lambda: self.spool.read(store.load_state),
+        row = await retry(self.spool.continuity_state,
                           FaultLog(self.log, "continuity_start_failed"), retry_on=(SpoolError,))
-        if row:
-            self.state = EngineState(Mode(row["mode"]), row["since"], row["origin"], row["reason"],
-                                     bool(row["awaiting_confirm"]), row["event_id"])
-        self._apply_mode()
-        await retry(self.drill.load, FaultLog(self.log, "continuity_start_failed"), retry_on=(SpoolError,))
+        self._adopt(row)
+        if self.drill is not None:
+            await retry(self.drill.load, FaultLog(self.log, "continuity_start_failed"),
+                        retry_on=(SpoolError,))
         self.log.info("continuity_state", mode=self.state.mode.value, origin=self.state.origin,
                       event_id=self.state.event_id)
+
+    async def close(self) -> None:
+        """Clean shutdown: a leader on a shared spool releases its lease (errors are logged)."""
+        if self.lead is not None:
+            try:
+                await self.lead.release()
+            except SpoolError as e:
+                self.log.warning("continuity_lease_release_failed", error=str(e))
 
     async def run(self) -> None:
         """Step until cancelled. A failing step (the spool cannot write: disk full) is logged once
@@ -101,6 +111,8 @@ class ContinuityController:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                if self.lead is not None and isinstance(e, SpoolError):
+                    self.lead.lose("spool_error", error=str(e)[:200])   # DAC: re-read first
                 faults.failed(e)
                 await asyncio.sleep(backoff.next())
                 continue
@@ -113,17 +125,63 @@ class ContinuityController:
         """One decision: admin commands, evidence, the engine, the replay, reminders (the
         continuity mailboxes' retention purge is gateway.continuity.journal's)."""
         async with self._lock:
-            await self._step()
+            try:
+                await self._step()
+            except LeaseLost as e:
+                self.lead.lose("lease_lost", error=str(e))
+
+    @property
+    def epoch(self) -> int | None:
+        """The fencing token of this node's writes (None on a spool of its own)."""
+        return None if self.lead is None else self.lead.epoch
+
+    async def _authority(self, now: float) -> bool:
+        """Shared spool: renew or take the lease, re-read the state when this node just gained
+        (or lost) authority, or every tick as a follower; True if it leads (DAC rule)."""
+        await self.lead.sync(now)
+        if self.lead.needs_read or self.lead.epoch is None:
+            self._adopt(await self.spool.continuity_state())   # a fresh transaction
+            if self.lead.epoch is not None:
+                self.lead.read_done()
+        return self.lead.leading
+
+    def _adopt(self, row: dict | None) -> None:
+        """Take the persisted (shared) state as this node's; a replay adopted mid-way goes on
+        from where the queue says it is."""
+        if row:
+            new = EngineState(Mode(row["mode"]), row["since"], row["origin"], row["reason"],
+                              bool(row["awaiting_confirm"]), row["event_id"])
+            if new != self.state:
+                mono = self.monotonic()
+                if new.mode is Mode.RECOVERING and (self.state.mode, self.state.since) != (new.mode, new.since):
+                    self.replay.update(released=0, rate=self.cfg.replay_rate, started_at=new.since)
+                    self._replay_t0, self._tokens, self._last_release = mono, 1.0, mono
+                    self._last_adapt, self._last_deferred = mono, self.qmgr.stats["deferred"]
+                if new.mode is Mode.CONTINUITY and self.state.mode is not Mode.CONTINUITY:
+                    self._next_reminder = mono + self.cfg.alert_repeat
+                if self.lead is not None:
+                    self.log.info("continuity_state_adopted", mode=new.mode.value,
+                                  event_id=new.event_id, leader=row.get("node"), epoch=row.get("epoch"))
+                self.state = new
+        self._apply_mode()
 
     async def _step(self) -> None:
         now, wall = self.monotonic(), self.clock()
+        if self.lead is not None and not await self._authority(now):
+            ok, detail = aggregate(self._stamped(self.evidence(), now), now, self.cfg.fresh_within)
+            self.health = self.tracker.observe(ok, now, detail, wall=wall)   # warm, to take over
+            return
         await self._apply_commands()
-        ok, detail = aggregate(self._stamped(self.evidence(), now), now, self.cfg.fresh_within)
+        seen = self._stamped(self.evidence(), now)
+        if self.lead is not None:      # every node's probes: Exchange is down only if all fail
+            seen += await self.remote.get(now)
+        ok, detail = aggregate(seen, now, self.cfg.fresh_within)
         self.health = self.tracker.observe(ok, now, detail, wall=wall)
         t = engine.decide(self.state, self.health, self.settings)
         if t is not None:
             await self._commit(t)
-        await self.drill.tick(self.state)
+        if self.drill is not None:
+            await self.drill.tick(self.state)
         if self.state.mode is Mode.RECOVERING:
             await self._replay_step(now)
         if self.state.mode is Mode.CONTINUITY and now >= self._next_reminder:
@@ -137,8 +195,16 @@ class ContinuityController:
         command table behind any command the CLI queued earlier, applied in that order under the
         state lock, audited once. Raises engine.CommandRefused (refused in the current state)."""
         async with self._lock:
-            cid = await self.spool.write(store.queue_command, command, reason, actor, self.clock())
-            outcome = (await self._apply_commands())[cid]
+            if self.lead is not None and not self.lead.leading:
+                raise engine.CommandRefused("this node is not the continuity leader: send the"
+                                            " command to the leader (mailgate cluster status)")
+            cid = await self.spool.queue_command(command, reason, actor, self.clock())
+            try:
+                outcome = (await self._apply_commands())[cid]
+            except LeaseLost as e:
+                self.lead.lose("lease_lost", error=str(e))
+                raise engine.CommandRefused("this node lost the continuity leadership; the new"
+                                            " leader applies the queued command") from e
         if isinstance(outcome, engine.CommandRefused):
             raise outcome
         return outcome
@@ -149,18 +215,26 @@ class ContinuityController:
         go to the DrillKeeper (gateway.continuity.drill): ok → its result string."""
         out: dict[int, Transition | engine.CommandRefused] = {}
         ttl = self.cfg.command_ttl
-        for cmd in await self.spool.read(store.pending_commands):
+        for cmd in await self.spool.pending_commands():
             wall, cid, actor = self.clock(), cmd["id"], cmd["actor"] or "admin"
-            age = wall - cmd["at"]
+            age = cmd["age"] if "age" in cmd else wall - cmd["at"]   # PostgreSQL: its clock
             if abs(age) > ttl:
                 result = f"expired: the gateway did not pick it up within {ttl:g} s"
-                await self.spool.write(lambda c: store.audit_command(
-                    c, cid, mode=self.state.mode.value, event_id=self.state.event_id, actor=actor,
+                await self.spool.audit_command(
+                    cid, mode=self.state.mode.value, event_id=self.state.event_id, actor=actor,
                     reason=f"{cmd['command']} expired: queued {age:.0f} s ago, command_ttl {ttl:g} s",
-                    result=result, at=wall))
+                    result=result, at=wall, epoch=self.epoch)
                 self.log.warning("continuity_command_expired", command=cmd["command"], command_id=cid,
                                  actor=actor, age=round(age, 1), command_ttl=ttl)
                 out[cid] = engine.CommandRefused(result)
+                continue
+            if cmd["command"].startswith("drill-") and self.drill is None:
+                why = "drills need the SQLite spool"
+                await self.spool.audit_command(
+                    cid, mode=self.state.mode.value, event_id=self.state.event_id, actor=actor,
+                    reason=f"{cmd['command']} refused: {why}", result=f"refused: {why}", at=wall,
+                    epoch=self.epoch)
+                out[cid] = engine.CommandRefused(why)
                 continue
             if cmd["command"].startswith("drill-"):     # gateway.continuity.drill: audited there
                 ok, result = await self.drill.apply(cmd, self.state)
@@ -169,10 +243,11 @@ class ContinuityController:
             try:
                 t = engine.admin(self.state, cmd["command"], wall, actor, cmd["reason"])
             except engine.CommandRefused as e:
-                why = str(e)     # bound now: the writer thread runs the lambda
-                await self.spool.write(lambda c: store.audit_command(
-                    c, cid, mode=self.state.mode.value, event_id=self.state.event_id, actor=actor,
-                    reason=f"{cmd['command']} refused: {why}", result=f"refused: {why}", at=wall))
+                why = str(e)
+                await self.spool.audit_command(
+                    cid, mode=self.state.mode.value, event_id=self.state.event_id, actor=actor,
+                    reason=f"{cmd['command']} refused: {why}", result=f"refused: {why}", at=wall,
+                    epoch=self.epoch)
                 self.log.info("continuity_command_refused", command=cmd["command"], command_id=cid,
                               actor=actor, error=str(e))
                 out[cid] = e
@@ -196,10 +271,10 @@ class ContinuityController:
 
     async def _commit(self, t: Transition, command_id: int | None = None) -> None:
         n = t.new
-        await self.spool.write(lambda c: store.save_transition(
-            c, mode=n.mode.value, since=n.since, origin=n.origin, reason=n.reason,
-            awaiting_confirm=n.awaiting_confirm, event_id=n.event_id, src=t.old.mode.value, actor=t.actor,
-            command_id=command_id, result=f"ok: {n.mode.value}"))
+        await self.spool.save_transition(
+            mode=n.mode.value, since=n.since, origin=n.origin, reason=n.reason,
+            awaiting_confirm=n.awaiting_confirm, event_id=n.event_id, src=t.old.mode.value,
+            actor=t.actor, command_id=command_id, result=f"ok: {n.mode.value}", epoch=self.epoch)
         self.state = n
         self.log.warning("continuity_transition", src=t.old.mode.value, dst=n.mode.value, actor=t.actor,
                          reason=t.reason, event_id=n.event_id, awaiting_confirm=n.awaiting_confirm,
@@ -208,9 +283,10 @@ class ContinuityController:
         self._apply_mode()
         mono = self.monotonic()
         if entering:
-            await self.drill.on_event(n)      # a real event wins over a drill
+            if self.drill is not None:
+                await self.drill.on_event(n)      # a real event wins over a drill
             self._next_reminder = mono + self.cfg.alert_repeat
-            await self.spool.write(store.hold_due_now)
+            await self.spool.hold_due_now(epoch=self.epoch)
             self.qmgr.notify()
         if n.mode is Mode.RECOVERING:
             self.replay.update(released=0, rate=self.cfg.replay_rate, started_at=n.since)
@@ -250,8 +326,8 @@ class ContinuityController:
         """One step of the replay at ``now`` (monotonic seconds): release what the token bucket
         and replay_concurrency allow; only this replay's unsettled releases count as in flight."""
         replay_id = store.replay_id(self.state.event_id, self.state.since)
-        held = await self.spool.read(store.count_held)
-        in_flight = await self.spool.read(store.replay_in_flight, replay_id)
+        held = await self.spool.count_held()
+        in_flight = await self.spool.replay_in_flight(replay_id)
         rate = self.replay["rate"]
         if now - self._last_adapt >= self.cfg.tick:    # adapt the rate once per tick
             deferred = self.qmgr.stats["deferred"]
@@ -268,7 +344,7 @@ class ContinuityController:
         budget = min(int(self._tokens), self.cfg.replay_concurrency - in_flight)
         released = 0
         if held and budget > 0:
-            ids = await self.spool.write(store.release_held, budget, None, replay_id)
+            ids = await self.spool.release_held(budget, replay_id, epoch=self.epoch)
             released = len(ids)
             self._tokens -= released
             self.replay["released"] += released
@@ -291,7 +367,10 @@ class ContinuityController:
             r["done_rate"] = r["released"] / elapsed
             r["eta_seconds"] = r["remaining"] / r["done_rate"] if r["done_rate"] else None
         s["replay"] = r
-        d = self.drill.current
+        if self.lead is not None:
+            s["leader"] = {"leading": self.lead.leading, "epoch": self.lead.epoch,
+                           "stepdowns": self.lead.stepdowns, "last_reason": self.lead.last_reason}
+        d = None if self.drill is None else self.drill.current
         s["drill"] = None if d is None else {"id": d["id"], "recipients": d["recipients"],
                                              "started_at": d["started_at"]}
         return s

@@ -1,5 +1,6 @@
 """Building the continuity side from the configuration: probes, the organic signal fed by the
-queue manager, the alerter, and the controller. Used by gateway.app only."""
+queue manager, the alerter, and the controller. Used by gateway.app only. On a shared
+(PostgreSQL) spool held mail is not filed into continuity mailboxes (qmgr.filer stays None)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,6 @@ from gateway.router import Router
 from policies.directory import Directory
 from gateway.retry import FaultLog
 from spool import Spool
-from spool import continuity as store
 
 
 def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None,
@@ -60,9 +60,8 @@ def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None,
             write_faults.recovered()
 
     def spool_write(result) -> None:
-        task = asyncio.get_running_loop().create_task(spool.write(
-            store.record_probe, result.probe, result.ok, result.at, result.latency, result.detail,
-            result.critical))
+        task = asyncio.get_running_loop().create_task(spool.record_probe(
+            result.probe, result.ok, result.at, result.latency, result.detail, result.critical))
         writes.add(task)
         task.add_done_callback(written)
 
@@ -86,7 +85,8 @@ def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None,
             rcpts=held, directory=d, filtering=filtering,
             event_id=controller.state.event_id or controller.drill.drill_id)
 
-    qmgr.filer = filer
+    if not spool.shared:    # continuity mailboxes live in the SQLite spool only
+        qmgr.filer = filer
     return controller, runner
 
 

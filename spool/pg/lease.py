@@ -14,14 +14,7 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection
 
-
-class LeaseLost(Exception):
-    """A fenced write was refused: ``holder`` no longer holds lease ``name`` at ``epoch`` (it
-    expired, or another node took it with a higher epoch). Nothing was written."""
-
-    def __init__(self, name: str, holder: str, epoch: int):
-        super().__init__(f"lease {name!r} is not held by {holder!r} at epoch {epoch}")
-        self.name, self.holder, self.epoch = name, holder, epoch
+from spool.states import LeaseLost
 
 
 @dataclass(frozen=True)
