@@ -95,12 +95,19 @@ smarthost = "[127.0.0.1]:{sink_port}"
 @pytest.fixture
 def cluster(peers, tmp_path):
     """(sink, {name: ProxiedGateway}, HAProxyProc, frontend port); all stopped by ``peers``."""
+    return start_cluster(peers, tmp_path)
+
+
+def start_cluster(peers, tmp_path, extra=lambda name, toml: toml):
+    """The two gateways (their configuration passed through ``extra(name, toml)``), a sink and
+    HAProxy in front: (sink, {name: ProxiedGateway}, HAProxyProc, frontend port)."""
     sink = peers.sink(name="exchange")
     gws = {}
     for name in GW_IPS:
         port = free_port()
         wd = tmp_path / name
-        gw = ProxiedGateway(wd, gateway_toml(name, port, sink.port, wd), GW_IPS[name], port)
+        gw = ProxiedGateway(wd, extra(name, gateway_toml(name, port, sink.port, wd)),
+                            GW_IPS[name], port)
         peers.procs.append(gw)
         gws[name] = gw.start()
     front = free_port()

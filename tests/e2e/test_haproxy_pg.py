@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.test_haproxy import GW_IPS, PROXY_IP, ProxiedGateway, Sender, gateway_toml
-from tests.support.haproxy import HAPROXY, HAProxyProc
-from tests.support.peers import free_port, wait_for
+from tests.e2e.test_haproxy import PROXY_IP, Sender, start_cluster
+from tests.support.haproxy import HAPROXY
+from tests.support.peers import wait_for
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not Path(HAPROXY).exists(), reason="haproxy not installed")]
@@ -25,23 +25,10 @@ CLAIM_TTL = 6.0
 
 @pytest.fixture
 def pg_cluster_behind_haproxy(peers, tmp_path, pg_dsn):
-    sink = peers.sink(name="exchange")
-    gws = {}
-    for name in GW_IPS:
-        port = free_port()
-        wd = tmp_path / name
-        toml = gateway_toml(name, port, sink.port, wd).replace(
-            "[delivery]\n", f"[delivery]\nclaim_ttl = {CLAIM_TTL}\n")
-        toml += f'[spool]\nbackend = "postgresql"\ndsn = "{pg_dsn}"\nnode = "{name}"\n'
-        gw = ProxiedGateway(wd, toml, GW_IPS[name], port)
-        peers.procs.append(gw)
-        gws[name] = gw.start()
-    front = free_port()
-    hap = HAProxyProc(tmp_path / "haproxy", f"{PROXY_IP}:{front}",
-                      {n: f"{GW_IPS[n]}:{g.port}" for n, g in gws.items()}, PROXY_IP)
-    peers.procs.append(hap)
-    hap.start()
-    return sink, gws, hap, front, pg_dsn
+    def on_postgresql(name: str, toml: str) -> str:
+        toml = toml.replace("[delivery]\n", f"[delivery]\nclaim_ttl = {CLAIM_TTL}\n")
+        return toml + f'[spool]\nbackend = "postgresql"\ndsn = "{pg_dsn}"\nnode = "{name}"\n'
+    return (*start_cluster(peers, tmp_path, on_postgresql), pg_dsn)
 
 
 def test_a_killed_gateways_acknowledged_mail_is_delivered_by_the_other_without_a_restart(
