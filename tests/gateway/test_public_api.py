@@ -26,9 +26,13 @@ def test_spool_states():
 
 def test_spool_methods():
     public = sorted(n for n in dir(Spool) if not n.startswith("_"))
-    assert public == ["claim_due", "close", "commit", "counts", "get", "message_size", "move",
-                      "new_queue_id", "next_due_at", "open", "ping", "purge_finished", "read",
-                      "record_attempt", "record_delivered", "renew", "requeue_expired", "write"]
+    assert public == ["audit_command", "claim_due", "close", "cluster_probes", "commit",
+                      "continuity_audit", "continuity_state", "count_held", "counts", "get",
+                      "hold_due_now", "message_size", "move", "new_queue_id", "next_due_at",
+                      "open", "pending_commands", "ping", "purge_finished", "queue_command",
+                      "read", "record_attempt", "record_delivered", "record_probe",
+                      "release_held", "renew", "replay_in_flight", "requeue_expired",
+                      "save_transition", "write"]
     sig = {n: list(inspect.signature(getattr(Spool, n)).parameters) for n in public}
     assert sig["open"] == ["path", "recover"]
     assert sig["commit"] == ["self", "msg"]
