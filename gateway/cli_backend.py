@@ -53,14 +53,9 @@ def refuse_unless_sqlite(cfg, command: str) -> int | None:
 
 
 def where(dsn: str) -> str:
-    """``host:port/dbname`` of ``dsn`` (libpq's defaults for what it leaves out), no secrets."""
-    import psycopg
-    try:
-        d = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "(unparsable spool.dsn)"
-    return f"{d.get('host') or d.get('hostaddr') or 'localhost'}:{d.get('port') or 5432}/" \
-           f"{d.get('dbname') or d.get('user') or ''}"
+    """``host:port/dbname`` of ``dsn``, no secrets (spool.pg.db.where)."""
+    from spool.pg.db import where as _where
+    return _where(dsn)
 
 
 def _scrub(text: str, dsn: str) -> str:

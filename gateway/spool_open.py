@@ -60,8 +60,8 @@ def describe(cfg: Config) -> dict:
     (never the DSN's password)."""
     if cfg.spool.backend == "sqlite":
         return {"backend": "sqlite", "path": str(cfg.spool_path)}
-    from spool.pg.store import _where
-    return {"backend": "postgresql", "database": _where(cfg.spool.dsn), "node": node_name(cfg)}
+    from spool.pg.db import where
+    return {"backend": "postgresql", "database": where(cfg.spool.dsn), "node": node_name(cfg)}
 
 
 __all__ = ["open_spool", "describe"]

@@ -31,6 +31,17 @@ def conninfo(dsn: str) -> str:
     return _conninfo.make_conninfo("", **{**CLIENT_DEFAULTS, **given})
 
 
+def where(dsn: str) -> str:
+    """``host:port/dbname`` of ``dsn`` (libpq's defaults for what it leaves out: localhost,
+    5432, the user name as database), never its password: for logs and error messages."""
+    try:
+        d = _conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparsable DSN)"
+    return f"{d.get('host') or d.get('hostaddr') or 'localhost'}:{d.get('port') or 5432}/" \
+           f"{d.get('dbname') or d.get('user') or ''}"
+
+
 def make_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
               timeout: float = 5.0) -> AsyncConnectionPool:
     """A pool (not yet open) for ``dsn``; a connection is checked before it is handed out (a

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable
 
-from psycopg import conninfo as _conninfo
 
 from spool.claims import CLAIM_TTL
 from spool.commit import NewMessage, new_queue_id, node_tag
@@ -44,15 +43,6 @@ MAX_BATCH_OPS = 512
 LEASE_TTL = 15.0
 
 Op = Callable[..., Awaitable[Any]]
-
-
-def _where(dsn: str) -> str:
-    """The DSN without secrets, for error messages."""
-    try:
-        d = _conninfo.conninfo_to_dict(dsn)
-    except Exception:
-        return "(unparsable DSN)"
-    return f"{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
 
 
 async def _ping(conn) -> None:
@@ -111,7 +101,7 @@ class PgSpool(PgContinuityVerbs):
                 self.node_tag = node_tag((await cur.fetchone())[0])
         except Exception as e:
             await pool.close()
-            raise SpoolError(f"cannot open spool {_where(dsn)}: {type(e).__name__}: {e}") from e
+            raise SpoolError(f"cannot open spool {_db.where(dsn)}: {type(e).__name__}: {e}") from e
         self._writer = asyncio.create_task(self._write_loop(), name=f"pg-spool-writer-{node}")
         return self
 
