@@ -55,7 +55,7 @@ grep -q "=== TLS supported" <<<"$support" \
 python3 - <<'EOF' || fail "Python test dependencies do not import"
 import aiosmtpd, aiosmtplib, dns.asyncresolver, pytest, pytest_asyncio, trustme  # noqa: F401
 import nh3, argon2, pyotp, dkim, nacl, jinja2, multipart, yaml, playwright.sync_api  # noqa: F401
-import psycopg, psycopg_pool  # noqa: F401
+import psycopg, psycopg_pool, pytest_timeout  # noqa: F401
 EOF
 timeout 120 python3 - <<'EOF' || fail "PostgreSQL 15 cannot initdb and start (postgresql-15; as root it runs as user postgres or nobody)"
 from tests.support.postgres import PgCluster, available
