@@ -32,6 +32,7 @@ from spool.pg import db as _db
 from spool.pg import lease as _lease
 from spool.pg import nodes as _nodes
 from spool.pg import queue as _q
+from spool.pg.accounts import PgAccountVerbs
 from spool.pg.continuity import PgContinuityVerbs
 from spool.query import StoredMessage
 from spool.states import Claim, QueueState, StaleClaim
@@ -57,7 +58,7 @@ def _spool_error(what: str, e: BaseException) -> SpoolError:
     return SpoolError(f"{what}: {type(e).__name__}: {str(e).strip()[:300]}", full=_db.disk_full(e))
 
 
-class PgSpool(PgContinuityVerbs):
+class PgSpool(PgContinuityVerbs, PgAccountVerbs):
     """The PostgreSQL spool of node ``node``. ``await PgSpool.open(dsn, node=...)``, then the
     verbs of spool.api.QueueSpool, the leases, and ``await close()``."""
 
