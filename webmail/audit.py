@@ -1,10 +1,10 @@
-"""One call to append a row to the webmail's append-only audit log (spool.accounts.audit) with
-the request's client address and user agent."""
+"""One call to append a row to the webmail's append-only audit log (the spool's append_audit
+verb) with the request's client address and user agent."""
 from __future__ import annotations
 
 from starlette.requests import Request
 
-from spool import accounts
+from spool.account_ops import Actor
 
 
 def client_of(request: Request) -> str:
@@ -21,9 +21,14 @@ async def record(request: Request, action: str, *, address: str | None = None, a
     actor = actor if actor is not None else address
     ua = request.headers.get("user-agent", "")
     try:
-        await ctx.spool.write(lambda c: accounts.audit(
-            c, action, address=address, actor=actor, result=result, client=client_of(request),
-            user_agent=ua, detail=detail))
+        await ctx.spool.append_audit(action, address=address, actor=actor, result=result,
+                                     client=client_of(request), user_agent=ua, detail=detail)
     except Exception:
         if ctx.log is not None:
             ctx.log.exception("audit_failed", action=action)
+
+
+def actor_of(request: Request, name: str) -> Actor:
+    """``name`` (the user, "admin:NAME") with the request's client address and user agent, for
+    the spool's audited verbs."""
+    return Actor(name, client_of(request), request.headers.get("user-agent", ""))

@@ -1,5 +1,6 @@
 """Login routes of the webmail: password, one-time code, admin-issued link, enrolment, TOTP,
-logout (the settings page is webmail.settings_views) (docs/webmail-auth.md). Decisions live in webmail.auth; state in spool.accounts.
+logout (the settings page is webmail.settings_views) (docs/webmail-auth.md). Decisions live in
+webmail.auth; state in the spool's account verbs (spool.accounts_verbs).
 
 Every POST here checks the origin (Sec-Fetch-Site / Origin) first. Before a session exists the
 forms carry a pre-session token (a signed double-submit cookie, webmail.auth.pre_token); after,
@@ -22,7 +23,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from spool import accounts
 from webmail import auth
 from webmail.audit import client_of, record
 from webmail.session import check_csrf, clear_session_cookie, require_user, same_origin, set_session_cookie
@@ -149,12 +149,9 @@ async def _logged_in(request: Request, address: str, method: str, mfa: bool = Fa
     old = request.state.user
     client, ua = client_of(request), request.headers.get("user-agent", "")
 
-    def tx(conn):
-        if old is not None:
-            accounts.revoke_session(conn, old.session_id)
-        return accounts.create_session(conn, address, lifetime=ctx.cfg.webmail.session_absolute,
-                                       client=client, user_agent=ua, mfa=mfa)[0]
-    sid = await ctx.spool.write(tx)
+    sid, _ = await ctx.spool.create_session(
+        address, lifetime=ctx.cfg.webmail.session_absolute, client=client, user_agent=ua, mfa=mfa,
+        replacing=old.session_id if old is not None else None)
     await record(request, "login", address=address, actor=address, detail=f"method={method}")
     response = RedirectResponse("/mail/inbox", status_code=303)
     set_session_cookie(response, ctx, sid)
@@ -166,11 +163,10 @@ async def _logged_in(request: Request, address: str, method: str, mfa: bool = Fa
 async def _first_factor_done(request: Request, address: str, method: str) -> Response:
     """Log in, or, if the account has TOTP, ask for it first (a pending-login token)."""
     ctx = request.app.state.ctx
-    row = await ctx.spool.read(accounts.get_user, address)
+    row = await ctx.spool.get_user(address)
     if not (row or {}).get("totp_secret"):
         return await _logged_in(request, address, method)
-    token = await ctx.spool.write(lambda c: accounts.issue_token(c, address, "mfa", ttl=auth.MFA_TTL,
-                                                                 detail=method))
+    token = await ctx.spool.issue_token(address, "mfa", ttl=auth.MFA_TTL, detail=method)
     response = RedirectResponse("/login/totp", status_code=303)
     _set_cookie(response, ctx, "mfa", token, max_age=int(auth.MFA_TTL))
     return response
@@ -213,7 +209,7 @@ async def login_post(request: Request) -> Response:
         return await _too_many(request, "login", key)
     found = _user(ctx, key)
     address = found[0] if found else key
-    row = await ctx.spool.read(accounts.get_user, address) if found else None
+    row = await ctx.spool.get_user(address) if found else None
     stored = row["password_hash"] if row and not row["disabled"] else ""
     if len(password) > auth.MAX_PASSWORD:
         stored, password = "", password[:auth.MAX_PASSWORD]
@@ -233,7 +229,7 @@ async def logout(request: Request) -> Response:
     user = require_user(request)
     form = await _form(request)
     await check_csrf(request, ctx, form)
-    await ctx.spool.write(accounts.revoke_session, user.session_id)
+    await ctx.spool.revoke_session(user.session_id)
     await record(request, "logout")
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(response, ctx)
@@ -247,7 +243,7 @@ async def link_page(request: Request) -> Response:
     if closed is not None:
         return closed
     token = request.path_params["token"]
-    row = await ctx.spool.read(lambda c: accounts.peek_token(c, token, "link")) if len(token) < 100 else None
+    row = await ctx.spool.peek_token(token, "link") if len(token) < 100 else None
     if row is None:
         return render(request, "login_link.html", status=410, error=LINK_GONE, address="", pre="")
     return _page(request, "login_link.html", address=row["address"], error="")
@@ -264,8 +260,8 @@ async def link_post(request: Request) -> Response:
     if slots is None:
         return await _too_many(request, "login_link_used", "")
     token = request.path_params["token"]
-    row = await ctx.spool.write(lambda c: accounts.use_token(c, token, "link")) if len(token) < 100 else None
-    user = await ctx.spool.read(accounts.get_user, row["address"]) if row else None
+    row = await ctx.spool.use_token(token, "link") if len(token) < 100 else None
+    user = await ctx.spool.get_user(row["address"]) if row else None
     if row is None or user is None or user["disabled"]:
         await record(request, "login_link_used", address=row["address"] if row else "",
                      actor=row["address"] if row else "", result="refused" if row else "failed")
@@ -279,7 +275,7 @@ async def link_post(request: Request) -> Response:
 async def enrol_page(request: Request) -> Response:
     ctx = request.app.state.ctx
     token = request.path_params["token"]
-    row = await ctx.spool.read(lambda c: accounts.peek_token(c, token, "enrol")) if len(token) < 100 else None
+    row = await ctx.spool.peek_token(token, "enrol") if len(token) < 100 else None
     if row is None:
         return render(request, "enrol.html", status=410, error=LINK_GONE, address="", pre="", done=False)
     return _page(request, "enrol.html", address=row["address"], error="", done=False)
@@ -293,7 +289,7 @@ async def enrol_post(request: Request) -> Response:
     slots = _limited(request, auth.ip_keys("login", client_of(request)))
     if slots is None:
         return await _too_many(request, "password_set", "")
-    row = await ctx.spool.read(lambda c: accounts.peek_token(c, token, "enrol")) if len(token) < 100 else None
+    row = await ctx.spool.peek_token(token, "enrol") if len(token) < 100 else None
     if row is None:
         return render(request, "enrol.html", status=410, error=LINK_GONE, address="", pre="", done=False)
     st.limiter.give_back(slots)
@@ -305,13 +301,7 @@ async def enrol_post(request: Request) -> Response:
         return _page(request, "enrol.html", status=400, address=address, error=problem, done=False)
     hashed = await st.hasher.hash(new)
 
-    def tx(conn):
-        if accounts.use_token(conn, token, "enrol") is None:
-            return False
-        accounts.update_user(conn, address, password_hash=hashed, password_changed_at=time.time())
-        accounts.revoke_all_sessions(conn, address)
-        return True
-    if not await ctx.spool.write(tx):
+    if not await ctx.spool.enrol_user(token, password_hash=hashed):
         return render(request, "enrol.html", status=410, error=LINK_GONE, address="", pre="", done=False)
     await record(request, "password_set", address=address, actor=address, detail="enrolment link")
     if _closed(request) is not None:
@@ -323,7 +313,7 @@ async def enrol_post(request: Request) -> Response:
 async def totp_page(request: Request) -> Response:
     ctx = request.app.state.ctx
     token = request.cookies.get(_cookie(ctx, "mfa"), "")
-    row = await ctx.spool.read(lambda c: accounts.peek_token(c, token, "mfa")) if 0 < len(token) < 100 else None
+    row = await ctx.spool.peek_token(token, "mfa") if 0 < len(token) < 100 else None
     if row is None:
         return RedirectResponse("/login", status_code=303)
     return _page(request, "login_totp.html", error="")
@@ -334,25 +324,20 @@ async def totp_post(request: Request) -> Response:
     form = await _pre_checked_form(request)
     st = _state(ctx)
     token = request.cookies.get(_cookie(ctx, "mfa"), "")
-    row = await ctx.spool.read(lambda c: accounts.peek_token(c, token, "mfa")) if 0 < len(token) < 100 else None
+    row = await ctx.spool.peek_token(token, "mfa") if 0 < len(token) < 100 else None
     if row is None:
         return RedirectResponse("/login", status_code=303)
     address = row["address"]
     slots = _limited(request, auth.ip_keys("login", client_of(request)) + auth.account_keys("login", address))
     if slots is None:
         return await _too_many(request, "login", address)
-    user = await ctx.spool.read(accounts.get_user, address)
+    user = await ctx.spool.get_user(address)
     step = auth.totp_step(user["totp_secret"], form.get("code"), user["totp_last_step"]) if user else None
-
-    def tx(conn):
-        if step is None or accounts.use_token(conn, token, "mfa") is None:
-            return False
-        accounts.update_user(conn, address, totp_last_step=step)
-        return True
-    if user is not None and not user["disabled"] and await ctx.spool.write(tx):
+    if user is not None and not user["disabled"] and step is not None \
+            and await ctx.spool.accept_totp_login(token, step):
         st.limiter.give_back(slots)
         return await _logged_in(request, address, f"{row['detail']}+totp", mfa=True)
-    tries = await ctx.spool.write(lambda c: accounts.count_token_try(c, token, "mfa", max_tries=auth.MFA_TRIES))
+    tries = await ctx.spool.count_token_try(token, "mfa", max_tries=auth.MFA_TRIES)
     await record(request, "login", address=address, actor=address, result="failed",
                  detail=f"method={row['detail']}+totp")
     if tries >= auth.MFA_TRIES:

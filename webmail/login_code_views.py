@@ -13,7 +13,6 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from spool import accounts
 from webmail import auth, outbound
 from webmail.audit import client_of, record
 from webmail.auth_views import (CODE_SENT, CODE_WRONG, _address_form, _closed, _first_factor_done,
@@ -58,7 +57,7 @@ async def _deliver_code(request: Request, key: str) -> None:
     try:
         found = _user(ctx, key)
         address = found[0] if found else key
-        row = await ctx.spool.read(accounts.get_user, address) if found else None
+        row = await ctx.spool.get_user(address) if found else None
         if found is None or (row and row["disabled"]):
             await record(request, "login_code_issued", address=address, actor=address,
                          result="refused", detail="unknown_user" if found is None else "disabled")
@@ -72,11 +71,7 @@ async def _deliver_code(request: Request, key: str) -> None:
                          result="no_contact")
             return
         code = auth.new_code()
-
-        def tx(conn):
-            accounts.ensure_user(conn, address)
-            return accounts.issue_code(conn, address, code, ttl=w.login_code_ttl)
-        await ctx.spool.write(tx)
+        await ctx.spool.issue_code(address, code, ttl=w.login_code_ttl)
         if alt:
             sender, data = auth.code_message(user=address, to=alt, code=code, ttl=w.login_code_ttl,
                                              url=ctx.public_url, client=client_of(request))
@@ -103,11 +98,10 @@ async def _enter_code(request: Request, key: str, shown: str, typed) -> Response
     code = auth.clean_code(typed) or ""
     found = _user(ctx, key)
     address = found[0] if found else key
-    row = await ctx.spool.read(accounts.get_user, address) if found else None
+    row = await ctx.spool.get_user(address) if found else None
     outcome = "none"
     if found is not None:
-        outcome = await ctx.spool.write(lambda c: accounts.use_code(
-            c, address, code, max_tries=ctx.cfg.webmail.login_code_tries))
+        outcome = await ctx.spool.use_code(address, code, max_tries=ctx.cfg.webmail.login_code_tries)
     if outcome == "ok" and row is not None and not row["disabled"]:
         await record(request, "login_code_used", address=address, actor=address)
         st.limiter.give_back(slots)

@@ -1,5 +1,5 @@
 """Server-side sessions for the webmail: the cookie carries a random id; the session lives in the
-spool database (spool.accounts), so logout, a password change or an admin revokes it at once, and
+spool database (the spool's session verbs, spool.accounts_verbs), so logout, a password change or an admin revokes it at once, and
 a session opened before an outage keeps working through it (nothing here depends on Exchange, AD
 or an IdP).
 
@@ -21,8 +21,6 @@ from urllib.parse import urlsplit
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-
-from spool import accounts
 
 TOUCH_INTERVAL = 60.0   # seconds between last_seen writes of one session
 
@@ -73,7 +71,7 @@ class SessionLoader:
         if not sid or len(sid) > 200:
             return None
         cfg = self.ctx.cfg.webmail
-        row = await self.ctx.spool.read(lambda c: accounts.get_session(c, sid, idle=cfg.session_idle))
+        row = await self.ctx.spool.get_session(sid, idle=cfg.session_idle)
         if row is None or row["address"].startswith("admin:"):
             return None     # an admin session (webmail.admin) is never a mailbox user
         now = time.time()
@@ -81,7 +79,7 @@ class SessionLoader:
             self._touched[sid] = now
             if len(self._touched) > 10_000:
                 self._touched.clear()
-            await self.ctx.spool.write(accounts.touch_session, sid, now)
+            await self.ctx.spool.touch_session(sid, now)
         return WebUser(row["address"], sid, row["csrf_token"], row["created_at"], bool(row["mfa"]))
 
 

@@ -8,13 +8,10 @@ and one webmail_audit row per change or failed attempt.
 """
 from __future__ import annotations
 
-import time
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from spool import accounts
 from webmail import auth
 from webmail.audit import client_of, record
 from webmail.auth_views import _form, _limited, _state, _too_many, _user
@@ -29,7 +26,7 @@ async def settings_page(request: Request) -> Response:
 
 async def _settings(request: Request, user, status: int = 200, **values) -> Response:
     ctx = request.app.state.ctx
-    row = await ctx.spool.read(accounts.get_user, user.address) or {}
+    row = await ctx.spool.get_user(user.address) or {}
     found = _user(ctx, user.address)
     alt, phone = auth.contacts(row, found[1] if found else None)
     values = {"error": "", "notice": "", "totp_secret": "", "totp_uri": "", **values}
@@ -44,7 +41,7 @@ async def settings_post(request: Request) -> Response:
     await check_csrf(request, ctx, form)
     action = form.get("action")
     st = _state(ctx)
-    row = await ctx.spool.read(accounts.get_user, user.address) or {}
+    row = await ctx.spool.get_user(user.address) or {}
 
     async def current_ok() -> bool | None:
         """True if the current password is right (or none is set); None if rate limited."""
@@ -73,11 +70,8 @@ async def settings_post(request: Request) -> Response:
             await record(request, "password_changed", result="failed", detail="wrong current password")
             return await _settings(request, user, 400, error="The current password is wrong.")
         hashed = await st.hasher.hash(new)
-
-        def tx(conn):
-            accounts.update_user(conn, user.address, password_hash=hashed, password_changed_at=time.time())
-            return accounts.revoke_other_sessions(conn, user.address, user.session_id)
-        revoked = await ctx.spool.write(tx)
+        revoked = await ctx.spool.change_password(user.address, password_hash=hashed,
+                                                  keep_session_id=user.session_id)
         await record(request, "password_changed", detail=f"other_sessions_revoked={revoked}")
         return await _settings(request, user, notice="Password changed. Your other sessions were logged out.")
     if action == "totp_begin":
@@ -95,8 +89,7 @@ async def settings_post(request: Request) -> Response:
                                    totp_secret=secret, totp_uri=auth.totp_uri(secret, user.address))
         # the step of the enrolment code is not recorded: logging in right after enrolling,
         # within the same 30 s, must work (replays are refused from the first login on)
-        await ctx.spool.write(lambda c: accounts.update_user(c, user.address, totp_secret=secret,
-                                                             totp_last_step=0))
+        await ctx.spool.update_user(user.address, totp_secret=secret, totp_last_step=0)
         await record(request, "totp_enrolled")
         return await _settings(request, user, notice="Two-step login is on: you will be asked for a code "
                                "from your authenticator app after your password or login code.")
@@ -107,7 +100,7 @@ async def settings_post(request: Request) -> Response:
         if not ok:
             await record(request, "totp_disabled", result="failed", detail="wrong current password")
             return await _settings(request, user, 400, error="The current password is wrong.")
-        await ctx.spool.write(lambda c: accounts.update_user(c, user.address, totp_secret="", totp_last_step=0))
+        await ctx.spool.update_user(user.address, totp_secret="", totp_last_step=0)
         await record(request, "totp_disabled")
         return await _settings(request, user, notice="Two-step login is off.")
     raise HTTPException(400, "Unknown action.")

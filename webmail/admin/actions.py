@@ -148,7 +148,7 @@ def _endpoint(action: Action):
                          "audit log and the alert.", token=token)
         via = "alert link" if token else "console"
         try:
-            if token and await ctx.spool.write(lambda c: alert_links.spend(c, token)) is None:
+            if token and await alert_links.spend(ctx, token) is None:
                 await record(request, "admin_command", address=admin.actor, actor=admin.actor,
                              result="refused", detail=f"{action.command} via alert link: used or expired")
                 return _gone(request, admin)

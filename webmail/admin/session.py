@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from spool import accounts, admins
+from spool import admins
 from webmail.session import clear_session_cookie, same_origin, set_session_cookie
 
 ADMIN_IDLE = 3600.0          # seconds without a request before an admin session ends
@@ -59,10 +59,10 @@ async def load_admin(request: Request) -> AdminUser | None:
     out = None
     sid = request.cookies.get(cookie_name(ctx))
     if sid and len(sid) <= 200:
-        row = await ctx.spool.read(lambda c: accounts.get_session(c, sid, idle=ADMIN_IDLE))
+        row = await ctx.spool.get_session(sid, idle=ADMIN_IDLE)
         name = admins.name_of(row["address"]) if row is not None else None
         if name is not None and row["mfa"]:
-            admin = await ctx.spool.read(lambda c: admins.get_admin(c, name))
+            admin = await ctx.spool.get_admin(name)
             if admin is not None and not admin["disabled"]:
                 out = AdminUser(name, sid, row["csrf_token"], row["created_at"])
     request.state.admin = out

@@ -14,13 +14,12 @@ POST /logout, GET/POST /enrol/{token}.
 from __future__ import annotations
 
 import hmac
-import time
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from spool import accounts, admins
+from spool import admins
 from webmail import auth, auth_views
 from webmail.admin import login as lg
 from webmail.admin.session import (ADMIN_LIFETIME, check_admin_csrf, clear_admin_cookie,
@@ -51,13 +50,9 @@ async def _open_session(request: Request, name: str, method: str, next_: str) ->
     old = await load_admin(request)
     client, ua = client_of(request), request.headers.get("user-agent", "")
     address = admins.session_address(name)
-
-    def tx(conn):
-        if old is not None:
-            accounts.revoke_session(conn, old.session_id)
-        return accounts.create_session(conn, address, lifetime=ADMIN_LIFETIME, client=client,
-                                       user_agent=ua, mfa=True)[0]
-    sid = await ctx.spool.write(tx)
+    sid, _ = await ctx.spool.create_session(
+        address, lifetime=ADMIN_LIFETIME, client=client, user_agent=ua, mfa=True,
+        replacing=old.session_id if old is not None else None)
     await record(request, "admin_login", address=address, actor=address, detail=f"method={method}")
     response = RedirectResponse(lg.safe_next(next_), status_code=303)
     set_admin_cookie(response, ctx, sid)
@@ -88,7 +83,7 @@ async def login_post(request: Request) -> Response:
     slots = lg.limited(ctx, keys)
     if slots is None:
         return await _too_many(request, name or "")
-    row = await ctx.spool.read(lambda c: admins.get_admin(c, name)) if name else None
+    row = await ctx.spool.get_admin(name) if name else None
     usable = row is not None and not row["disabled"] and row["totp_secret"] and name != TOKEN_ADMIN
     stored = row["password_hash"] if usable else ""
     if len(password) > auth.MAX_PASSWORD:
@@ -103,8 +98,7 @@ async def login_post(request: Request) -> Response:
         return lg.page(request, "admin/login.html", status=401, name=shown, error=WRONG, next=next_)
     st.limiter.give_back(slots)
     address = admins.session_address(name)
-    token = await ctx.spool.write(lambda c: accounts.issue_token(
-        c, address, "admin_mfa", ttl=auth.MFA_TTL, detail=next_))
+    token = await ctx.spool.issue_token(address, "admin_mfa", ttl=auth.MFA_TTL, detail=next_)
     response = RedirectResponse("/admin/login/totp", status_code=303)
     lg.set_cookie(response, ctx, "mfa", token, max_age=int(auth.MFA_TTL))
     return response
@@ -116,7 +110,7 @@ async def _pending(request: Request) -> tuple[str, dict | None]:
     token = request.cookies.get(lg.cookie(ctx, "mfa"), "")
     if not 0 < len(token) < 100:
         return token, None
-    return token, await ctx.spool.read(lambda c: accounts.peek_token(c, token, "admin_mfa"))
+    return token, await ctx.spool.peek_token(token, "admin_mfa")
 
 
 async def totp_page(request: Request) -> Response:
@@ -138,21 +132,14 @@ async def totp_post(request: Request) -> Response:
     slots = lg.limited(ctx, keys)
     if slots is None:
         return await _too_many(request, name)
-    admin = await ctx.spool.read(lambda c: admins.get_admin(c, name))
+    admin = await ctx.spool.get_admin(name)
     step = (auth.totp_step(admin["totp_secret"], form.get("code"), admin["totp_last_step"])
             if admin and not admin["disabled"] else None)
-
-    def tx(conn):
-        if step is None or accounts.use_token(conn, token, "admin_mfa") is None:
-            return False
-        # guarded: two requests with the same code at once cannot both pass
-        return conn.execute("UPDATE admin_users SET totp_last_step=? WHERE name=? AND totp_last_step<?",
-                            (step, name, step)).rowcount == 1
-    if step is not None and await ctx.spool.write(tx):
+    # guarded: two requests with the same code at once cannot both pass
+    if step is not None and await ctx.spool.accept_admin_totp(token, step):
         lg.state(ctx).limiter.give_back(slots)
         return await _open_session(request, name, "password+totp", row["detail"])
-    tries = await ctx.spool.write(lambda c: accounts.count_token_try(c, token, "admin_mfa",
-                                                                     max_tries=auth.MFA_TRIES))
+    tries = await ctx.spool.count_token_try(token, "admin_mfa", max_tries=auth.MFA_TRIES)
     await record(request, "admin_login", address=address, actor=address, result="failed",
                  detail="method=password+totp wrong_code")
     if tries >= auth.MFA_TRIES:
@@ -181,7 +168,7 @@ async def token_post(request: Request) -> Response:
     ok = bool(ctx.admin_token) and hmac.compare_digest(given.encode(), ctx.admin_token.encode())
     row = None
     if ok:
-        row = await ctx.spool.write(lambda c: admins.ensure_admin(c, TOKEN_ADMIN))
+        row = await ctx.spool.ensure_admin(TOKEN_ADMIN)
     if not ok or row["disabled"]:
         why = "no_token_configured" if not ctx.admin_token else "disabled" if ok else "wrong_token"
         await record(request, "admin_login", address=address, actor=address, result="failed",
@@ -196,7 +183,7 @@ async def token_post(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     ctx = request.app.state.ctx
     admin = await check_admin_csrf(request, await lg.read_form(request))
-    await ctx.spool.write(accounts.revoke_session, admin.session_id)
+    await ctx.spool.revoke_session(admin.session_id)
     await record(request, "admin_logout", address=admin.actor, actor=admin.actor)
     response = RedirectResponse("/admin/login", status_code=303)
     clear_admin_cookie(response, ctx)
@@ -209,7 +196,7 @@ async def _enrol_row(request: Request) -> tuple[str, dict | None]:
     token = request.path_params["token"]
     if not 0 < len(token) < 100:
         return token, None
-    return token, await ctx.spool.read(lambda c: accounts.peek_token(c, token, "admin_enrol"))
+    return token, await ctx.spool.peek_token(token, "admin_enrol")
 
 
 def _gone(request: Request) -> Response:
@@ -242,15 +229,7 @@ async def enrol_post(request: Request) -> Response:
         return lg.page(request, "admin/enrol.html", status=400, name=name, error=problem)
     hashed = await lg.state(ctx).hasher.hash(new)
     secret = auth.new_totp_secret()
-
-    def tx(conn):
-        if accounts.use_token(conn, token, "admin_enrol") is None:
-            return False
-        admins.update_admin(conn, name, password_hash=hashed, totp_secret=secret, totp_last_step=0,
-                            password_changed_at=time.time())
-        accounts.revoke_all_sessions(conn, admins.session_address(name))
-        return True
-    if not await ctx.spool.write(tx):
+    if not await ctx.spool.enrol_admin(token, password_hash=hashed, totp_secret=secret):
         return _gone(request)
     await record(request, "admin_enrolled", address=admins.session_address(name),
                  actor=admins.session_address(name), detail="password and TOTP set")

@@ -6,8 +6,8 @@
     GET  /admin/users/{address}/reset-password     the confirmation step; POST confirm=yes
     POST /admin/users/{address}/login-link         a one-time link (enrol=1: sets a password)
 
-The changes are the ones of `mailgate users` (gateway/cli_users.py): the same spool.accounts
-calls, each in one transaction with its webmail_audit row (actor admin:NAME, the admin's client
+The changes are the ones of `mailgate users` (gateway/cli_users.py): the same spool verbs
+(spool.accounts_verbs), each one transaction with its webmail_audit row (actor admin:NAME, the admin's client
 address and user agent). Resetting a password clears the hash and revokes every session of the
 user: they log in again with a login code or an admin-issued link (and may set a new password
 in Settings). A user is what webmail.auth.resolve_user says (a directory mailbox; with no
@@ -15,7 +15,6 @@ directory, any address in an accepted domain); anything else is 404.
 """
 from __future__ import annotations
 
-import time
 from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
@@ -23,11 +22,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from spool import accounts
 from webmail import auth
 from webmail.admin.login import read_form
 from webmail.admin.session import check_admin_csrf, require_admin
-from webmail.audit import client_of
+from webmail.audit import actor_of
 from webmail.templating import render_admin
 
 DONE = {"disabled": "The user is disabled: their sessions and links were revoked.",
@@ -51,16 +49,11 @@ def _url(address: str, tail: str = "") -> str:
     return f"/admin/users/{quote(address, safe='@')}{tail}"
 
 
-def _audit(request: Request, conn, admin, action: str, address: str, detail: str = "") -> None:
-    accounts.audit(conn, action, address=address, actor=admin.actor, client=client_of(request),
-                   user_agent=request.headers.get("user-agent", ""), detail=detail)
-
-
 async def users_list(request: Request) -> Response:
     admin = await require_admin(request)
     ctx = request.app.state.ctx
     text = request.query_params.get("q", "")[:200].strip().casefold()
-    rows = {r["address"]: r for r in await ctx.spool.read(accounts.list_users)}
+    rows = {r["address"]: r for r in await ctx.spool.list_users()}
     directory, filtering = ctx.directory()
     entries = {e.address: e for e in directory.mailboxes()} if filtering else {}
     users = []
@@ -78,10 +71,8 @@ async def users_list(request: Request) -> Response:
 async def _user_page(request: Request, admin, address: str, status: int = 200, done: str = "",
                      error: str = "", link: str = "", link_kind: str = "") -> Response:
     ctx = request.app.state.ctx
-
-    def load(conn):
-        return accounts.get_user(conn, address), accounts.list_audit(conn, address, limit=200)
-    row, trail = await ctx.spool.read(load)
+    row = await ctx.spool.get_user(address)
+    trail = await ctx.spool.list_audit(address, limit=200)
     directory, filtering = ctx.directory()
     alt, phone = auth.contacts(row, directory.lookup(address) if filtering else None)
     return render_admin(request, "admin/user.html", admin, status=status, address=address,
@@ -100,15 +91,8 @@ def _set_disabled(disabled: bool):
         form = await read_form(request)
         admin = await check_admin_csrf(request, form)
         address = _user(request)
-
-        def tx(conn):
-            accounts.update_user(conn, address, disabled=int(disabled))
-            revoked = accounts.revoke_all_sessions(conn, address) if disabled else 0
-            if disabled:
-                accounts.revoke_tokens(conn, address)
-            _audit(request, conn, admin, "user_disabled" if disabled else "user_enabled", address,
-                   f"sessions_revoked={revoked}" if disabled else "")
-        await request.app.state.ctx.spool.write(tx)
+        await request.app.state.ctx.spool.set_user_disabled(address, disabled,
+                                                            by=actor_of(request, admin.actor))
         return RedirectResponse(_url(address, f"?done={'disabled' if disabled else 'enabled'}"), status_code=303)
     return handler
 
@@ -125,12 +109,8 @@ async def reset_password(request: Request) -> Response:
     address = _user(request)
     if form.get("confirm") != "yes":
         return RedirectResponse(_url(address, "/reset-password"), status_code=303)
-
-    def tx(conn):
-        accounts.update_user(conn, address, password_hash="", password_changed_at=time.time())
-        revoked = accounts.revoke_all_sessions(conn, address)
-        _audit(request, conn, admin, "password_reset", address, f"by admin; sessions_revoked={revoked}")
-    await request.app.state.ctx.spool.write(tx)
+    await request.app.state.ctx.spool.set_user_password(
+        address, "", by=actor_of(request, admin.actor), action="password_reset")
     return RedirectResponse(_url(address, "?done=reset"), status_code=303)
 
 
@@ -141,16 +121,8 @@ async def login_link(request: Request) -> Response:
     address = _user(request)
     enrol = form.get("enrol") == "1"
     ttl = ctx.cfg.webmail.login_link_ttl
-
-    def tx(conn):
-        user = accounts.ensure_user(conn, address)
-        if user["disabled"]:
-            return None
-        token = accounts.issue_token(conn, address, "enrol" if enrol else "link", ttl=ttl)
-        _audit(request, conn, admin, "enrol_link_issued" if enrol else "login_link_issued", address,
-               f"ttl={ttl:.0f}")
-        return token
-    token = await ctx.spool.write(tx)
+    token = await ctx.spool.issue_user_link(address, "enrol" if enrol else "link", ttl=ttl,
+                                            by=actor_of(request, admin.actor))
     if token is None:
         return await _user_page(request, admin, address, status=409,
                                 error="The user is disabled: enable them before issuing a link.")
