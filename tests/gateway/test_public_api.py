@@ -24,8 +24,25 @@ def test_spool_states():
     assert [s.value for s in spool.RcptState] == ["pending", "delivered", "bounced"]
 
 
+ACCOUNT_VERBS = [
+    "accept_admin_totp", "accept_totp_login", "admin_enrol_link", "append_audit",
+    "change_password", "count_token_try", "create_session", "enrol_admin", "enrol_user",
+    "ensure_admin", "ensure_user", "get_admin", "get_session", "get_user", "issue_code",
+    "issue_token", "issue_user_link", "list_admins", "list_audit", "list_users", "peek_token",
+    "reset_user_totp", "revoke_all_sessions", "revoke_session", "revoke_tokens", "set_admin_disabled",
+    "set_admin_password", "set_contacts", "set_user_disabled", "set_user_password", "touch_session",
+    "update_admin", "update_user", "use_code", "use_token"]
+
+
+def test_spool_account_verbs():
+    from spool.accounts_verbs import AccountVerbs
+    assert sorted(n for n in vars(AccountVerbs) if not n.startswith("_")) == ACCOUNT_VERBS
+    for name in ACCOUNT_VERBS:
+        assert inspect.iscoroutinefunction(getattr(Spool, name)), name
+
+
 def test_spool_methods():
-    public = sorted(n for n in dir(Spool) if not n.startswith("_"))
+    public = sorted(n for n in dir(Spool) if not n.startswith("_") and n not in ACCOUNT_VERBS)
     assert public == ["audit_command", "claim_due", "close", "cluster_probes", "commit",
                       "continuity_audit", "continuity_state", "count_held", "counts", "get",
                       "hold_due_now", "message_size", "move", "new_queue_id", "next_due_at",
