@@ -1,5 +1,6 @@
-"""`mailgate users ...`: webmail accounts, worked on the spool database directly (as
-`mailgate queue` does; WAL lets it share the file with a running gateway).
+"""`mailgate users ...`: webmail accounts, through the spool's account verbs on one connection of
+the CLI's own (as `mailgate queue` does): the SQLite spool file (WAL lets it share the file with
+a running gateway) or the PostgreSQL spool (gateway.cli_backend.on_postgresql; never as a node).
 
     mailgate users list
     mailgate users set-password ADDRESS        (password from stdin, or prompted twice on a tty)
@@ -10,19 +11,23 @@
 
 A user is a mailbox of the recipient directory; with no directory, any address in an accepted
 domain (webmail.auth.resolve_user). Every change is one transaction with its audit row (actor
-"cli"). Exit status: 0 ok, 1 refused (not a user, bad input), 2 usage.
+"cli"). Exit status: 0 ok, 1 refused (not a user, bad input, the database unreachable), 2 usage.
 """
 from __future__ import annotations
 
+import asyncio
 import csv
 import getpass
 import io
 import sys
-import time
 
-from gateway.cli_backend import refuse_unless_sqlite
-from spool import accounts, db
+from gateway import cli_backend
+from spool import db
+from spool.account_ops import Actor
+from spool.accounts_verbs import ConnectionAccounts
 from webmail import auth
+
+CLI = Actor("cli", "cli")
 
 
 def add_parser(sub) -> None:
@@ -42,17 +47,33 @@ def add_parser(sub) -> None:
 
 
 def run(cfg, args) -> int:
-    if (refused := refuse_unless_sqlite(cfg, "mailgate users")) is not None:
-        return refused
     from policies.directory import Directory, DirectoryError
     try:
         directory = Directory.load(cfg.directory.file) if cfg.directory.file else Directory.empty()
     except DirectoryError as e:
         print(f"mailgate: {e}", file=sys.stderr)
         return 1
+    if not cli_backend.is_postgresql(cfg):
+        db.connect(cfg.spool_path).close()     # created and migrated up front, as always
+    try:
+        return _COMMANDS[args.ucmd](cfg, directory, args)
+    except cli_backend.PgUnavailable as e:
+        print(f"mailgate: {e}", file=sys.stderr)
+        return 1
+
+
+def on_spool(cfg, fn, *args, read_only: bool = False):
+    """``await fn(verbs, *args)`` with ``verbs`` the spool's account verbs on one connection of
+    the CLI's own (spool.accounts_verbs.ConnectionAccounts on the SQLite file,
+    spool.pg.accounts.PgConnectionAccounts on PostgreSQL); its result. Raises
+    cli_backend.PgUnavailable when the PostgreSQL spool cannot be reached."""
+    if cli_backend.is_postgresql(cfg):
+        from spool.pg.accounts import PgConnectionAccounts
+        return cli_backend.on_postgresql(cfg, lambda conn: fn(PgConnectionAccounts(conn), *args),
+                                         read_only=read_only)
     conn = db.connect(cfg.spool_path)
     try:
-        return _COMMANDS[args.ucmd](cfg, conn, directory, args)
+        return asyncio.run(fn(ConnectionAccounts(conn), *args))
     finally:
         conn.close()
 
@@ -66,13 +87,8 @@ def _who(cfg, directory, raw: str) -> tuple[str, object] | None:
     return found
 
 
-def _audit(conn, action: str, address: str, detail: str = "", result: str = "ok") -> None:
-    accounts.audit(conn, action, address=address, actor="cli", result=result, client="cli",
-                   detail=detail)
-
-
-def _list(cfg, conn, directory, args) -> int:
-    rows = {r["address"]: r for r in accounts.list_users(conn)}
+def _list(cfg, directory, args) -> int:
+    rows = {r["address"]: r for r in on_spool(cfg, lambda sp: sp.list_users(), read_only=True)}
     names = set(rows)
     if cfg.directory.file:
         names |= {e.address for e in _mailboxes(directory)}
@@ -114,39 +130,25 @@ def read_new_password_hash() -> str | None:
     return auth.hash_password(password)
 
 
-def _set_password(cfg, conn, directory, args) -> int:
+def _set_password(cfg, directory, args) -> int:
     found = _who(cfg, directory, args.address)
     if found is None:
         return 1
     hashed = read_new_password_hash()
     if hashed is None:
         return 1
-
-    def tx():
-        accounts.update_user(conn, found[0], password_hash=hashed, password_changed_at=time.time())
-        revoked = accounts.revoke_all_sessions(conn, found[0])
-        _audit(conn, "password_set", found[0], f"by admin; sessions_revoked={revoked}")
-        return revoked
-    revoked = db.transaction(conn, tx)
+    revoked = on_spool(cfg, lambda sp: sp.set_user_password(found[0], hashed, by=CLI))
     print(f"password set for {found[0]}" + (f"; {revoked} session(s) logged out" if revoked else ""))
     return 0
 
 
-def _login_link(cfg, conn, directory, args) -> int:
+def _login_link(cfg, directory, args) -> int:
     found = _who(cfg, directory, args.address)
     if found is None:
         return 1
     kind = "enrol" if args.enrol else "link"
     ttl = cfg.webmail.login_link_ttl
-
-    def tx():
-        user = accounts.ensure_user(conn, found[0])
-        if user["disabled"]:
-            return None
-        token = accounts.issue_token(conn, found[0], kind, ttl=ttl)
-        _audit(conn, f"{'enrol' if args.enrol else 'login'}_link_issued", found[0], f"ttl={ttl:.0f}")
-        return token
-    token = db.transaction(conn, tx)
+    token = on_spool(cfg, lambda sp: sp.issue_user_link(found[0], kind, ttl=ttl, by=CLI))
     if token is None:
         print(f"mailgate: {found[0]} is disabled (mailgate users enable {found[0]})", file=sys.stderr)
         return 1
@@ -157,43 +159,30 @@ def _login_link(cfg, conn, directory, args) -> int:
     return 0
 
 
-def _disable(cfg, conn, directory, args, disabled: bool = True) -> int:
+def _disable(cfg, directory, args, disabled: bool = True) -> int:
     found = _who(cfg, directory, args.address)
     if found is None:
         return 1
-
-    def tx():
-        accounts.update_user(conn, found[0], disabled=int(disabled))
-        revoked = accounts.revoke_all_sessions(conn, found[0]) if disabled else 0
-        if disabled:
-            accounts.revoke_tokens(conn, found[0])
-        _audit(conn, "user_disabled" if disabled else "user_enabled", found[0],
-               f"sessions_revoked={revoked}" if disabled else "")
-        return revoked
-    revoked = db.transaction(conn, tx)
+    revoked = on_spool(cfg, lambda sp: sp.set_user_disabled(found[0], disabled, by=CLI))
     print(f"{found[0]} {'disabled' if disabled else 'enabled'}"
           + (f"; {revoked} session(s) logged out" if revoked else ""))
     return 0
 
 
-def _enable(cfg, conn, directory, args) -> int:
-    return _disable(cfg, conn, directory, args, disabled=False)
+def _enable(cfg, directory, args) -> int:
+    return _disable(cfg, directory, args, disabled=False)
 
 
-def _reset_totp(cfg, conn, directory, args) -> int:
+def _reset_totp(cfg, directory, args) -> int:
     found = _who(cfg, directory, args.address)
     if found is None:
         return 1
-
-    def tx():
-        accounts.update_user(conn, found[0], totp_secret="", totp_last_step=0)
-        _audit(conn, "totp_reset", found[0], "by admin")
-    db.transaction(conn, tx)
+    on_spool(cfg, lambda sp: sp.reset_user_totp(found[0], by=CLI))
     print(f"two-step login turned off for {found[0]}")
     return 0
 
 
-def _import_contacts(cfg, conn, directory, args) -> int:
+def _import_contacts(cfg, directory, args) -> int:
     """CSV rows address,alt_email,phone (a header line naming the columns is optional; empty
     fields clear nothing: they leave the value as it is). All rows are checked first; any error
     and nothing is written."""
@@ -232,24 +221,20 @@ def _import_contacts(cfg, conn, directory, args) -> int:
         print("\n".join(f"mailgate: {args.file}: {e}" for e in errors), file=sys.stderr)
         print(f"mailgate: nothing imported ({len(errors)} error(s))", file=sys.stderr)
         return 1
-
-    def tx():
-        for address, fields in changes:
-            accounts.update_user(conn, address, **fields)
-            _audit(conn, "contacts_set", address, " ".join(f"{k}={v}" for k, v in fields.items()))
-    db.transaction(conn, tx)
+    on_spool(cfg, lambda sp: sp.set_contacts(changes, by=CLI))
     print(f"contacts imported for {len(changes)} user(s)")
     return 0
 
 
-def _audit_cmd(cfg, conn, directory, args) -> int:
+def _audit_cmd(cfg, directory, args) -> int:
     from gateway.cli import fmt_time
     address = None
     if args.address:
         address = auth.clean_address(args.address) or args.address
         found = auth.resolve_user(cfg, directory, cfg.directory.file is not None, address)
         address = found[0] if found else address
-    for r in reversed(accounts.list_audit(conn, address, limit=args.limit)):
+    trail = on_spool(cfg, lambda sp: sp.list_audit(address, limit=args.limit), read_only=True)
+    for r in reversed(trail):
         print(f"{fmt_time(r['at'])}  {r['action']:<20}{r['result']:<13}{r['address'] or '-':<32}"
               f"actor={r['actor'] or '-'} client={r['client'] or '-'} {r['detail']}"
               + (f" ua={r['user_agent'][:60]!r}" if r["user_agent"] else ""))

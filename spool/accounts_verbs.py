@@ -16,6 +16,7 @@ from __future__ import annotations
 from spool import account_ops as _ops
 from spool import accounts as _a
 from spool import admins as _adm
+from spool import db as _db
 from spool.account_ops import Actor
 
 
@@ -214,4 +215,19 @@ class AccountVerbs:
         return await self.write(_ops.set_admin_password, name, password_hash, by)
 
 
-__all__ = ["AccountVerbs", "Actor"]
+class ConnectionAccounts(AccountVerbs):
+    """The account verbs on one SQLite connection of the calling thread (the CLI: no writer
+    thread; WAL lets it share the file with a running gateway): each write in a BEGIN IMMEDIATE
+    transaction of its own (spool.db.transaction), each read on the connection as it is."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    async def read(self, fn, *args):
+        return fn(self.conn, *args)
+
+    async def write(self, fn, *args):
+        return _db.transaction(self.conn, lambda: fn(self.conn, *args))
+
+
+__all__ = ["AccountVerbs", "Actor", "ConnectionAccounts"]

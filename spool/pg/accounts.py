@@ -145,4 +145,19 @@ class PgAccountVerbs:
         return await self.transaction(_ops.set_admin_password, self.node, name, password_hash, by)
 
 
-__all__ = ["PgAccountVerbs"]
+class PgConnectionAccounts(PgAccountVerbs):
+    """The account verbs on one psycopg AsyncConnection in autocommit mode (the CLI: not a node,
+    no pool, no writer): each write in a transaction of its own; audit rows name ``node``."""
+
+    def __init__(self, conn, node: str = "cli"):
+        self.conn, self.node = conn, node
+
+    async def read(self, fn, *args):
+        return await fn(self.conn, *args)
+
+    async def transaction(self, fn, *args):
+        async with self.conn.transaction():
+            return await fn(self.conn, *args)
+
+
+__all__ = ["PgAccountVerbs", "PgConnectionAccounts"]
