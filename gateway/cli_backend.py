@@ -1,11 +1,12 @@
 """Which spool the CLI talks to: the one place that knows ``spool.backend`` for the commands.
 
-Commands that open the SQLite spool file (admins, continuity, probes, mailbox, drill, users,
+Commands that open the SQLite spool file (continuity, probes, mailbox, drill,
 ``alerts test``'s alert mail, doctor's spool volume) call
 ``refuse_unless_sqlite`` first: on a PostgreSQL spool they print one line naming
 ``spool.backend`` and exit 2, instead of creating an empty ``spool.db`` beside a cluster and
 reporting on it. Commands that do run on PostgreSQL (``cluster status``, ``queue list|show``,
-and the queue's changes ``queue flush|hold|release|delete``) use ``on_postgresql``: one plain
+the queue's changes ``queue flush|hold|release|delete``, and ``users`` / ``admins`` through
+the account verbs, gateway.cli_users.on_spool) use ``on_postgresql``: one plain
 psycopg connection (read-only unless asked otherwise), never a PgSpool, so the CLI does not
 register itself as a node, migrate the schema or start a writer.
 
