@@ -141,6 +141,17 @@ async def test_login_codes(aspool):
     assert await aspool.use_code(A, "33333333", max_tries=3) == "none"
     await aspool.issue_code(B, "44444444", ttl=60.0)
     assert await aspool.use_code(A, "44444444", max_tries=3) == "none"  # another account's
+    await aspool.issue_code(B, "55555555", ttl=60.0)
+    got = await asyncio.gather(*(aspool.use_code(B, "55555555", max_tries=3) for _ in range(4)))
+    assert sorted(got) == ["none", "none", "none", "ok"]                # one winner at once
+
+
+async def test_one_totp_step_passes_once_under_concurrent_logins(aspool):
+    await aspool.ensure_admin("root")
+    tokens = [await aspool.issue_token("admin:root", "admin_mfa", ttl=60.0) for _ in range(3)]
+    got = await asyncio.gather(*(aspool.accept_admin_totp(t, 500) for t in tokens))
+    assert sorted(got) == [False, False, True]
+    assert (await aspool.get_admin("root"))["totp_last_step"] == 500
 
 
 async def test_audit_is_newest_first_cut_and_filtered(aspool):
