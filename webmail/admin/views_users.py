@@ -7,8 +7,8 @@
     POST /admin/users/{address}/login-link         a one-time link (enrol=1: sets a password)
 
 The changes are the ones of `mailgate users` (gateway/cli_users.py): the same spool verbs
-(spool.accounts_verbs), each one transaction with its webmail_audit row (actor admin:NAME, the admin's client
-address and user agent). Resetting a password clears the hash and revokes every session of the
+(spool.accounts_verbs), each one transaction with its webmail_audit row (actor admin:NAME, the
+admin's client address and user agent). Resetting a password clears the hash and revokes every session of the
 user: they log in again with a login code or an admin-issued link (and may set a new password
 in Settings). A user is what webmail.auth.resolve_user says (a directory mailbox; with no
 directory, any address in an accepted domain); anything else is 404.
