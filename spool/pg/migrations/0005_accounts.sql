@@ -56,7 +56,7 @@ CREATE TABLE webmail_audit (
     detail      text NOT NULL DEFAULT '',
     node        text NOT NULL DEFAULT ''                  -- the gateway that wrote it
 );
-CREATE INDEX webmail_audit_address ON webmail_audit (address, id);
+CREATE INDEX webmail_audit_address ON webmail_audit (address, at);   -- also the send-rate count (spool.sent)
 CREATE FUNCTION webmail_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'webmail_audit is append-only'; END $$;
 CREATE TRIGGER webmail_audit_append_only BEFORE UPDATE OR DELETE ON webmail_audit
