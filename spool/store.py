@@ -35,6 +35,7 @@ from spool import recover as _recover
 from spool import transitions as _tr
 from spool.commit import NewMessage
 from spool.continuity_verbs import ContinuityVerbs
+from spool.mailbox_verbs import MailboxVerbs
 from spool.query import Recipient, StoredMessage
 from spool.states import Claim, QueueState, StaleClaim
 
@@ -78,7 +79,7 @@ def _spool_error(what: str, e: BaseException) -> SpoolError:
     return SpoolError(f"{what}: {e}", full=full)
 
 
-class Spool(ContinuityVerbs):
+class Spool(ContinuityVerbs, MailboxVerbs):
     """Async façade over the spool database at ``path``.
 
     ``await Spool.open(path)`` creates the database if needed, runs crash recovery (unless
