@@ -10,6 +10,9 @@ message for ``array_to_tsvector``; ``tsquery`` turns a user's query into a tsque
 word must match, prefix match on the last: spool.mailbox._fts_query's rules); ``snippet`` and
 ``highlight`` mark matches as FTS5's snippet() and highlight() do.
 
+One known difference: FTS5's tables date from Unicode 6.1, so a symbol assigned since (most
+emoji) is a word to FTS5 and a separator here; an emoji is not searchable on PostgreSQL.
+
 Limits: a word longer than MAX_WORD characters is not indexed, and at most MAX_LEXEME_BYTES of
 distinct words per message (PostgreSQL's tsvector holds at most 1 MB).
 """
@@ -21,41 +24,33 @@ import unicodedata
 MAX_WORD = 200
 MAX_LEXEME_BYTES = 512 * 1024
 _QUERY_WORD = re.compile(r"\w+", re.UNICODE)   # as spool.mailbox._WORD
-_TOKEN_CATS = ("L", "N")
+#: The combining marks FTS5 counts as diacritics (part of a word, removed from it): its
+#: sqlite3Fts5UnicodeIsdiacritic() masks over U+0300..U+0331.
+_DIACRITICS = "".join(chr(c) for c in range(0x300, 0x332)
+                      if (0x08029FDF if c < 0x320 else 0x000361F8) >> ((c - 0x300) % 32) & 1)
+#: A word: letters and digits (str.isalnum: Unicode L* and N*, as \w without "_"), private-use
+#: characters (Co) and those diacritics.
+_TOKEN = re.compile(r"(?:[^\W_]|[\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd"
+                    + _DIACRITICS + "])+")
+_DROP = str.maketrans("", "", _DIACRITICS)
 
 
-def _is_token_char(ch: str) -> bool:
-    cat = unicodedata.category(ch)
-    return cat[0] in _TOKEN_CATS or cat == "Co"
+def _fold_char(c: str) -> str:
+    d = unicodedata.normalize("NFD", c)
+    if len(d) > 1 and d[0].isascii() and d[0].isalpha() and all(unicodedata.combining(x) for x in d[1:]):
+        return d[0]
+    return c
 
 
-def _fold(ch: str) -> str:
-    low = ch.lower()
-    if low.isascii():
-        return low
-    out = []
-    for c in low:
-        d = unicodedata.normalize("NFD", c)
-        if len(d) > 1 and d[0].isascii() and d[0].isalpha() and all(unicodedata.combining(x) for x in d[1:]):
-            out.append(d[0])
-        else:
-            out.append(c)
-    return "".join(out)
+def fold(word: str) -> str:
+    """``word`` lower-cased, Latin letters without their diacritics (FTS5's remove_diacritics)."""
+    low = word.lower()
+    return low if low.isascii() else "".join(_fold_char(c) for c in low.translate(_DROP))
 
 
 def tokens(text: str) -> list[tuple[int, int, str]]:
     """The words of ``text``: [(start, end, folded word)], in order."""
-    out, start = [], None
-    for i, ch in enumerate(text):
-        if _is_token_char(ch):
-            if start is None:
-                start = i
-        elif start is not None:
-            out.append((start, i, "".join(_fold(c) for c in text[start:i])))
-            start = None
-    if start is not None:
-        out.append((start, len(text), "".join(_fold(c) for c in text[start:])))
-    return out
+    return [(m.start(), m.end(), fold(m.group())) for m in _TOKEN.finditer(text)]
 
 
 def lexemes(*texts: str) -> list[str]:
@@ -63,7 +58,8 @@ def lexemes(*texts: str) -> list[str]:
     seen: dict[str, None] = {}
     size = 0
     for text in texts:
-        for _s, _e, w in tokens(text or ""):
+        for m in _TOKEN.finditer(text or ""):
+            w = fold(m.group())
             if w in seen or len(w) > MAX_WORD:
                 continue
             size += len(w.encode()) + 8
@@ -134,4 +130,4 @@ def snippet(text: str, terms: list[tuple[str, bool]], start: str, end: str,
         (ellipsis if best + size < len(toks) else "")
 
 
-__all__ = ["tokens", "lexemes", "query_terms", "tsquery", "highlight", "snippet"]
+__all__ = ["fold", "tokens", "lexemes", "query_terms", "tsquery", "highlight", "snippet"]

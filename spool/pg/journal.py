@@ -12,6 +12,7 @@ from psycopg import AsyncConnection
 
 from spool.journal import JournalEntry
 from spool.mailbox import FilingEntry
+from spool.pg import fts
 from spool.pg.mailbox_rows import NOW, search_words
 
 
@@ -40,10 +41,17 @@ async def count_pending(conn: AsyncConnection) -> int:
     return (await cur.fetchone())[0]
 
 
-async def index_entries(conn: AsyncConnection, described: list[FilingEntry]) -> int:
-    """spool.journal.index_entries: headers, body text and search words of the pending entries
-    of each message of ``described``, marked indexed; rows indexed, purged or locked by another
-    node meanwhile are left alone. Returns the rows indexed."""
+def base_words(described: list[FilingEntry]) -> dict[str, list[str]]:
+    """{queue_id: search words of its headers and body} (CPU work: run it off the event loop)."""
+    return {e.queue_id: search_words(e, "") for e in described}
+
+
+async def index_entries(conn: AsyncConnection, described: list[FilingEntry],
+                        base: dict[str, list[str]] | None = None) -> int:
+    """spool.journal.index_entries: headers, body text and search words (``base``, from
+    base_words, plus each row's envelope sender) of the pending entries of each message of
+    ``described``, marked indexed; rows indexed, purged or locked by another node meanwhile
+    are left alone. Returns the rows indexed."""
     by_qid = {e.queue_id: e for e in described}
     if not by_qid:
         return 0
@@ -57,7 +65,8 @@ async def index_entries(conn: AsyncConnection, described: list[FilingEntry]) -> 
         e = by_qid[qid]
         w = words.get((qid, envelope_from))
         if w is None:
-            w = words[(qid, envelope_from)] = search_words(e, envelope_from)
+            b = base[qid] if base is not None else search_words(e, "")
+            w = words[(qid, envelope_from)] = list(dict.fromkeys(b + fts.lexemes(envelope_from)))
         args.append((e.from_header, e.to_header, e.cc_header, e.subject, e.date_header,
                      e.message_id, bool(e.has_attachments), e.body_text, w, rowid))
     if args:
@@ -69,4 +78,4 @@ async def index_entries(conn: AsyncConnection, described: list[FilingEntry]) -> 
     return len(args)
 
 
-__all__ = ["file_delivered", "pending_entries", "count_pending", "index_entries"]
+__all__ = ["file_delivered", "pending_entries", "count_pending", "index_entries", "base_words"]

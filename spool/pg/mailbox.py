@@ -13,6 +13,8 @@ the database is unreachable; the verbs' own errors as on SQLite.
 """
 from __future__ import annotations
 
+import asyncio
+
 from spool.commit import NewMessage
 from spool.mailbox import PER_PAGE, PURGE_BATCH, FilingEntry
 from spool.pg import db as _db
@@ -37,11 +39,11 @@ async def _journal_savepoint(conn, journal) -> Exception | None:
 
 
 async def record_with_filing(conn, queue_id, outcomes, next_attempt_at, hold, token, dsn, node,
-                             hold_reason, filing: FilingEntry | None, journal):
+                             hold_reason, filing: FilingEntry | None, journal, words=None):
     """spool.pg.queue.record_attempt with the journal entry filed first (the record then keeps
-    the bytes it refers to) and, if the message goes on hold, ``filing`` filed after; returns
-    (state, journal error or None). A stale ``token`` raises StaleClaim: the caller's savepoint
-    undoes the journal entry too."""
+    the bytes it refers to) and, if the message goes on hold, ``filing`` filed after (with its
+    search ``words``, made off the loop); returns (state, journal error or None). A stale
+    ``token`` raises StaleClaim: the caller's savepoint undoes the journal entry too."""
     journal_error = None
     if journal is not None:
         if token is not None:
@@ -50,7 +52,7 @@ async def record_with_filing(conn, queue_id, outcomes, next_attempt_at, hold, to
     state = await _q.record_attempt(conn, queue_id, outcomes, next_attempt_at, hold, token, dsn,
                                     node, hold_reason)
     if filing is not None and state is QueueState.HOLD:
-        await _rows.file_message(conn, filing)
+        await _rows.file_message(conn, filing, words)
     return state, journal_error
 
 
@@ -64,31 +66,47 @@ async def delivered_with_journal(conn, queue_id, outcomes, journal, token) -> in
     return await _q.record_delivered(conn, queue_id, outcomes, None)
 
 
+async def _finish(rows: list[dict]) -> list[dict]:
+    """mailbox_rows.finish, off the event loop when a pending entry's headers are to be parsed."""
+    if _rows.pending(rows):
+        return await asyncio.to_thread(_rows.finish, rows)
+    return _rows.finish(rows)
+
+
+async def filing_words(filing: FilingEntry | None) -> list[str] | None:
+    """The search words of a held message's filing, made off the event loop (None: no filing)."""
+    return None if filing is None else await asyncio.to_thread(_rows.search_words, filing)
+
+
 class PgMailboxVerbs:
     """The continuity-mailbox verbs of PgSpool (over its read/write/transaction)."""
 
     async def folder_page(self, mailbox: str, folder: str, page: int = 1,
                           per_page: int = PER_PAGE) -> dict:
-        return await self.read(_rows.folder_page, mailbox, folder, page, per_page)
+        out = await self.read(_rows.folder_page, mailbox, folder, page, per_page)
+        await _finish(out["rows"])
+        return out
 
     async def unread_counts(self, mailbox: str) -> dict[str, int]:
         return await self.read(_rows.unread_counts, mailbox)
 
     async def list_mailbox(self, mailbox: str, limit: int = 50, offset: int = 0,
                            folder: str | None = None) -> list[dict]:
-        return await self.read(_rows.list_mailbox, mailbox, limit, offset, folder)
+        return await _finish(await self.read(_rows.list_mailbox, mailbox, limit, offset, folder))
 
     async def get_mailbox_message(self, mailbox: str, message_id: int, with_data: bool = True, *,
                                   folder: str | None = None,
                                   include_deleted: bool = True) -> dict | None:
         if not 0 < message_id < 2 ** 63:
             return None                 # names no row (bigint ids)
-        return await self.read(_rows.get_message, mailbox, message_id, with_data, folder,
-                               include_deleted)
+        row = await self.read(_rows.get_message, mailbox, message_id, with_data, folder,
+                              include_deleted)
+        return None if row is None else (await _finish([row]))[0]
 
     async def search_messages(self, mailbox: str, query: str, limit: int = PER_PAGE,
                               offset: int = 0) -> dict:
-        return await self.read(_rows.search_page, mailbox, query, limit, offset)
+        found = await self.read(_rows.search_page, mailbox, query, limit, offset)
+        return await asyncio.to_thread(_rows.mark, found) if found["rows"] else _rows.mark(found)
 
     async def set_flags(self, mailbox: str, message_id: int, *, seen: bool | None = None,
                         deleted: bool | None = None) -> bool:
@@ -98,13 +116,15 @@ class PgMailboxVerbs:
                                                                 seen=seen, deleted=deleted))
 
     async def file_message(self, entry: FilingEntry) -> int:
-        return len(await self.write(_rows.file_message, entry))
+        words = await asyncio.to_thread(_rows.search_words, entry)
+        return len(await self.write(_rows.file_message, entry, words))
 
     async def mailbox_counts(self) -> dict[str, int]:
         return await self.read(_rows.counts)
 
     async def commit_sent(self, msg: NewMessage, rec: SentRecord) -> tuple[str, int | None]:
-        return await self.write(_sent.commit_sent, msg, rec, self.node)
+        words = None if rec.copy is None else await asyncio.to_thread(_rows.search_words, rec.copy)
+        return await self.write(_sent.commit_sent, msg, rec, self.node, words)
 
     async def sent_status(self, mailbox: str, message_id: int) -> dict | None:
         if not 0 < message_id < 2 ** 63:
@@ -125,10 +145,12 @@ class PgMailboxVerbs:
         return await self.read(_rows.message_data, queue_id)
 
     async def index_journal(self, described: list[FilingEntry]) -> int:
-        return await self.transaction(_journal.index_entries, list(described))
+        described = list(described)
+        base = await asyncio.to_thread(_journal.base_words, described)
+        return await self.transaction(_journal.index_entries, described, base)
 
     async def purge_mailboxes(self, before: float, limit: int = PURGE_BATCH) -> int:
         return await self.transaction(_rows.purge, before, limit)
 
 
-__all__ = ["PgMailboxVerbs", "record_with_filing", "delivered_with_journal"]
+__all__ = ["PgMailboxVerbs", "record_with_filing", "delivered_with_journal", "filing_words"]

@@ -32,16 +32,24 @@ DATA = ("SELECT coalesce((SELECT data FROM mailbox_bodies WHERE queue_id=%(q)s),
         " (SELECT data FROM bodies WHERE queue_id=%(q)s))")
 
 
-def search_words(e: FilingEntry, envelope_from: str) -> list[str]:
-    """The lexemes of a filed message: SQLite's FTS columns subject, sender, recipients, body."""
-    return fts.lexemes(e.subject, f"{e.from_header} {envelope_from}",
+def search_words(e: FilingEntry, envelope_from: str | None = None) -> list[str]:
+    """The lexemes of a filed message: SQLite's FTS columns subject, sender, recipients, body
+    (``envelope_from``: e's unless given). CPU work: call it off the event loop."""
+    return fts.lexemes(e.subject, e.from_header,
+                       e.envelope_from if envelope_from is None else envelope_from,
                        f"{e.to_header} {e.cc_header}", e.body_text)
 
 
 async def _rows(conn: AsyncConnection, sql: str, args) -> list[dict]:
+    """Rows of ``sql``; a pending entry's keeps its ``head`` for ``finish``."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, args)
-        rows = await cur.fetchall()
+        return await cur.fetchall()
+
+
+def finish(rows: list[dict]) -> list[dict]:
+    """Drop each row's ``head``, a pending entry's header fields parsed from it first
+    (spool.journal.headers_from: CPU work, run off the event loop when any is pending)."""
     for r in rows:
         head = r.pop("head", None)
         if not r["indexed"]:
@@ -49,9 +57,16 @@ async def _rows(conn: AsyncConnection, sql: str, args) -> list[dict]:
     return rows
 
 
-async def file_message(conn: AsyncConnection, e: FilingEntry) -> list[int]:
+def pending(rows: list[dict]) -> bool:
+    """True if ``finish`` has headers to parse in ``rows``."""
+    return any(not r["indexed"] for r in rows)
+
+
+async def file_message(conn: AsyncConnection, e: FilingEntry,
+                       words: list[str] | None = None) -> list[int]:
     """File ``e`` into each of its mailboxes, indexed at once (idempotent per (mailbox,
-    queue_id, folder)); the ids of the rows added."""
+    queue_id, folder)), with ``words`` (search_words(e), made off the loop; made here if None);
+    the ids of the rows added."""
     await conn.execute("INSERT INTO mailbox_bodies (queue_id, data) VALUES (%s, %s)"
                        " ON CONFLICT (queue_id) DO NOTHING", (e.queue_id, bytes(e.data)))
     if not e.mailboxes:
@@ -67,7 +82,8 @@ async def file_message(conn: AsyncConnection, e: FilingEntry) -> list[int]:
         {"q": e.queue_id, "ev": e.event_id, "ef": e.envelope_from, "fh": e.from_header,
          "th": e.to_header, "ch": e.cc_header, "s": e.subject, "dh": e.date_header,
          "mid": e.message_id, "size": len(e.data), "att": bool(e.has_attachments),
-         "folder": e.folder, "body": e.body_text, "words": search_words(e, e.envelope_from),
+         "folder": e.folder, "body": e.body_text,
+         "words": search_words(e) if words is None else words,
          "owners": list(e.mailboxes), "vias": list(e.mailboxes.values())})
     return [r[0] for r in await cur.fetchall()]
 
@@ -133,18 +149,25 @@ async def unread_counts(conn: AsyncConnection, mailbox: str) -> dict[str, int]:
 async def search_page(conn: AsyncConnection, mailbox: str, query: str, limit: int = PER_PAGE,
                       offset: int = 0) -> dict:
     terms = fts.query_terms(query)
-    if terms is None:
-        return {"rows": [], "more": False}
+    if terms is None or any(len(t) > fts.MAX_WORD for t, _p in terms):
+        return {"rows": [], "more": False}        # no word, or one longer than any indexed
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"SELECT {COLUMNS}, m.body_text FROM mailbox_messages m WHERE m.mailbox=%s"
             " AND NOT m.deleted AND m.search @@ %s::tsquery ORDER BY m.filed_at DESC, m.id DESC"
             " LIMIT %s OFFSET %s", (mailbox.casefold(), fts.tsquery(terms), limit + 1, max(0, offset)))
         rows = await cur.fetchall()
-    for r in rows:
+    return {"rows": rows[:limit], "more": len(rows) > limit, "terms": terms}
+
+
+def mark(found: dict) -> dict:
+    """search_page's result with each row's ``snippet`` and ``subject_marked`` (its body text
+    and the query's terms dropped): CPU work, run off the event loop."""
+    terms = found.pop("terms", None)
+    for r in found["rows"]:
         r["snippet"] = fts.snippet(r.pop("body_text"), terms, MARK_START, MARK_END)
         r["subject_marked"] = fts.highlight(r["subject"], terms, MARK_START, MARK_END)
-    return {"rows": rows[:limit], "more": len(rows) > limit}
+    return found
 
 
 async def set_flags(conn: AsyncConnection, mailbox: str, message_id: int, *,
@@ -191,5 +214,6 @@ async def purge(conn: AsyncConnection, before: float, limit: int = PURGE_BATCH) 
 
 
 __all__ = ["file_message", "list_mailbox", "get_message", "message_data", "folder_page",
-           "unread_counts", "search_page", "set_flags", "counts", "purge", "search_words",
+           "unread_counts", "search_page", "mark", "finish", "pending", "set_flags", "counts",
+           "purge", "search_words",
            "COLUMNS", "NOW"]

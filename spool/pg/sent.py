@@ -30,9 +30,10 @@ async def sends_in_last_hour(conn: AsyncConnection, address: str) -> int:
 
 
 async def commit_sent(conn: AsyncConnection, msg: NewMessage, rec: SentRecord,
-                      node: str = "") -> tuple[str, int | None]:
+                      node: str = "", words: list[str] | None = None) -> tuple[str, int | None]:
     """spool.sent.commit_sent: (queue ID, Sent row id or None); SendLimitExceeded (raised
-    before anything is written) when ``rec.per_hour`` is reached."""
+    before anything is written) when ``rec.per_hour`` is reached. ``words``: the Sent copy's
+    search words (spool.pg.mailbox_rows.search_words, made off the loop)."""
     if rec.per_hour is not None:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                            ("mailgate-send:" + rec.address,))
@@ -42,7 +43,8 @@ async def commit_sent(conn: AsyncConnection, msg: NewMessage, rec: SentRecord,
     queue_id = await _q.insert_message(conn, msg, node)
     sent_id = None
     if rec.copy is not None:
-        await file_message(conn, dataclasses.replace(rec.copy, queue_id=queue_id, folder="sent"))
+        await file_message(conn, dataclasses.replace(rec.copy, queue_id=queue_id, folder="sent"),
+                           words)
         cur = await conn.execute("SELECT id FROM mailbox_messages WHERE mailbox=%s AND queue_id=%s"
                                  " AND folder='sent'", (rec.address, queue_id))
         row = await cur.fetchone()

@@ -141,9 +141,10 @@ class PgSpool(PgContinuityVerbs, PgMailboxVerbs):
             if filing is None and journal is None:
                 return await self.write(_q.record_attempt, queue_id, outcomes, next_attempt_at,
                                         hold, token, dsn, self.node, hold_reason)
+            words = await _mailbox.filing_words(filing)
             state, journal_error = await self.write(
                 _mailbox.record_with_filing, queue_id, outcomes, next_attempt_at, hold, token,
-                dsn, self.node, hold_reason, filing, journal)
+                dsn, self.node, hold_reason, filing, journal, words)
         except StaleClaim:
             self.stale_claims += 1
             raise
