@@ -87,9 +87,7 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
                                           mailbox=mailbox)
         await controller.start()   # before delivery: a restart during an event keeps holding
     from gateway.continuity import journal   # continuity mailboxes: journal hook, index, retention
-    # the continuity mailboxes live in the SQLite spool only (config_spool: no webmail on PG)
-    keeper = (journal.build(cfg, spool, qmgr, lambda: (watcher.current, watcher.enabled), log)
-              if not spool.shared else None)
+    keeper = journal.build(cfg, spool, qmgr, lambda: (watcher.current, watcher.enabled), log)
     handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,
                             probe_mailbox=mailbox)
     intake = IntakeServer(cfg, handler)
@@ -114,8 +112,7 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
             helpers = [tg.create_task(supervise("directory", lambda: _watch_directory(
                 watcher, cfg.directory.reload_interval, log, reload_now), log), name="directory"),
                 ]
-            if keeper is not None:
-                helpers.append(tg.create_task(supervise("journal", keeper.run, log), name="journal"))
+            helpers.append(tg.create_task(supervise("journal", keeper.run, log), name="journal"))
             if spool.shared:      # `mailgate cluster status` shows each node's last heartbeat
                 helpers.append(tg.create_task(supervise("heartbeat", lambda: _heartbeat(
                     spool, log), log), name="heartbeat"))

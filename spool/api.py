@@ -92,7 +92,7 @@ class QueueSpool(Protocol):
                                *, token: int | None = None) -> int:
         """Write the DELIVERED outcomes among ``outcomes`` of an attempt still in progress at once
         (a kill before the attempt's record does not send them again); the message stays
-        active. ``journal`` (spool.journal.JournalEntry, SQLite only: ValueError on PostgreSQL)
+        active. ``journal`` (spool.journal.JournalEntry, on both backends)
         is filed in the same transaction. Returns how many recipients changed. StaleClaim if
         ``token`` is no longer the current claim."""
 

@@ -36,6 +36,7 @@ from spool import transitions as _tr
 from spool.commit import NewMessage
 from spool.accounts_verbs import AccountVerbs
 from spool.continuity_verbs import ContinuityVerbs
+from spool.mailbox_verbs import MailboxVerbs
 from spool.query import Recipient, StoredMessage
 from spool.states import Claim, QueueState, StaleClaim
 
@@ -79,7 +80,7 @@ def _spool_error(what: str, e: BaseException) -> SpoolError:
     return SpoolError(f"{what}: {e}", full=full)
 
 
-class Spool(ContinuityVerbs, AccountVerbs):
+class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs):
     """Async façade over the spool database at ``path``.
 
     ``await Spool.open(path)`` creates the database if needed, runs crash recovery (unless

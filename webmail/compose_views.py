@@ -32,7 +32,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from spool import mailbox as spool_mailbox
 from spool import sent as spool_sent
 from spool.states import QueueState, RcptState
 from webmail import audit, compose, dkim_sign, outbound, quoting, thread_headers
@@ -194,7 +193,7 @@ async def _original(request: Request, message_id: int) -> dict:
     user = require_user(request)
     if message_id > MAX_ID:
         raise HTTPException(404)
-    row = await ctx.spool.read(spool_mailbox.get_message, user.address, message_id)
+    row = await ctx.spool.get_mailbox_message(user.address, message_id)
     if row is None or row.get("data") is None:
         raise HTTPException(404)
     return row
@@ -332,7 +331,7 @@ async def _send(request: Request, user, draft: Draft, uploads: list[Upload]) -> 
         if draft.orig:
             if not draft.orig.isdigit() or int(draft.orig) > MAX_ID:
                 raise ComposeError("The original message is not available.")
-            row = await ctx.spool.read(spool_mailbox.get_message, user.address, int(draft.orig))
+            row = await ctx.spool.get_mailbox_message(user.address, int(draft.orig))
             if row is None or row.get("data") is None:
                 raise ComposeError("The original message is not available any more.")
             raw = row["data"]
@@ -450,7 +449,7 @@ async def status(request: Request) -> Response:
     user = require_user(request)
     if request.path_params["id"] > MAX_ID:
         raise HTTPException(404)
-    res = await ctx.spool.read(spool_sent.sent_status, user.address, request.path_params["id"])
+    res = await ctx.spool.sent_status(user.address, request.path_params["id"])
     if res is None:
         raise HTTPException(404)
     q = res["queue"]

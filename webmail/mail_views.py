@@ -4,7 +4,8 @@ sandboxed body, its attachments and source, search, and the user's own flags.
 Routes: GET /mail/inbox, /mail/sent (?page=N), GET /mail/search?q=, GET /msg/{id},
 GET /msg/{id}/body (?remote=1), GET /msg/{id}/att/{n}, GET /msg/{id}/raw, POST /msg/{id}/flags.
 
-Every read filters on the session's mailbox (``user.address``) through spool.mailbox: another
+Every read filters on the session's mailbox (``user.address``) through the spool's mailbox verbs
+(spool.mailbox_verbs, on either backend): another
 user's message id answers 404 exactly like one that does not exist. Flags (seen, deleted) live
 in mailbox_messages only; nothing here touches the queue, so what is replayed to Exchange never
 depends on what a user does. Parsing and sanitising hostile mail run off the event loop
@@ -80,10 +81,8 @@ async def folder_view(request: Request, folder: str) -> Response:
     user = require_user(request)
     ctx = request.app.state.ctx
     page = _int(request.query_params.get("page"), 1)
-
-    def load(conn):
-        return mbx.folder_page(conn, user.address, folder, page), mbx.unread_counts(conn, user.address)
-    data, unread = await ctx.spool.read(load)
+    data = await ctx.spool.folder_page(user.address, folder, page)
+    unread = await ctx.spool.unread_counts(user.address)
     return render(request, "mailbox.html", folder=folder, rows=[_row(r, folder) for r in data["rows"]],
                   total=data["total"], page=data["page"], pages=data["pages"], unread=unread)
 
@@ -95,8 +94,8 @@ async def search_view(request: Request) -> Response:
     page = _int(request.query_params.get("page"), 1, 200)
     found = {"rows": [], "more": False}
     if q.strip():
-        found = await ctx.spool.read(mbx.search_page, user.address, q, mbx.PER_PAGE,
-                                     (page - 1) * mbx.PER_PAGE)
+        found = await ctx.spool.search_messages(user.address, q, mbx.PER_PAGE,
+                                                (page - 1) * mbx.PER_PAGE)
     rows = []
     for r in found["rows"]:
         row = _row(r, r["folder"])
@@ -115,7 +114,7 @@ async def _load(request: Request, with_data: bool = True) -> tuple[dict, object]
     mid = request.path_params["id"]
     if mid <= 0 or mid > MAX_ID:
         raise HTTPException(404)
-    row = await request.app.state.ctx.spool.read(mbx.get_message, user.address, mid, with_data)
+    row = await request.app.state.ctx.spool.get_mailbox_message(user.address, mid, with_data)
     if row is None:
         raise HTTPException(404)
     return row, user
@@ -146,7 +145,7 @@ async def message_view(request: Request) -> Response:
         except Exception:
             as_text = True
     if not row["seen"]:
-        await ctx.spool.write(lambda c: mbx.set_flags(c, user.address, row["id"], seen=True))
+        await ctx.spool.set_flags(user.address, row["id"], seen=True)
     atts = [{"n": a.index, "name": display.safe_filename(a.filename, a.index),
              "type": display.clean_line(a.content_type, 80), "size": display.human_size(a.size),
              "nested": a.nested} for a in p.attachments]
@@ -220,7 +219,7 @@ async def flags_view(request: Request) -> Response:
     if not isinstance(action, str) or action not in FLAG_ACTIONS:
         raise HTTPException(400, "Unknown action.")
     row, _ = await _load(request, with_data=False)
-    await ctx.spool.write(lambda c: mbx.set_flags(c, user.address, row["id"], **FLAG_ACTIONS[action]))
+    await ctx.spool.set_flags(user.address, row["id"], **FLAG_ACTIONS[action])
     if action in ("delete", "unseen"):
         return RedirectResponse(f"/mail/{row['folder']}", status_code=303)
     return RedirectResponse(f"/msg/{row['id']}", status_code=303)

@@ -27,10 +27,10 @@ async def submit_sent(ctx, *, mail_from: str, rcpts, data: bytes, smtputf8: bool
     """``submit`` returning (queue ID, id of the sender's Sent row or None)."""
     msg = NewMessage(mail_from=mail_from, rcpt_tos=tuple(rcpts), data=data, client_addr=client,
                      client_helo="webmail", smtputf8=smtputf8,
-                     body_8bit=any(b > 127 for b in data))
+                     body_8bit=any(b > 127 for b in data), queue_id=ctx.spool.new_queue_id())
     if sent is None:
         queue_id, sent_id = await ctx.spool.commit(msg), None
     else:
-        queue_id, sent_id = await ctx.spool.write(_sent.commit_sent, msg, sent, size=len(data))
+        queue_id, sent_id = await ctx.spool.commit_sent(msg, sent)
     ctx.notify()
     return queue_id, sent_id

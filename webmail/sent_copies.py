@@ -15,10 +15,9 @@ INTERVAL = 5.0   # seconds between looks
 async def run(ctx, interval: float = INTERVAL) -> None:
     """Queue the copies due, every ``interval`` seconds, until cancelled. A spool failure is
     logged and retried at the next look."""
-    from spool import sent
     while True:
         try:
-            copies = await ctx.spool.write(sent.copy_sent_after_events)
+            copies = await ctx.spool.copy_sent_after_events()
         except asyncio.CancelledError:
             raise
         except Exception:

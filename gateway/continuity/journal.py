@@ -27,7 +27,6 @@ import time
 from typing import Callable
 
 from gateway.continuity import filing
-from spool import journal as store
 from spool import mailbox
 from spool.journal import JournalEntry
 
@@ -110,12 +109,12 @@ class Journal:
         ``busy()``, each parse is followed by a pause so that parsing takes at most BUSY_SHARE
         of the time (it holds the GIL the relay needs: a corpus message takes 3 ms at the
         median, 18 ms on average, 3 s at worst; bench/journal.py)."""
-        rows = await self.spool.read(store.pending_entries, limit)
+        rows = await self.spool.journal_pending(limit)
         if not rows:
             return 0
         described, text, done = [], 0, 0
         for qid in dict.fromkeys(q for _id, q in rows):
-            data = await self.spool.read(store.message_data, qid)
+            data = await self.spool.filed_message_data(qid)
             t0 = time.monotonic()
             try:
                 d = await asyncio.to_thread(filing.describe, qid, data or b"")
@@ -129,10 +128,10 @@ class Journal:
             described.append(d)
             text += len(d.body_text)
             if text >= INDEX_BATCH_TEXT:
-                done += await self.spool.write(store.index_entries, described)
+                done += await self.spool.index_journal(described)
                 described, text = [], 0
         if described:
-            done += await self.spool.write(store.index_entries, described)
+            done += await self.spool.index_journal(described)
         self.stats["indexed"] += done
         return done
 
@@ -143,7 +142,7 @@ class Journal:
         before, total = self.clock() - self.retention, 0
         while True:
             t0 = time.monotonic()
-            n = await self.spool.write(mailbox.purge, before, mailbox.PURGE_BATCH)
+            n = await self.spool.purge_mailboxes(before, mailbox.PURGE_BATCH)
             total += n
             if n < mailbox.PURGE_BATCH:
                 break

@@ -1,6 +1,6 @@
 """Building the continuity side from the configuration: probes, the organic signal fed by the
-queue manager, the alerter, and the controller. Used by gateway.app only. On a shared
-(PostgreSQL) spool held mail is not filed into continuity mailboxes (qmgr.filer stays None)."""
+queue manager, the alerter, and the controller. Used by gateway.app only. Held mail is filed into
+continuity mailboxes (qmgr.filer) on either spool backend, in the hold's own transaction."""
 from __future__ import annotations
 
 import asyncio
@@ -85,8 +85,7 @@ def build(cfg: Config, spool: Spool, qmgr, resolver, log, directory=None,
             rcpts=held, directory=d, filtering=filtering,
             event_id=controller.state.event_id or controller.drill.drill_id)
 
-    if not spool.shared:    # continuity mailboxes live in the SQLite spool only
-        qmgr.filer = filer
+    qmgr.filer = filer      # held mail is filed into continuity mailboxes on either backend
     return controller, runner
 
 

@@ -163,8 +163,10 @@ async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[Rc
                            " WHERE queue_id=%s", (hold_reason, queue_id))
     if outcomes:
         await conn.execute("UPDATE messages SET attempts=attempts+1 WHERE queue_id=%s", (queue_id,))
-    if dst.terminal:
-        await conn.execute("DELETE FROM bodies WHERE queue_id=%s", (queue_id,))
+    if dst.terminal:   # the bytes a journal entry refers to (no held copy) stay: spool.pg.journal
+        await conn.execute("DELETE FROM bodies WHERE queue_id=%(q)s AND NOT (EXISTS (SELECT 1 FROM"
+                           " mailbox_messages WHERE queue_id=%(q)s) AND NOT EXISTS (SELECT 1 FROM"
+                           " mailbox_bodies WHERE queue_id=%(q)s))", {"q": queue_id})
     if dsn is not None:
         await insert_message(conn, dsn, node)
     return dst
@@ -251,10 +253,13 @@ async def record_delivered(conn: AsyncConnection, queue_id: str, outcomes: list[
 async def purge_finished(conn: AsyncConnection, before: float, limit: int) -> int:
     """Delete up to ``limit`` delivered and bounced messages last changed before ``before``
     (unix seconds on the caller's clock, turned into an age on the database's clock), oldest
-    first, with their recipients and bytes. Returns how many (call again while it is ``limit``)."""
+    first, with their recipients and bytes; a message a continuity-mailbox row still refers to is
+    kept until the mailbox purge has removed its rows (spool.pg.mailbox_rows.purge). Returns how
+    many (call again while it is ``limit``)."""
     age = max(0.0, time.time() - before)
     cur = await conn.execute(     # counted by RETURNING: rowcount is unknown in pipeline mode
         "WITH d AS (DELETE FROM messages WHERE queue_id IN (SELECT queue_id FROM messages WHERE"
         f" state IN ('delivered','bounced') AND updated_at < clock_timestamp() - %s {SECS}"
+        " AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.queue_id = messages.queue_id)"
         " ORDER BY updated_at LIMIT %s) RETURNING 1) SELECT count(*) FROM d", (age, limit))
     return (await cur.fetchone())[0]

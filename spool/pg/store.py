@@ -32,8 +32,10 @@ from spool.pg import db as _db
 from spool.pg import lease as _lease
 from spool.pg import nodes as _nodes
 from spool.pg import queue as _q
+from spool.pg import mailbox as _mailbox
 from spool.pg.accounts import PgAccountVerbs
 from spool.pg.continuity import PgContinuityVerbs
+from spool.pg.mailbox import PgMailboxVerbs
 from spool.query import StoredMessage
 from spool.states import Claim, QueueState, StaleClaim
 from spool.store import SpoolError
@@ -58,7 +60,7 @@ def _spool_error(what: str, e: BaseException) -> SpoolError:
     return SpoolError(f"{what}: {type(e).__name__}: {str(e).strip()[:300]}", full=_db.disk_full(e))
 
 
-class PgSpool(PgContinuityVerbs, PgAccountVerbs):
+class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs):
     """The PostgreSQL spool of node ``node``. ``await PgSpool.open(dsn, node=...)``, then the
     verbs of spool.api.QueueSpool, the leases, and ``await close()``."""
 
@@ -134,14 +136,22 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs):
                              hold: bool = False, *, token: int | None = None,
                              hold_reason: str = "continuity", filing=None, journal=None,
                              on_journal_error=None) -> QueueState:
-        if filing is not None or journal is not None:
-            raise ValueError("continuity-mailbox filing needs the SQLite spool")
+        """spool.store.Spool.record_attempt on PostgreSQL, with its continuity-mailbox
+        ``filing`` and ``journal`` entry in the same transaction (spool.pg.mailbox)."""
         try:
-            return await self.write(_q.record_attempt, queue_id, outcomes, next_attempt_at, hold,
-                                    token, dsn, self.node, hold_reason)
+            if filing is None and journal is None:
+                return await self.write(_q.record_attempt, queue_id, outcomes, next_attempt_at,
+                                        hold, token, dsn, self.node, hold_reason)
+            words = await _mailbox.filing_words(filing)
+            state, journal_error = await self.write(
+                _mailbox.record_with_filing, queue_id, outcomes, next_attempt_at, hold, token,
+                dsn, self.node, hold_reason, filing, journal, words)
         except StaleClaim:
             self.stale_claims += 1
             raise
+        if journal_error is not None and on_journal_error is not None:
+            on_journal_error(journal_error)
+        return state
 
     async def move(self, queue_id: str, src, dst: QueueState, *, next_attempt_at: float | None = None,
                    error: str | None = None, token: int | None = None) -> QueueState:
@@ -166,9 +176,10 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs):
 
     async def record_delivered(self, queue_id: str, outcomes: list[RcptOutcome], journal=None,
                                *, token: int | None = None) -> int:
-        if journal is not None:
-            raise ValueError("journal filing needs the SQLite spool (continuity mailboxes)")
         try:
+            if journal is not None:
+                return await self.write(_mailbox.delivered_with_journal, queue_id, outcomes,
+                                        journal, token)
             return await self.write(_q.record_delivered, queue_id, outcomes, token)
         except StaleClaim:
             self.stale_claims += 1

@@ -41,8 +41,27 @@ def test_spool_account_verbs():
         assert inspect.iscoroutinefunction(getattr(Spool, name)), name
 
 
+MAILBOX_VERBS = [
+    "commit_sent", "copy_sent_after_events", "count_journal_pending", "file_message",
+    "filed_message_data", "folder_page", "get_mailbox_message", "index_journal", "journal_pending",
+    "list_mailbox", "mailbox_counts", "purge_mailboxes", "search_messages", "sent_status",
+    "set_flags", "unread_counts"]
+
+
+def test_spool_mailbox_verbs():
+    from spool.mailbox_verbs import MailboxVerbs
+    from spool.pg.mailbox import PgMailboxVerbs
+    assert sorted(n for n in vars(MailboxVerbs) if not n.startswith("_")) == MAILBOX_VERBS
+    assert sorted(n for n in vars(PgMailboxVerbs) if not n.startswith("_")) == MAILBOX_VERBS
+    for name in MAILBOX_VERBS:
+        assert inspect.iscoroutinefunction(getattr(Spool, name)), name
+        assert list(inspect.signature(getattr(MailboxVerbs, name)).parameters) == \
+            list(inspect.signature(getattr(PgMailboxVerbs, name)).parameters), name
+
+
 def test_spool_methods():
-    public = sorted(n for n in dir(Spool) if not n.startswith("_") and n not in ACCOUNT_VERBS)
+    public = sorted(n for n in dir(Spool) if not n.startswith("_") and n not in ACCOUNT_VERBS
+                    and n not in MAILBOX_VERBS)
     assert public == ["audit_command", "claim_due", "close", "cluster_probes", "commit",
                       "continuity_audit", "continuity_state", "count_held", "counts", "get",
                       "hold_due_now", "message_size", "move", "new_queue_id", "next_due_at",
