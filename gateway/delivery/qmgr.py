@@ -133,24 +133,45 @@ class QueueManager(OutcomeRecorder):
             if free > 0:
                 try:
                     asked_at = self.claims.clock()
-                    due = await self.spool.claim_due(min(free, 256), self.claims.ttl)
+                    due = await self._claim(min(free, 256), asked_at)
                 except Exception as e:
                     self._loop_faults.failed(e)
                     await asyncio.sleep(backoff.next())
                     continue
                 self._loop_faults.recovered()
                 backoff.reset()
-                for claim in due:
-                    self.claims.track(claim, asked_at)
-                    task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim}")
-                    self.inflight.add(task)
-                    task.add_done_callback(self._done)
+                self._start(due, asked_at)
                 if self.capacity - len(self.inflight) > 0 and self._wake.is_set():
                     continue
             try:
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
             except asyncio.TimeoutError:
                 pass
+
+    async def _claim(self, limit: int, asked_at: float) -> list[Claim]:
+        """``spool.claim_due(limit)``, not lost to a cancellation: a claim is committed by the
+        spool's writer whether or not its caller still waits. When run() is cancelled (shutdown)
+        during the claim, the claim is awaited all the same and its deliveries are started, so
+        drain() finishes and records them instead of leaving the messages ``active`` until the
+        next start; then the cancellation goes on."""
+        claiming = asyncio.ensure_future(self.spool.claim_due(limit, self.claims.ttl))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            try:
+                due = await claiming
+            except Exception:            # nothing was claimed: nothing to finish
+                raise asyncio.CancelledError from None
+            self._start(due, asked_at)
+            raise
+
+    def _start(self, due: list[Claim], asked_at: float) -> None:
+        """One delivery task per claim, tracked in self.inflight (drain() waits for them)."""
+        for claim in due:
+            self.claims.track(claim, asked_at)
+            task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim}")
+            self.inflight.add(task)
+            task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task) -> None:
         self.inflight.discard(task)

@@ -238,3 +238,47 @@ async def test_a_long_delivery_keeps_its_claim_while_another_node_requeues_expir
         await qmgr.drain(5)
         await transport.close()
         await spool.close()
+
+
+class _SlowToAnswerClaims(Spool):
+    """The real SQLite spool; its claim_due answers 0.5 s after the claim is committed (the
+    window a SIGTERM can fall into: the writer has committed, the awaiting task is cancelled)."""
+    claimed: asyncio.Event
+
+    async def claim_due(self, limit, ttl=60.0):
+        due = await super().claim_due(limit, ttl)
+        if due:
+            self.claimed.set()
+            await asyncio.sleep(0.5)
+        return due
+
+
+async def test_a_shutdown_during_a_claim_delivers_and_records_what_was_claimed(peers, tmp_path):
+    """The shutdown path (run() cancelled, then drain(), gateway.app on SIGTERM) arriving while a
+    claim is being committed: the claimed messages are delivered and recorded, none is left
+    ``active`` (that was CI's failure in tests/e2e/test_continuity_crash.py: 5 active)."""
+    sink = peers.sink("127.0.0.46", None, "exchange")
+    cfg = parse({"server": {"hostname": "gw.test", "data_dir": str(tmp_path / "data")},
+                 "routing": {"default_smarthost": f"[127.0.0.46]:{sink.port}", "smarthost_tls": "none"},
+                 "continuity": {"mode": "off"}}, "test")
+    spool = await _SlowToAnswerClaims.open(cfg.spool_path)
+    spool.claimed = asyncio.Event()
+    transport = SmtpTransport("gw.test", idle_timeout=0.0)
+    qmgr = QueueManager(cfg, spool, Router(cfg), build_resolver(cfg), transport, make_logger("error"))
+    try:
+        ids = []
+        for i in range(5):
+            m = NewMessage(mail_from=SENDER, rcpt_tos=("bob@example.com",), data=DATA)
+            await spool.commit(m)
+            ids.append(m.queue_id)
+        task = asyncio.create_task(qmgr.run())
+        await asyncio.wait_for(spool.claimed.wait(), 10)
+        task.cancel()                                   # the claim is committed, its answer not back
+        await asyncio.gather(task, return_exceptions=True)
+        await qmgr.drain(10)
+        states = {(await spool.get(q)).state for q in ids}
+        assert states == {QueueState.DELIVERED}, states
+        assert sink.count() == 5
+    finally:
+        await transport.close()
+        await spool.close()
