@@ -36,11 +36,13 @@ LEASE_TTL, RENEW = 15.0, 5.0          # gateway.continuity.leadership
 REPLAY_RATE = 4.0                     # msg/s: the replay lasts long enough to kill the leader in it
 
 
-def gateway_toml(node: str, port: int, sink_port: int, workdir, dsn: str) -> str:
+def gateway_toml(node: str, port: int, sink_port: int, workdir, dsn: str, *,
+                 replay_rate: float = REPLAY_RATE, replay_concurrency: int = 5) -> str:
+    """A node of the pair on ``dsn``: relays to the sink, fast continuity (replay_rate msg/s)."""
     toml = config_toml(port=port, data_dir=workdir / "data", smarthost=f"[127.0.0.1]:{sink_port}",
                        minimal_backoff=1.0, maximal_backoff=2.0, continuity=None,
-                       extra=fast_continuity("postmaster@example.com", replay_rate=REPLAY_RATE,
-                                             replay_concurrency=5))
+                       extra=fast_continuity("postmaster@example.com", replay_rate=replay_rate,
+                                             replay_concurrency=replay_concurrency))
     toml = toml.replace('hostname = "gw.test"', f'hostname = "{node}.test"')
     toml = toml.replace("[delivery]\n", f"[delivery]\nclaim_ttl = {CLAIM_TTL}\n")
     return toml + f'[spool]\nbackend = "postgresql"\ndsn = "{dsn}"\nnode = "{node}"\n'
@@ -77,14 +79,15 @@ def mode(dsn: str) -> str | None:
     return r[0] if r else None
 
 
-def start_pair(peers, tmp_path, dsn):
-    """The sink and two gateways, gw1 leading (it took the lease first)."""
+def start_pair(peers, tmp_path, dsn, **replay):
+    """The sink and two gateways, gw1 leading (it took the lease first); ``replay``: keywords
+    of gateway_toml (replay_rate, replay_concurrency)."""
     sink = peers.sink(name="exchange")
     gws = {}
     for node in ("gw1", "gw2"):
         port = free_port()
         gws[node] = GatewayProc(tmp_path / node, gateway_toml(node, port, sink.port, tmp_path / node,
-                                                              dsn), port)
+                                                              dsn, **replay), port)
         peers.procs.append(gws[node])
         gws[node].start()
         if node == "gw1":
