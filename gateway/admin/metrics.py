@@ -126,6 +126,22 @@ class GatewayCollector(Collector):
                                 value=r["remaining"])
         yield GaugeMetricFamily("mailgate_replay_rate_limit_messages_per_second",
                                 "Current replay rate limit, messages per second", value=r["rate"])
+        lead = s.get("leader")
+        if lead is not None:       # a shared spool: the leader lease (issue 9 items 4 and 5)
+            yield GaugeMetricFamily("mailgate_continuity_leader",
+                                    "1 while this node holds the continuity lease",
+                                    value=1.0 if lead["leading"] else 0.0)
+            yield GaugeMetricFamily("mailgate_continuity_lease_epoch",
+                                    "The epoch (fencing token) of this node's lease, 0 if none",
+                                    value=lead["epoch"] or 0)
+            yield CounterMetricFamily("mailgate_continuity_stepdowns",
+                                      "Times this node lost its authority while leading since "
+                                      "start (lease lost, paused, deadline, database error)",
+                                      value=lead["stepdowns"])
+            yield CounterMetricFamily("mailgate_fenced_writes_refused",
+                                      "Writes fenced by the lease epoch that the database "
+                                      "refused since start (nothing was written)",
+                                      value=lead.get("fenced_refused", 0))
 
     @staticmethod
     def _probes(latest: dict):

@@ -369,7 +369,8 @@ class ContinuityController:
         s["replay"] = r
         if self.lead is not None:
             s["leader"] = {"leading": self.lead.leading, "epoch": self.lead.epoch,
-                           "stepdowns": self.lead.stepdowns, "last_reason": self.lead.last_reason}
+                           "stepdowns": self.lead.stepdowns, "last_reason": self.lead.last_reason,
+                           "fenced_refused": getattr(self.spool, "fenced_refused", 0)}
         d = None if self.drill is None else self.drill.current
         s["drill"] = None if d is None else {"id": d["id"], "recipients": d["recipients"],
                                              "started_at": d["started_at"]}

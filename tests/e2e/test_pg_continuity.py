@@ -20,6 +20,7 @@ import smtplib
 import time
 from collections import Counter
 
+import httpx
 import psycopg
 import pytest
 
@@ -37,12 +38,15 @@ REPLAY_RATE = 4.0                     # msg/s: the replay lasts long enough to k
 
 
 def gateway_toml(node: str, port: int, sink_port: int, workdir, dsn: str, *,
-                 replay_rate: float = REPLAY_RATE, replay_concurrency: int = 5) -> str:
-    """A node of the pair on ``dsn``: relays to the sink, fast continuity (replay_rate msg/s)."""
+                 replay_rate: float = REPLAY_RATE, replay_concurrency: int = 5,
+                 admin_port: int = 0) -> str:
+    """A node of the pair on ``dsn``: relays to the sink, fast continuity (replay_rate msg/s),
+    its admin API (/metrics) on 127.0.0.1:admin_port (0: any free port)."""
+    extra = fast_continuity("postmaster@example.com", replay_rate=replay_rate,
+                            replay_concurrency=replay_concurrency)
     toml = config_toml(port=port, data_dir=workdir / "data", smarthost=f"[127.0.0.1]:{sink_port}",
                        minimal_backoff=1.0, maximal_backoff=2.0, continuity=None,
-                       extra=fast_continuity("postmaster@example.com", replay_rate=replay_rate,
-                                             replay_concurrency=replay_concurrency))
+                       extra=extra + f'[admin]\nlisten = "127.0.0.1:{admin_port}"\n')
     toml = toml.replace('hostname = "gw.test"', f'hostname = "{node}.test"')
     toml = toml.replace("[delivery]\n", f"[delivery]\nclaim_ttl = {CLAIM_TTL}\n")
     return toml + f'[spool]\nbackend = "postgresql"\ndsn = "{dsn}"\nnode = "{node}"\n'
@@ -74,20 +78,28 @@ def at_sink(sink) -> Counter:
                    if (m := re.search(rb"Subject: t-(\S+)", data)))
 
 
+def metrics(gw) -> dict[str, float]:
+    """The unlabelled samples of ``gw``'s /metrics (name → value)."""
+    text = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics", timeout=10).text
+    return {k: float(v) for k, v in (line.split(" ", 1) for line in text.splitlines()
+                                     if line and not line.startswith("#") and "{" not in line)}
+
+
 def mode(dsn: str) -> str | None:
     r = one(dsn, "SELECT mode FROM continuity_state")
     return r[0] if r else None
 
 
 def start_pair(peers, tmp_path, dsn, **replay):
-    """The sink and two gateways, gw1 leading (it took the lease first); ``replay``: keywords
-    of gateway_toml (replay_rate, replay_concurrency)."""
+    """The sink and two gateways, gw1 leading (it took the lease first), each with its admin
+    API on ``.admin_port``; ``replay``: keywords of gateway_toml (replay_rate, replay_concurrency)."""
     sink = peers.sink(name="exchange")
     gws = {}
     for node in ("gw1", "gw2"):
-        port = free_port()
+        port, admin_port = free_port(), free_port()
         gws[node] = GatewayProc(tmp_path / node, gateway_toml(node, port, sink.port, tmp_path / node,
-                                                              dsn, **replay), port)
+                                                              dsn, admin_port=admin_port, **replay), port)
+        gws[node].admin_port = admin_port
         peers.procs.append(gws[node])
         gws[node].start()
         if node == "gw1":
@@ -184,8 +196,13 @@ def test_a_leader_stopped_past_its_lease_comes_back_as_a_follower(peers, tmp_pat
                    what="held mail delivered")
     assert all(got[t] == 1 for t in held), got
     why = re.findall(r"continuity_step_down.*?reason='(\w+)'", log())
+    m = metrics(gws["gw1"])                            # counted, as the operator sees them
+    assert m["mailgate_continuity_leader"] == 0 and m["mailgate_continuity_stepdowns_total"] >= 1, m
+    assert m["mailgate_continuity_stepdowns_total"] == len(why), (m, why)
+    refused = m["mailgate_fenced_writes_refused_total"]
+    assert refused >= why.count("lease_lost"), (refused, why)   # each such step-down was a refusal
     print(f"\nSIGSTOP of the leader: gw2 led (epoch 2) {takeover:.1f} s after the stop; gw1 "
-          f"stepped down: {why}")
+          f"stepped down: {why}; fenced writes refused: {refused:g}")
 
 
 def test_nodes_whose_probes_disagree_start_no_event(peers, tmp_path, pg_dsn):
