@@ -21,7 +21,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["PgUnavailable", "is_postgresql", "on_postgresql", "refuse_unless_sqlite",
+__all__ = ["PgUnavailable", "is_postgresql", "on_console", "on_postgresql", "refuse_unless_sqlite",
            "sqlite_only", "where"]
 
 USAGE = 2
@@ -100,3 +100,21 @@ def on_postgresql(cfg, fn: Callable[..., Awaitable[Any]], *args: Any, read_only:
     except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as e:
         raise PgUnavailable(f"cannot reach the PostgreSQL spool at {at}: "
                             f"{type(e).__name__}: {_scrub(e, dsn)}") from None
+
+
+def on_console(cfg, fn: Callable[..., Awaitable[Any]], *args: Any, read_only: bool = True) -> Any:
+    """``await fn(verbs, *args)`` with ``verbs`` the spool's console and continuity verbs on one
+    connection of the CLI's own (spool.console_verbs.ConnectionConsole on the SQLite file,
+    spool.pg.console.PgConnectionConsole on PostgreSQL, through on_postgresql); its result.
+    Raises PgUnavailable when the PostgreSQL spool cannot be reached."""
+    if is_postgresql(cfg):
+        from spool.pg.console import PgConnectionConsole
+        return on_postgresql(cfg, lambda conn: fn(PgConnectionConsole(conn), *args),
+                             read_only=read_only)
+    from spool import db
+    from spool.console_verbs import ConnectionConsole
+    conn = db.connect(cfg.spool_path)
+    try:
+        return asyncio.run(fn(ConnectionConsole(conn), *args))
+    finally:
+        conn.close()
