@@ -1,12 +1,13 @@
 """Which spool the CLI talks to: the one place that knows ``spool.backend`` for the commands.
 
-Commands that open the SQLite spool file (continuity, probes, mailbox, drill,
+Commands that open the SQLite spool file (mailbox, drill,
 ``alerts test``'s alert mail, doctor's spool volume) call
 ``refuse_unless_sqlite`` first: on a PostgreSQL spool they print one line naming
 ``spool.backend`` and exit 2, instead of creating an empty ``spool.db`` beside a cluster and
 reporting on it. Commands that do run on PostgreSQL (``cluster status``, ``queue list|show``,
 the queue's changes ``queue flush|hold|release|delete``, and ``users`` / ``admins`` through
-the account verbs, gateway.cli_users.on_spool) use ``on_postgresql``: one plain
+the account verbs, gateway.cli_users.on_spool; ``continuity`` and ``probes`` through the
+console verbs, ``on_console``) use ``on_postgresql``: one plain
 psycopg connection (read-only unless asked otherwise), never a PgSpool, so the CLI does not
 register itself as a node, migrate the schema or start a writer.
 
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["PgUnavailable", "is_postgresql", "on_postgresql", "refuse_unless_sqlite",
+__all__ = ["PgUnavailable", "is_postgresql", "on_console", "on_postgresql", "refuse_unless_sqlite",
            "sqlite_only", "where"]
 
 USAGE = 2
@@ -100,3 +101,21 @@ def on_postgresql(cfg, fn: Callable[..., Awaitable[Any]], *args: Any, read_only:
     except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as e:
         raise PgUnavailable(f"cannot reach the PostgreSQL spool at {at}: "
                             f"{type(e).__name__}: {_scrub(e, dsn)}") from None
+
+
+def on_console(cfg, fn: Callable[..., Awaitable[Any]], *args: Any, read_only: bool = True) -> Any:
+    """``await fn(verbs, *args)`` with ``verbs`` the spool's console and continuity verbs on one
+    connection of the CLI's own (spool.console_verbs.ConnectionConsole on the SQLite file,
+    spool.pg.console.PgConnectionConsole on PostgreSQL, through on_postgresql); its result.
+    Raises PgUnavailable when the PostgreSQL spool cannot be reached."""
+    if is_postgresql(cfg):
+        from spool.pg.console import PgConnectionConsole
+        return on_postgresql(cfg, lambda conn: fn(PgConnectionConsole(conn), *args),
+                             read_only=read_only)
+    from spool import db
+    from spool.console_verbs import ConnectionConsole
+    conn = db.connect(cfg.spool_path)
+    try:
+        return asyncio.run(fn(ConnectionConsole(conn), *args))
+    finally:
+        conn.close()

@@ -120,6 +120,32 @@ def audit(conn: sqlite3.Connection, action: str, drill_id: str, *, actor: str, a
                           detail=f"{drill_id} {detail}".strip(), now=now)
 
 
+def recent(conn: sqlite3.Connection, limit: int = 5) -> list[dict]:
+    """The newest ``limit`` drills rows (by requested_at), ``recipients`` decoded."""
+    return [_decode(r) for r in conn.execute(
+        "SELECT * FROM drills ORDER BY requested_at DESC, id DESC LIMIT ?", (limit,))]
+
+
+def message_facts(conn: sqlite3.Connection, queue_id: str, mailbox: str) -> dict | None:
+    """What `mailgate drill` watches of its test message ``queue_id`` for ``mailbox``: the
+    message's state, hold_reason, replay_id, arrived_at, held_at, released_at (unix seconds or
+    None), ``rcpt`` (its first recipient: state, attempts, updated_at, remote_host) and
+    ``inbox`` ({id, filed_at} of its row in the mailbox's inbox, or None). None if the message
+    is gone."""
+    m = conn.execute("SELECT state, hold_reason, replay_id, arrived_at, held_at, released_at"
+                     " FROM messages WHERE queue_id=?", (queue_id,)).fetchone()
+    if m is None:
+        return None
+    out = dict(m)
+    r = conn.execute("SELECT state, attempts, updated_at, remote_host FROM recipients"
+                     " WHERE queue_id=? ORDER BY idx LIMIT 1", (queue_id,)).fetchone()
+    out["rcpt"] = dict(r) if r else None
+    row = conn.execute("SELECT id, filed_at FROM mailbox_messages WHERE mailbox=? AND queue_id=?"
+                       " AND folder='inbox'", (mailbox, queue_id)).fetchone()
+    out["inbox"] = dict(row) if row else None
+    return out
+
+
 def audit_rows(conn: sqlite3.Connection, drill_id: str) -> list[dict]:
     """The audit rows of one drill, oldest first."""
     return [dict(r) for r in conn.execute(

@@ -35,6 +35,7 @@ from spool import recover as _recover
 from spool import transitions as _tr
 from spool.commit import NewMessage
 from spool.accounts_verbs import AccountVerbs
+from spool.console_verbs import ConsoleVerbs
 from spool.continuity_verbs import ContinuityVerbs
 from spool.mailbox_verbs import MailboxVerbs
 from spool.query import Recipient, StoredMessage
@@ -80,7 +81,7 @@ def _spool_error(what: str, e: BaseException) -> SpoolError:
     return SpoolError(f"{what}: {e}", full=full)
 
 
-class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs):
+class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
     """Async façade over the spool database at ``path``.
 
     ``await Spool.open(path)`` creates the database if needed, runs crash recovery (unless

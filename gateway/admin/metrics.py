@@ -12,7 +12,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.continuity.engine import Mode
-from spool import journal as journal_store
 
 __all__ = ["GatewayCollector", "build_registry", "render", "OUTCOMES"]
 
@@ -29,8 +28,7 @@ class GatewayCollector(Collector):
 
     async def refresh(self) -> None:
         self.queue_counts = await self.ctx.spool.counts()
-        if not getattr(self.ctx.spool, "shared", False):    # the journal is SQLite's only
-            self.journal_pending = await self.ctx.spool.read(journal_store.count_pending)
+        self.journal_pending = await self.ctx.spool.count_journal_pending()
 
     def collect(self):
         ctx = self.ctx

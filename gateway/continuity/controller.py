@@ -75,7 +75,8 @@ class ContinuityController:
         self.lead = (Leadership(spool, log, monotonic, step=c.tick) if self.shared
                      else None)
         #: `mailgate drill` (SQLite only)
-        self.drill = None if self.shared else DrillKeeper(cfg, spool, qmgr, log, clock=clock)
+        self.drill = None if self.shared else DrillKeeper(cfg, spool, qmgr, log, clock=clock,
+                                                             epoch=lambda: self.epoch)
         #: async () -> URL or None: a signed, single-use link to the admin console's confirm page,
         #: put in every alert that asks for a decision (set by gateway.app when the webmail runs)
         self.decision_link: Callable[[], Awaitable[str | None]] | None = None

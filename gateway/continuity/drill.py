@@ -25,8 +25,6 @@ from __future__ import annotations
 import time
 
 from gateway.continuity.engine import EngineState, Mode
-from spool import continuity as store
-from spool import drill as drills
 
 #: Audit actor of what the gateway does by itself (a drill superseded or timed out).
 ACTOR = "drill"
@@ -35,9 +33,12 @@ ACTOR = "drill"
 class DrillKeeper:
     """The running drill (at most one) and its effect on the queue manager."""
 
-    def __init__(self, cfg, spool, qmgr, log, clock=time.time):
+    def __init__(self, cfg, spool, qmgr, log, clock=time.time, epoch=lambda: None):
         self.max_duration = cfg.continuity.drill_max_duration
         self.spool, self.qmgr, self.log, self.clock = spool, qmgr, log, clock
+        #: () -> the continuity lease's epoch (None on a spool of its own): drill writes are
+        #: the leader's, fenced by it like every other continuity write
+        self.epoch = epoch
         self.current: dict | None = None     # the running drills row
 
     @property
@@ -46,7 +47,7 @@ class DrillKeeper:
 
     async def load(self) -> None:
         """Resume a drill that was running when the gateway stopped."""
-        self.current = await self.spool.read(drills.running)
+        self.current = await self.spool.running_drill()
         self._apply()
         if self.current:
             self.log.info("drill_resumed", drill_id=self.drill_id, recipients=self.current["recipients"])
@@ -62,7 +63,7 @@ class DrillKeeper:
         wall, cid, actor, drill_id = self.clock(), cmd["id"], cmd["actor"] or "cli", cmd["reason"]
         mode, event = state.mode.value, state.event_id
         if cmd["command"] == "drill-start":
-            row = await self.spool.read(drills.get, drill_id)
+            row = await self.spool.get_drill(drill_id)
             why = None
             if row is None or row["state"] != "requested":
                 why = f"drill {drill_id or '?'} is not waiting to start"
@@ -71,38 +72,23 @@ class DrillKeeper:
             elif self.current is not None:
                 why = f"drill {self.drill_id} is already running"
             if why is not None:
-                result = f"refused: {why}"
-
-                def refuse(c):
-                    if row is not None:
-                        drills.refuse(c, drill_id, why, now=wall)
-                    store.audit_command(c, cid, mode=mode, event_id=event, actor=actor,
-                                        reason=f"drill-start {drill_id} refused: {why}", result=result, at=wall)
-                    drills.audit(c, "drill_start", drill_id, actor=actor, result="refused", detail=why, now=wall)
-                await self.spool.write(refuse)
+                result = await self.spool.refuse_drill_command(
+                    drill_id, why, command="drill-start", command_id=cid, mode=mode, event_id=event,
+                    actor=actor, at=wall, epoch=self.epoch())
                 self.log.info("drill_refused", drill_id=drill_id, why=why)
                 return False, result
-            rcpts = ", ".join(row["recipients"])
-
-            def start(c):
-                drills.start(c, drill_id, now=wall)
-                store.audit_command(c, cid, mode=mode, event_id=event, actor=actor,
-                                    reason=f"drill {drill_id} started for {rcpts}",
-                                    result=f"ok: drill {drill_id} running", at=wall)
-                drills.audit(c, "drill_start", drill_id, actor=actor, detail=f"recipients={rcpts}", now=wall)
-            await self.spool.write(start)
-            self.current = {**row, "state": "running", "started_at": wall}
+            self.current = await self.spool.start_drill(drill_id, command_id=cid, mode=mode,
+                                                        event_id=event, actor=actor, at=wall,
+                                                        epoch=self.epoch())
             self._apply()
             self.log.warning("drill_started", drill_id=drill_id, recipients=row["recipients"], actor=actor)
             return True, f"ok: drill {drill_id} running"
         if cmd["command"] == "drill-end":
             if self.current is None or self.current["id"] != drill_id:
                 why = f"drill {drill_id} is not running"
-                result = f"refused: {why}"
-                await self.spool.write(lambda c: (
-                    store.audit_command(c, cid, mode=mode, event_id=event, actor=actor,
-                                        reason=f"drill-end {drill_id} refused: {why}", result=result, at=wall),
-                    drills.audit(c, "drill_end", drill_id, actor=actor, result="refused", detail=why, now=wall)))
+                result = await self.spool.refuse_drill_command(
+                    drill_id, why, command="drill-end", command_id=cid, mode=mode, event_id=event,
+                    actor=actor, at=wall, epoch=self.epoch())
                 return False, result
             n = await self._end(f"ended by {actor}", actor, command_id=cid, mode=mode, event=event)
             return True, f"ok: drill {drill_id} ended, {n} message(s) released"
@@ -115,20 +101,10 @@ class DrillKeeper:
         drill_id, wall, current = self.drill_id, self.clock(), self.current
         self.current = None
         self._apply()                    # stop holding before the release is written
-        what = "made continuity holds" if to_continuity else "released"
-
-        def end(c):
-            n = drills.end(c, drill_id, why, to_continuity=to_continuity, now=wall)
-            result = f"ok: drill {drill_id} ended, {n} message(s) {what}"
-            if command_id is not None:
-                store.audit_command(c, command_id, mode=mode, event_id=event, actor=actor,
-                                    reason=f"drill {drill_id} {why}: {n} message(s) {what}",
-                                    result=result, at=wall)
-            drills.audit(c, "drill_end", drill_id, actor=actor, detail=f"{why}; {n} message(s) {what}",
-                         now=wall)
-            return n
         try:
-            n = await self.spool.write(end)
+            n = await self.spool.end_drill(drill_id, why, actor=actor, to_continuity=to_continuity,
+                                           command_id=command_id, mode=mode, event_id=event,
+                                           at=wall, epoch=self.epoch())
         except BaseException:            # not written (the spool failed): still running, retried
             self.current = current
             self._apply()
@@ -151,10 +127,11 @@ class DrillKeeper:
                 await self._end(f"ended by the gateway after drill_max_duration {self.max_duration:g} s",
                                 ACTOR)
             return
-        if not await self.spool.read(drills.count_held):
+        if not await self.spool.count_drill_held():
             return
         event = state.mode in (Mode.CONTINUITY, Mode.RECOVERING)
-        n = await self.spool.write(lambda c: drills.release_held(c, "drill-leftover", to_continuity=event))
+        n = await self.spool.release_drill_holds("drill-leftover", to_continuity=event,
+                                                epoch=self.epoch())
         if n:
             self.qmgr.notify()
             self.log.info("drill_leftovers", messages=n, to_continuity=event)

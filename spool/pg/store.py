@@ -34,6 +34,7 @@ from spool.pg import nodes as _nodes
 from spool.pg import queue as _q
 from spool.pg import mailbox as _mailbox
 from spool.pg.accounts import PgAccountVerbs
+from spool.pg.console import PgConsoleVerbs
 from spool.pg.continuity import PgContinuityVerbs
 from spool.pg.mailbox import PgMailboxVerbs
 from spool.query import StoredMessage
@@ -60,7 +61,7 @@ def _spool_error(what: str, e: BaseException) -> SpoolError:
     return SpoolError(f"{what}: {type(e).__name__}: {str(e).strip()[:300]}", full=_db.disk_full(e))
 
 
-class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs):
+class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs):
     """The PostgreSQL spool of node ``node``. ``await PgSpool.open(dsn, node=...)``, then the
     verbs of spool.api.QueueSpool, the leases, and ``await close()``."""
 

@@ -84,8 +84,7 @@ def test_queue_list_and_show_read_the_postgresql_queue(pg_dsn, tmp_path):
 
 # queue flush|hold|release|delete run on PostgreSQL now: tests/gateway/test_cli_queue_pg.py;
 # users and admins too: tests/gateway/test_cli_accounts_pg.py
-REFUSED = [("continuity", "status"),
-           ("probes",), ("mailbox", "list", "bob@example.com"), ("drill", "status")]
+REFUSED = [("mailbox", "list", "bob@example.com"), ("drill", "status")]
 
 
 @pytest.mark.parametrize("argv", REFUSED, ids=lambda a: " ".join(a))
@@ -107,3 +106,29 @@ def test_doctor_disk_check_opens_no_sqlite_spool_on_postgresql(tmp_path):
     [c] = check_disk(cfg)
     assert 'spool volume not checked: spool.backend = "postgresql"' in c.detail
     assert list((tmp_path / "data").iterdir()) == []
+
+
+async def _probes_and_state(dsn: str) -> None:
+    s = await PgSpool.open(dsn, node="node-a")
+    try:
+        await s.record_probe("smtp-exchange", False, time.time(), 0.02, "connection refused", True)
+        await s.save_transition(mode="degraded", since=time.time(), origin="engine", reason="probe failed",
+                                awaiting_confirm=False, event_id="", src="normal", actor="engine")
+    finally:
+        await s.close()
+
+
+def test_continuity_status_probes_and_a_queued_command_run_on_postgresql(pg_dsn, tmp_path):
+    asyncio.run(_probes_and_state(pg_dsn))
+    cfg = pg_config(tmp_path, pg_dsn)
+    out = mailgate(cfg, "probes")
+    assert out.returncode == 0, out.stderr
+    assert "FAIL" in out.stdout and "smtp-exchange (critical)  [node-a]" in out.stdout
+    out = mailgate(cfg, "continuity", "status")
+    assert out.returncode == 0, out.stderr
+    assert "mode:      degraded" in out.stdout and "normal -> degraded" in out.stdout
+    out = mailgate(cfg, "continuity", "start", "--reason", "test", "--wait", "0.5")
+    assert out.returncode == 1 and "queued as command" in out.stdout, out.stderr   # no gateway runs
+    out = mailgate(cfg, "continuity", "status")
+    assert "start by" in out.stdout and "pending, valid until" in out.stdout
+    assert not (tmp_path / "spool.db").exists()

@@ -59,9 +59,28 @@ def test_spool_mailbox_verbs():
             list(inspect.signature(getattr(PgMailboxVerbs, name)).parameters), name
 
 
+CONSOLE_VERBS = [
+    "cancel_drill", "count_drill_held", "delete_message", "drill_audit", "drill_audit_rows",
+    "drill_message", "end_drill", "flush_queue", "get_command", "get_drill", "hold_message",
+    "probe_history", "recent_drills", "refuse_drill_command", "release_drill_holds",
+    "release_message", "replay_progress", "request_drill", "running_drill", "search_queue",
+    "start_drill", "timeline"]
+
+
+def test_spool_console_verbs():
+    from spool.console_verbs import ConsoleVerbs
+    from spool.pg.console import PgConsoleVerbs
+    assert sorted(n for n in vars(ConsoleVerbs) if not n.startswith("_")) == CONSOLE_VERBS
+    assert sorted(n for n in vars(PgConsoleVerbs) if not n.startswith("_")) == CONSOLE_VERBS
+    for name in CONSOLE_VERBS:
+        assert inspect.iscoroutinefunction(getattr(Spool, name)), name
+        assert list(inspect.signature(getattr(ConsoleVerbs, name)).parameters) == \
+            list(inspect.signature(getattr(PgConsoleVerbs, name)).parameters), name
+
+
 def test_spool_methods():
     public = sorted(n for n in dir(Spool) if not n.startswith("_") and n not in ACCOUNT_VERBS
-                    and n not in MAILBOX_VERBS)
+                    and n not in MAILBOX_VERBS and n not in CONSOLE_VERBS)
     assert public == ["audit_command", "claim_due", "close", "cluster_probes", "commit",
                       "continuity_audit", "continuity_state", "count_held", "counts", "get",
                       "hold_due_now", "message_size", "move", "new_queue_id", "next_due_at",

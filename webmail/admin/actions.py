@@ -28,7 +28,6 @@ from starlette.routing import Route
 
 from gateway.continuity.engine import CommandRefused
 from spool import SpoolError
-from spool import continuity as store
 from webmail.admin import alert_links
 from webmail.admin.login import read_form
 from webmail.admin.session import check_admin_csrf, load_admin
@@ -128,7 +127,7 @@ def _endpoint(action: Action):
         try:
             if token and await alert_links.live(ctx, token) is None:
                 return _gone(request, admin)
-            held = await ctx.spool.read(store.count_held)
+            held = await ctx.spool.count_held()
         except SpoolError:
             return retry_page(request, admin)
         return _page(request, admin, action, held=held, token=token)

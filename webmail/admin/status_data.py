@@ -28,16 +28,16 @@ async def gather(ctx) -> dict:
     replay = None
     if controller is not None:
         s = controller.status()
-        last = await ctx.spool.read(lambda c: store.audit(c, limit=1))
+        last = await ctx.spool.continuity_audit(1)
         cont = {k: s.get(k) for k in ("mode", "since", "origin", "reason", "awaiting_confirm",
                                       "event_id", "health")}
         cont["who"] = last[0]["actor"] if last else ""
         if s["mode"] == "recovering":
             rid = store.replay_id(s["event_id"], s["since"])
-            replay = await ctx.spool.read(lambda c: store.replay_progress(c, rid, s["since"]))
+            replay = await ctx.spool.replay_progress(rid, s["since"])
             total = replay["done"] + replay["deferred"] + replay["in_flight"] + replay["remaining"]
             replay["percent"] = round(100.0 * replay["done"] / total, 1) if total else 100.0
-    held = await ctx.spool.read(store.count_held)
+    held = await ctx.spool.count_held()
     queue = await ctx.spool.counts()
     probes = []
     if ctx.runner is not None:

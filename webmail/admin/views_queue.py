@@ -6,8 +6,8 @@
     GET  /admin/queue/{queue_id}/delete       the confirmation step; POST with confirm=yes deletes
     POST /admin/queue/flush                   every deferred message due now (`mailgate queue flush`)
 
-The changes are the ones of `mailgate queue` (gateway/cli_queue.py), with the same spool calls:
-spool.continuity.operator_hold / operator_release, spool.transitions.flush / delete_message.
+The changes are the ones of `mailgate queue` (gateway/cli_queue.py), through the spool's console
+verbs (hold_message, release_message, flush_queue, delete_message: both backends).
 Each POST passes check_admin_csrf and is audited (webmail_audit, actor admin:NAME, action
 queue_hold, queue_release, queue_flush, queue_delete; result ok or refused, detail naming the
 queue ID). A refused change (a message being delivered, not on hold) is shown on the message
@@ -16,15 +16,13 @@ page with status 409.
 from __future__ import annotations
 
 import re
-import time
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from spool import console, query, transitions
-from spool import continuity as hold_store
+from spool import console
 from spool.states import InvalidTransition, QueueState
 from webmail.admin.login import read_form
 from webmail.admin.session import check_admin_csrf, require_admin
@@ -59,10 +57,8 @@ async def queue_list(request: Request) -> Response:
         page = 1
     states = (state,) if state else console.LIVE_STATES
 
-    def load(conn):
-        rows, total = console.search_queue(conn, states, text, PAGE, (page - 1) * PAGE)
-        return rows, total, query.count_by_state(conn)
-    rows, total, counts = await ctx.spool.read(load)
+    rows, total = await ctx.spool.search_queue(states, text, PAGE, (page - 1) * PAGE)
+    counts = await ctx.spool.counts()
     pages = max(1, -(-total // PAGE))
     return render_admin(request, "admin/queue.html", admin, rows=rows, total=total, counts=counts,
                         sel=state, q=text, page=page, pages=pages, live=console.LIVE_STATES,
@@ -79,7 +75,7 @@ def _headers_of(data: bytes | None) -> str:
 async def _message_page(request: Request, admin, qid: str, status: int = 200, error: str = "",
                         done: str = "") -> Response:
     ctx = request.app.state.ctx
-    m = await ctx.spool.read(lambda c: query.get_message(c, qid, with_data=True))
+    m = await ctx.spool.get(qid, with_data=True)
     if m is None:
         raise HTTPException(404, "No such message.")
     return render_admin(request, "admin/queue_message.html", admin, status=status, m=m,
@@ -103,19 +99,19 @@ def _change(action: str):
         error, done = "", ""
         try:
             if action == "hold":
-                await ctx.spool.write(lambda c: hold_store.operator_hold(c, qid, time.time()))
+                await ctx.spool.hold_message(qid)
                 done = "held"
             elif action == "release":
-                await ctx.spool.write(lambda c: hold_store.operator_release(c, qid, time.time()))
+                await ctx.spool.release_message(qid)
                 done = "released"
             elif action == "flush":
-                n = await ctx.spool.write(lambda c: transitions.flush(c, qid))
+                n = await ctx.spool.flush_queue(qid)
                 if n:
                     done = "flushed"
                 else:
                     error = "Only an incoming or deferred message can be flushed."
             else:
-                found = await ctx.spool.write(lambda c: transitions.delete_message(c, qid))
+                found = await ctx.spool.delete_message(qid)
                 if not found:
                     raise HTTPException(404, "No such message.")
                 done = "deleted"
@@ -140,7 +136,7 @@ async def delete_confirm(request: Request) -> Response:
     admin = await require_admin(request)
     ctx = request.app.state.ctx
     qid = _queue_id(request)
-    m = await ctx.spool.read(lambda c: query.get_message(c, qid))
+    m = await ctx.spool.get(qid)
     if m is None:
         raise HTTPException(404, "No such message.")
     return render_admin(request, "admin/queue_delete.html", admin, m=m)
@@ -150,7 +146,7 @@ async def flush_all(request: Request) -> Response:
     form = await read_form(request)
     admin = await check_admin_csrf(request, form)
     ctx = request.app.state.ctx
-    n = await ctx.spool.write(lambda c: transitions.flush(c, None))
+    n = await ctx.spool.flush_queue(None)
     await record(request, "queue_flush", address="", actor=admin.actor, detail=f"all deferred: {n}")
     ctx.notify()
     return RedirectResponse(f"/admin/queue?state=deferred&flushed={n}", status_code=303)

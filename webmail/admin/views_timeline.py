@@ -11,18 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from spool import console
 from webmail.admin import svg_timeline
 from webmail.admin.session import require_admin
 from webmail.admin.svg_render import render_svg
 from webmail.templating import render_admin
-
-
-def _load(conn, start: float, end: float) -> tuple:
-    return (console.probe_names(conn), console.probe_results_between(conn, start, end),
-            console.continuity_audit_between(conn, start, end, svg_timeline.AUDIT_MAX),
-            console.mode_at(conn, start), console.mode_changes_between(conn, start, end),
-            console.count_audit_between(conn, start, end))
 
 
 async def timeline(request: Request) -> Response:
@@ -32,7 +24,9 @@ async def timeline(request: Request) -> Response:
     if range_name not in svg_timeline.RANGES:
         raise HTTPException(400, "Unknown range: use 24h or 7d.")
     start, end, bucket = svg_timeline.window(range_name, time.time())
-    probes, results, audit, before, changes, total = await ctx.spool.read(_load, start, end)
+    t = await ctx.spool.timeline(start, end, svg_timeline.AUDIT_MAX)
+    probes, results, audit, before, changes, total = (
+        t["probes"], t["results"], t["audit"], t["before"], t["changes"], t["total"])
     # a day of marks is thousands of elements: laid out and written off the event loop, which
     # also serves SMTP
     tl, svg = await asyncio.to_thread(_draw, range_name, start, end, bucket, probes, results, audit, before,
