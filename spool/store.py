@@ -21,6 +21,7 @@ import errno
 import queue
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -49,6 +50,8 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 #: NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
 STORAGE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
 SQLITE_FULL = 13
+#: A BEGIN IMMEDIATE longer than this (seconds) counts as a wait for another writer's lock.
+LOCK_WAIT_COUNTED = 0.001
 
 
 class SpoolError(Exception):
@@ -106,6 +109,14 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs):
         #: One node owns this file: it requeues its own interrupted deliveries at open, and an
         #: expired claim is never taken back while the process runs (its renewals may be late).
         self.shared = False
+        #: Two characters put in every queue ID this process makes (spool.commit.node_tag): each
+        #: intake worker of one gateway has its own, so their IDs can never be equal.
+        self.id_tag = ""
+        #: Time the writer waited for SQLite's write lock (BEGIN IMMEDIATE), in seconds: the
+        #: total, the longest, and how many BEGINs waited over LOCK_WAIT_COUNTED s (other
+        #: processes writing the same file: intake workers, the CLI).
+        self.lock_wait_s = self.lock_wait_max_s = 0.0
+        self.lock_waits = 0
 
     @classmethod
     async def open(cls, path: str | Path, recover: bool = True) -> "Spool":
@@ -136,7 +147,7 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs):
 
     def new_queue_id(self) -> str:
         """A fresh queue ID for a message about to be committed (spool.commit.new_queue_id)."""
-        return _commit.new_queue_id()
+        return _commit.new_queue_id(node_tag=self.id_tag)
 
     async def claim_due(self, limit: int, ttl: float = _claims.CLAIM_TTL) -> list[Claim]:
         """Claim up to ``limit`` due messages for ``ttl`` seconds (spool.claims.claim)."""
@@ -261,7 +272,9 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs):
     def _run_batch(self, conn: sqlite3.Connection, batch: list) -> None:
         results: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")     # waits up to db.BUSY_TIMEOUT_MS for the lock
+            self._lock_waited(time.perf_counter() - t0)
             for fn, args, fut, _size in batch:
                 conn.execute("SAVEPOINT op")
                 try:
@@ -287,6 +300,20 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs):
         self.batches += 1
         self.batched_ops += len(batch)
         self._loop.call_soon_threadsafe(_resolve_all, results)
+
+    def _lock_waited(self, waited: float) -> None:
+        self.lock_wait_s += waited
+        if waited > self.lock_wait_max_s:
+            self.lock_wait_max_s = waited
+        if waited > LOCK_WAIT_COUNTED:
+            self.lock_waits += 1
+
+    def lock_stats(self) -> dict:
+        """Group commits and write-lock waits so far, for log lines: batches, ops, waits over
+        LOCK_WAIT_COUNTED s, total and longest wait in ms."""
+        return {"batches": self.batches, "batched_ops": self.batched_ops,
+                "lock_waits": self.lock_waits, "lock_wait_ms": round(self.lock_wait_s * 1000, 1),
+                "lock_wait_max_ms": round(self.lock_wait_max_s * 1000, 1)}
 
 
 def _resolve_all(results) -> None:
