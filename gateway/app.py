@@ -74,7 +74,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     from gateway.continuity import journal   # continuity mailboxes: journal hook, index, retention
     keeper = journal.build(cfg, spool, qmgr, lambda: (watcher.current, watcher.enabled), log)
     if cfg.server.worker_count > 1:     # intake in worker processes (gateway.supervisor)
-        from gateway.supervisor import WorkerPool
+        from gateway.supervisor import WorkerPool, write_lock_path
+        spool.write_lock = write_lock_path(cfg)    # every writer of the file queues on it
         intake = WorkerPool(cfg, log, qmgr.notify)
     else:
         handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,

@@ -50,7 +50,13 @@ STABLE_AFTER = 30.0     # seconds a worker must run for its next death to count 
 STOP_GRACE = 45.0       # seconds workers get to stop (their commits drain within 30 s)
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["WorkerPool", "bind_listeners"]
+__all__ = ["WorkerPool", "bind_listeners", "write_lock_path"]
+
+
+def write_lock_path(cfg: Config) -> Path:
+    """The file every writer of the SQLite spool (the supervisor and each worker) flocks around
+    its write transaction (spool.Spool.write_lock): ``server.data_dir/spool.db-writelock``."""
+    return cfg.spool_path.with_name(cfg.spool_path.name + "-writelock")
 
 
 def bind_listeners(cfg: Config) -> dict[int, list[socket.socket]]:

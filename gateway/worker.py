@@ -36,6 +36,7 @@ from gateway.intake.handler import IntakeHandler
 from gateway.intake.server import IntakeServer
 from gateway.logs import flush_logs, make_logger, route_stdlib
 from gateway.retry import supervise
+from gateway.supervisor import write_lock_path
 from policies.directory import DirectoryWatcher
 from spool import Spool
 from spool.commit import node_tag
@@ -91,6 +92,7 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
 
     spool = await Spool.open(cfg.spool_path, recover=False)
     spool.id_tag = node_tag(number)
+    spool.write_lock = write_lock_path(cfg)
     try:
         watcher = DirectoryWatcher(cfg.directory.file)
         handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log)

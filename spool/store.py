@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -117,6 +119,13 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs):
         #: processes writing the same file: intake workers, the CLI).
         self.lock_wait_s = self.lock_wait_max_s = 0.0
         self.lock_waits = 0
+        #: Set (before the first write) when other processes write this file too (intake
+        #: workers): each batch first takes an exclusive flock(2) on this path, so writers queue
+        #: in the kernel and start the moment the previous COMMIT ends, instead of polling in
+        #: SQLite's busy handler (sleeps of up to 100 ms: measured 15 ms per batch on average
+        #: with 3 writers, docs/operations.md). SQLite's own lock and busy_timeout still apply.
+        self.write_lock: Path | None = None
+        self._lock_fd: int | None = None
 
     @classmethod
     async def open(cls, path: str | Path, recover: bool = True) -> "Spool":
@@ -268,11 +277,24 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs):
                 size += nxt[3]
             self._run_batch(conn, batch)
         conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list) -> None:
+        t0 = time.perf_counter()
+        if self.write_lock is None:
+            return self._run_batch_locked(conn, batch, t0)
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self.write_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)    # the kernel wakes us as soon as it is free
+        try:
+            self._run_batch_locked(conn, batch, t0)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _run_batch_locked(self, conn: sqlite3.Connection, batch: list, t0: float) -> None:
         results: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         try:
-            t0 = time.perf_counter()
             conn.execute("BEGIN IMMEDIATE")     # waits up to db.BUSY_TIMEOUT_MS for the lock
             self._lock_waited(time.perf_counter() - t0)
             for fn, args, fut, _size in batch:
