@@ -8,6 +8,7 @@ CPU ms per message of each server's process tree. Raw rows go to a JSON-lines fi
 
     sudo python3 bench/run.py                       # 4 KiB x 50 sessions, 3 pairs (the target)
     sudo python3 bench/run.py --cells 4096x50,65536x50,1024x10 --reps 5
+    sudo python3 bench/run.py --workers 2           # server.workers = 2 (gateway/supervisor.py)
 
 Needs root (compare.py runs smtp-sink -u postfix and a private Postfix master) and the free
 ports 2525 (Postfix), 2600 (smtp-sink), 2700 (the gateway, bench/gateway.toml).
@@ -28,17 +29,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 COMPARE = REPO.parent / "shared" / "bench" / "compare.py"
 CONFIG = "bench/gateway.toml"
-GATEWAY_CMD = f"{sys.executable} -m gateway.cli --config {CONFIG} serve"
 BENCH_DIR = Path("/tmp/mailgate-bench")
 
 
-def fresh_spool() -> None:
+def workers_config(workers: int) -> Path:
+    """bench/gateway.toml with ``server.workers = workers`` and its own spool directory
+    (``gw-data-wN``), written under BENCH_DIR; the directory file's path made absolute."""
+    text = (REPO / CONFIG).read_text()
+    text = text.replace('data_dir = "/tmp/mailgate-bench/gw-data"',
+                        f'data_dir = "{BENCH_DIR}/gw-data-w{workers}"\nworkers = {workers}', 1)
+    text = text.replace('file = "directory.json"', f'file = "{REPO / "bench" / "directory.json"}"', 1)
+    assert f"workers = {workers}" in text and str(REPO) in text, "bench/gateway.toml changed shape"
+    out = BENCH_DIR / f"gateway-w{workers}.toml"
+    out.write_text(text)
+    return out
+
+
+def fresh_spool(config: Path) -> None:
     """Delete the gateway's spool so every cell starts from an empty database. compare.py starts
     the gateway once per invocation; within it the spool keeps one finished row per message
     (bodies are deleted), which the indexed claim query does not notice at these counts."""
-    data_dir = Path(tomllib.loads((REPO / CONFIG).read_text())["server"]["data_dir"])
+    data_dir = Path(tomllib.loads(config.read_text())["server"]["data_dir"])
     if not data_dir.is_absolute():
-        data_dir = (REPO / CONFIG).parent / data_dir
+        data_dir = config.parent / data_dir
     if BENCH_DIR not in data_dir.resolve().parents:
         sys.exit(f"run.py: refusing to delete {data_dir}: not under {BENCH_DIR}")
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -77,22 +90,28 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="A/B pairs per cell (>= 3)")
     ap.add_argument("--n", type=int, default=3000, help="messages per run (64 KiB runs use half)")
     ap.add_argument("--max-run-s", type=float, default=180.0)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="server.workers for the gateway (default: bench/gateway.toml's, 1)")
     ap.add_argument("--out", default=None, help="JSON lines (default /tmp/mailgate-bench/run-TIME.jsonl)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run.py: run as root (compare.py starts smtp-sink -u postfix and a Postfix master)")
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     out = Path(a.out or BENCH_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    config = REPO / CONFIG if a.workers is None else workers_config(a.workers)
+    gateway_cmd = f"{sys.executable} -m gateway.cli --config {config} serve"
+    load_before = os.getloadavg()
     for cell in a.cells.split(","):
         size, conc = cell.lower().split("x")
-        fresh_spool()
-        cmd = [sys.executable, str(COMPARE), "--gateway-cmd", GATEWAY_CMD, "--gateway-port", "2700",
+        fresh_spool(config)
+        cmd = [sys.executable, str(COMPARE), "--gateway-cmd", gateway_cmd, "--gateway-port", "2700",
                "--sizes", size, "--conc", conc, "--reps", str(a.reps), "--n", str(a.n),
                "--max-run-s", str(a.max_run_s), "--dir", str(BENCH_DIR), "--out", str(out)]
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}  load average {os.getloadavg()[0]:.2f}  rows: {out}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  workers {a.workers or 1}  load average before "
+          f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (1 min)  rows: {out}")
     print(summarize(rows))
     return 0
 

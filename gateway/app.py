@@ -1,5 +1,7 @@
 """The application supervisor: builds every stage from the configuration and runs them in one
-asyncio loop (a TaskGroup), with one shutdown path.
+asyncio loop (a TaskGroup), with one shutdown path. With ``server.workers`` > 1 the SMTP intake
+runs in worker processes instead (gateway.supervisor.WorkerPool in place of the IntakeServer;
+this process binds the listeners, recovers the spool first, and keeps everything else).
 
 Start-up order: open the spool and run crash recovery (before any delivery), load the recipient
 directory, bind the SMTP listeners, then start the queue manager. SIGTERM/SIGINT: stop accepting,
@@ -21,27 +23,10 @@ from gateway.intake.handler import IntakeHandler
 from gateway.intake.server import IntakeServer
 from gateway.retry import FaultLog, supervise
 from gateway.router import Router
+from gateway.intake.directory import RcptContextSource, watch_directory as _watch_directory
 from policies.directory import DirectoryWatcher
-from policies.rcpt_chain import RcptContext
-from policies.relay_networks import TrustedNetworks
 from gateway.config_spool import node_name
 from gateway.spool_open import describe, open_spool
-
-
-class RcptContextSource:
-    """The current RcptContext; a new one only when the directory was reloaded."""
-
-    def __init__(self, cfg: Config, watcher: DirectoryWatcher):
-        self.cfg, self.watcher = cfg, watcher
-        self.trusted = TrustedNetworks(cfg.relay.trusted_networks)
-        self._ctx: RcptContext | None = None
-
-    def __call__(self) -> RcptContext:
-        d = self.watcher.current
-        if self._ctx is None or self._ctx.directory is not d:
-            self._ctx = RcptContext(frozenset(self.cfg.relay.accepted_domains), d,
-                                    self.watcher.enabled, self.trusted)
-        return self._ctx
 
 
 def build_resolver(cfg: Config) -> MxResolver:
@@ -88,16 +73,21 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
         await controller.start()   # before delivery: a restart during an event keeps holding
     from gateway.continuity import journal   # continuity mailboxes: journal hook, index, retention
     keeper = journal.build(cfg, spool, qmgr, lambda: (watcher.current, watcher.enabled), log)
-    handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,
-                            probe_mailbox=mailbox)
-    intake = IntakeServer(cfg, handler)
+    if cfg.server.worker_count > 1:     # intake in worker processes (gateway.supervisor)
+        from gateway.supervisor import WorkerPool, write_lock_path
+        spool.write_lock = write_lock_path(cfg)    # every writer of the file queues on it
+        intake = WorkerPool(cfg, log, qmgr.notify)
+    else:
+        handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,
+                                probe_mailbox=mailbox)
+        intake = IntakeServer(cfg, handler)
     bound = await intake.start()
     log.info("listening", addresses=[f"{h}:{p}" for h, p in bound], hostname=cfg.server.hostname)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reload_now = asyncio.Event()
-    loop.add_signal_handler(signal.SIGHUP, reload_now.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(reload_now, intake))
     try:
         admin = _admin_server(cfg, spool, qmgr, intake, controller, runner, log, keeper)
         webmail = _webmail_server(cfg, spool, qmgr, watcher, controller, log, runner)
@@ -142,7 +132,15 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
             loop.remove_signal_handler(sig)
         await transport.close()
         await spool.close()
-        log.info("stopped", **dict(qmgr.stats))
+        log.info("stopped", **dict(qmgr.stats), **getattr(spool, "lock_stats", dict)())
+
+
+def _reload(reload_now: asyncio.Event, intake) -> None:
+    """SIGHUP: reload the directory here, and in every intake worker (gateway.supervisor)."""
+    reload_now.set()
+    forward = getattr(intake, "reload", None)
+    if forward is not None:
+        forward()
 
 
 HEARTBEAT_INTERVAL = 5.0    # seconds between a node's heartbeats on a shared spool
@@ -195,28 +193,3 @@ def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log, runner=N
     host, port = server.bind()
     log.info("webmail_listening", address=f"{host}:{port}", url=ctx.public_url)
     return server
-
-
-async def _watch_directory(watcher: DirectoryWatcher, interval: float, log,
-                           reload_now: asyncio.Event) -> None:
-    """Reload the directory when its file changes (checked every ``interval`` s) or at once on
-    SIGHUP (``reload_now``), off the event loop; a failure is logged once per distinct error."""
-    reported = None
-    while True:
-        try:
-            await asyncio.wait_for(reload_now.wait(), interval)
-        except TimeoutError:
-            reloaded = await asyncio.to_thread(watcher.maybe_reload)
-            error = None if reloaded else watcher.last_error
-        else:
-            reload_now.clear()
-            try:
-                await asyncio.to_thread(watcher.reload)
-                reloaded, error = True, None
-            except Exception as e:
-                reloaded, error = False, str(e)
-        if reloaded:
-            log.info("directory_reloaded", entries=len(watcher.current))
-        if error != reported and error:
-            log.error("directory_reload_failed", error=error)
-        reported = error

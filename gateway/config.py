@@ -10,6 +10,7 @@ backoff order, the round-trip return address against the directory) are in
 """
 from __future__ import annotations
 
+import os
 import socket
 import tomllib
 from pathlib import Path
@@ -34,6 +35,21 @@ class ServerConfig(_Section):
     hostname: str = Field(default_factory=socket.getfqdn)  # our name in the banner, EHLO, Received:
     data_dir: Path = Path("data")                         # the spool lives here (spool.db)
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"   # gateway.eventloop
+    #: SMTP intake processes (gateway.supervisor): 1 = everything in this one process (the
+    #: default); N > 1 or "auto" (os.cpu_count()) = N worker processes share the listeners.
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v):
+        if v == "auto" or (type(v) is int and 1 <= v <= 64):
+            return v
+        raise ValueError(f'must be "auto" or a number of processes from 1 to 64, not {v!r}')
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number ("auto": the CPUs of this machine, at least 1)."""
+        return (os.cpu_count() or 1) if self.workers == "auto" else self.workers
 
 
 class SmtpListener(_Section):
@@ -324,8 +340,24 @@ def parse(raw: dict, source: str, base: Path | None = None) -> Config:
         cfg = Config.model_validate({**raw, "source": source})
     except ValidationError as e:
         _raise_errors(source, [(checks.dotted(err["loc"]), err["msg"]) for err in e.errors()])
-    _raise_errors(source, checks.across_keys(cfg) + _spool_checks(cfg))
+    _raise_errors(source, checks.across_keys(cfg) + _spool_checks(cfg) + _worker_checks(cfg))
     return _resolve_paths(cfg, base) if base is not None else cfg
+
+
+def _worker_checks(cfg: Config) -> list[tuple[str, str]]:
+    """server.workers > 1 needs what the worker processes support: the SQLite spool (a cluster
+    on PostgreSQL scales by gateways instead) and no round-trip probe (its mailbox lives in the
+    process that sends the probe)."""
+    if cfg.server.worker_count == 1:
+        return []
+    errors = []
+    if cfg.spool.backend != "sqlite":
+        errors.append(("server.workers", "more than 1 worker needs spool.backend = \"sqlite\" "
+                       "(on PostgreSQL run one gateway per core instead: docs/cluster.md)"))
+    if cfg.probes.roundtrip:
+        errors.append(("server.workers", "more than 1 worker is not supported with "
+                       "probes.roundtrip = true yet"))
+    return errors
 
 
 def _raise_errors(source: str, errors: list[tuple[str, str]]) -> None:

@@ -39,6 +39,9 @@ from gateway.intake.limits import ConnectionLimits, DataSlots
 #: Replies "452 4.5.3 Too many recipients" that do not count as errors (Postfix's
 #: smtpd_recipient_overshoot_limit): a client may send more than max_recipients and retry the rest.
 RECIPIENT_OVERSHOOT = 1000
+#: listen(2) backlog of sockets bound by the supervisor for intake workers (gateway.supervisor):
+#: connections wait there while every worker is busy or one restarts (capped by somaxconn).
+LISTEN_BACKLOG = 511
 
 
 class GatewaySMTP(SMTP):
@@ -333,14 +336,22 @@ class IntakeServer:
             tls_context=self._tls, require_starttls=s.require_tls and self._tls is not None,
             timeout=s.command_timeout, auth_require_tls=True)
 
-    async def start(self) -> list[tuple[str, int]]:
-        """Bind every listener; return the bound (host, port) pairs (port 0 → the real one)."""
+    async def start(self, sockets: dict[int, list] | None = None) -> list[tuple[str, int]]:
+        """Bind every listener; return the bound (host, port) pairs (port 0 → the real one).
+        ``sockets`` (an intake worker, gateway.worker): listening sockets already bound by the
+        supervisor, per index of ``smtp.all_listeners()``; they are served instead of binding."""
         loop = asyncio.get_running_loop()
         bound = []
-        for listener in self.cfg.smtp.all_listeners():
+        for i, listener in enumerate(self.cfg.smtp.all_listeners()):
+            factory = functools.partial(self._protocol, listener)
+            if sockets is not None:
+                for sock in sockets.get(i, []):
+                    srv = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
+                    self._servers.append(srv)
+                    bound.append(sock.getsockname()[:2])
+                continue
             host, port = parse_listen(listener.address)
-            srv = await loop.create_server(functools.partial(self._protocol, listener), host, port,
-                                           reuse_address=True)
+            srv = await loop.create_server(factory, host, port, reuse_address=True)
             self._servers.append(srv)
             bound.extend(sock.getsockname()[:2] for sock in srv.sockets)
         return bound

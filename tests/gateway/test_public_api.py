@@ -83,7 +83,7 @@ def test_spool_methods():
                     and n not in MAILBOX_VERBS and n not in CONSOLE_VERBS)
     assert public == ["audit_command", "claim_due", "close", "cluster_probes", "commit",
                       "continuity_audit", "continuity_state", "count_held", "counts", "get",
-                      "hold_due_now", "message_size", "move", "new_queue_id", "next_due_at",
+                      "hold_due_now", "lock_stats", "message_size", "move", "new_queue_id", "next_due_at",
                       "open", "pending_commands", "ping", "purge_finished", "queue_command",
                       "read", "record_attempt", "record_delivered", "record_probe",
                       "release_held", "renew", "replay_in_flight", "requeue_expired",

@@ -1,0 +1,272 @@
+"""Intake in worker processes (``server.workers`` > 1): the supervisor's side.
+
+The process model (docs/operations.md): ``mailgate serve`` is the supervisor. It opens the
+spool and runs crash recovery (once, before any worker exists), binds every SMTP listener
+itself, then starts N intake workers (gateway.worker, ``python -m gateway.worker``) that inherit
+the listening sockets: one accept queue per listener, shared by the workers (the kernel hands
+each connection to one of them). Everything else stays in the supervisor, unchanged: the queue
+manager (claims, delivery), continuity (probes, controller, replay rate, leadership), the
+journal, the admin API and the webmail. A worker only receives: limits, policies and the group
+commit into the spool (its own writer thread and connection to the same WAL database).
+
+``WorkerPool`` takes the place of gateway.intake.IntakeServer in gateway.app (``start()``,
+``stop()``, ``serving``, ``proxy_refused``):
+
+- each worker gets one end of a socketpair: ``R`` when it serves, ``q`` after commits (the
+  queue manager's ``notify``: delivery starts at once; its POLL_INTERVAL scan stays the
+  fallback); end of file on either side means the other process is gone;
+- a worker that exits while the gateway runs is logged (``worker_exited`` with its exit code or
+  signal) and started again after a backoff: RESTART_FIRST s, doubling up to RESTART_MAX s for
+  a worker that keeps dying within STABLE_AFTER s of its start. The listening sockets stay open
+  in the supervisor meanwhile: connections wait in the accept queue or go to the other workers;
+- ``stop()`` (SIGTERM/SIGINT to the supervisor): SIGTERM to every worker (each stops accepting,
+  refuses new transactions with 421, lets its commits in flight finish, closes its spool), waits
+  up to STOP_GRACE s for them (then SIGKILL: what they had not acknowledged is not lost, since
+  nothing unacknowledged counts), and closes the listening sockets; gateway.app then drains
+  deliveries as in one process and exits 0;
+- ``reload()`` (SIGHUP): forwarded to every worker (each reloads its recipient directory).
+
+Limits of [smtp] (max_connections, per-client limits, DATA slots) apply per worker process.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from gateway.config import Config, parse_listen
+from gateway.intake.server import LISTEN_BACKLOG
+
+RESTART_FIRST = 0.5     # seconds before a dead worker is started again
+RESTART_MAX = 30.0      # the longest wait, for a worker that keeps dying
+STABLE_AFTER = 30.0     # seconds a worker must run for its next death to count as a first one
+STOP_GRACE = 45.0       # seconds workers get to stop (their commits drain within 30 s)
+ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["WorkerPool", "bind_listeners", "write_lock_path"]
+
+
+def write_lock_path(cfg: Config) -> Path:
+    """The file every writer of the SQLite spool (the supervisor and each worker) flocks around
+    its write transaction (spool.Spool.write_lock): ``server.data_dir/spool.db-writelock``."""
+    return cfg.spool_path.with_name(cfg.spool_path.name + "-writelock")
+
+
+def bind_listeners(cfg: Config) -> dict[int, list[socket.socket]]:
+    """Bind and listen on every SMTP listener: {index in smtp.all_listeners(): [sockets]} (one
+    socket per address the host resolves to). Raises OSError naming the address."""
+    out: dict[int, list[socket.socket]] = {}
+    try:
+        for i, listener in enumerate(cfg.smtp.all_listeners()):
+            host, port = parse_listen(listener.address)
+            seen = set()
+            for family, kind, proto, _name, addr in socket.getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+                if addr in seen:
+                    continue
+                seen.add(addr)
+                s = socket.socket(family, kind, proto)
+                out.setdefault(i, []).append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    s.bind(addr)
+                except OSError as e:
+                    raise OSError(e.errno, f"cannot listen on {listener.address}: {e.strerror}") \
+                        from None
+                s.listen(LISTEN_BACKLOG)
+                s.setblocking(False)
+    except BaseException:
+        for socks in out.values():
+            for s in socks:
+                s.close()
+        raise
+    return out
+
+
+class _Slot:
+    """Worker number K and its current process."""
+
+    def __init__(self, number: int):
+        self.number = number
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None      # the supervisor's end of the socketpair
+        self.started_at = 0.0
+        self.failures = 0          # deaths in a row, each within STABLE_AFTER s of its start
+        self.ready = False
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class WorkerPool:
+    """N intake worker processes on listeners bound here. ``on_queued(None)`` is called when a
+    worker reports commits (the queue manager's notify)."""
+
+    def __init__(self, cfg: Config, log, on_queued: Callable[[str | None], None]):
+        self.cfg, self.log, self.on_queued = cfg, log, on_queued
+        self.count = cfg.server.worker_count
+        self.proxy_refused: Counter[str] = Counter()    # counted in the workers, not summed here
+        self.restarts = 0
+        self.wakeups = 0           # "q" messages received from the workers
+        self._listen: dict[int, list[socket.socket]] = {}
+        self._slots = [_Slot(k) for k in range(1, self.count + 1)]
+        self._tasks: set[asyncio.Task] = set()
+        self._config = cfg.model_dump_json().encode()
+        self._stopping = False
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Bind the listeners, start every worker; return the bound (host, port) pairs."""
+        self._listen = bind_listeners(self.cfg)
+        for slot in self._slots:
+            self._spawn(slot)
+        self.log.info("workers_started", workers=self.count,
+                      pids=[s.proc.pid for s in self._slots if s.proc is not None])
+        return [s.getsockname()[:2] for socks in self._listen.values() for s in socks]
+
+    @property
+    def serving(self) -> bool:
+        """True while the listeners are open and at least one worker serves them."""
+        return bool(self._listen) and any(s.ready and s.alive for s in self._slots)
+
+    def pids(self) -> list[int]:
+        """The worker processes running now."""
+        return [s.proc.pid for s in self._slots if s.alive]
+
+    def reload(self) -> None:
+        """SIGHUP to every worker: each reloads its recipient directory now."""
+        for slot in self._slots:
+            if slot.alive:
+                slot.proc.send_signal(signal.SIGHUP)
+
+    def _spawn(self, slot: _Slot) -> None:
+        parent, child = socket.socketpair()
+        parent.setblocking(False)
+        listen = [(i, s.fileno()) for i, socks in self._listen.items() for s in socks]
+        argv = [sys.executable, "-m", "gateway.worker", "--number", str(slot.number),
+                "--notify", str(child.fileno()),
+                *(a for i, fd in listen for a in ("--listen", f"{i}:{fd}"))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env,
+                                    pass_fds=[child.fileno(), *(fd for _i, fd in listen)])
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        try:
+            proc.stdin.write(self._config)
+            proc.stdin.close()
+        except OSError:            # it died at once: _watch reports it
+            pass
+        slot.proc, slot.sock, slot.ready = proc, parent, False
+        slot.started_at = time.monotonic()
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._readable, slot, parent)
+        self._track(asyncio.ensure_future(self._watch(slot, proc)))
+        self.log.info("worker_started", worker_number=slot.number, pid=proc.pid)
+
+    def _track(self, task: asyncio.Task) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _readable(self, slot: _Slot, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:                   # the worker is gone (its exit is handled by _watch)
+            self._close_sock(sock)
+            return
+        if b"R" in data and slot.sock is sock:
+            slot.ready = True
+            self.log.info("worker_ready", worker_number=slot.number, pid=slot.proc.pid)
+        if b"q" in data:
+            self.wakeups += 1
+            self.on_queued(None)
+
+    def _close_sock(self, sock: socket.socket) -> None:
+        if sock.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+
+    async def _watch(self, slot: _Slot, proc: subprocess.Popen) -> None:
+        """Wait for ``proc`` to exit; unless the pool is stopping, start the slot again."""
+        await _exited(proc)
+        code = proc.returncode
+        if slot.sock is not None:
+            self._close_sock(slot.sock)
+        slot.ready = False
+        if self._stopping:
+            return
+        ran = time.monotonic() - slot.started_at
+        slot.failures = 1 if ran >= STABLE_AFTER else slot.failures + 1
+        delay = min(RESTART_MAX, RESTART_FIRST * 2 ** (slot.failures - 1))
+        how = ({"signal": signal.Signals(-code).name} if code < 0 else {"code": code})
+        self.log.error("worker_exited", worker_number=slot.number, pid=proc.pid, **how,
+                       ran_s=round(ran, 1), restart_in=delay)
+        await asyncio.sleep(delay)
+        if not self._stopping:
+            self.restarts += 1
+            self._spawn(slot)
+
+    async def stop(self) -> None:
+        """SIGTERM every worker, wait for them (STOP_GRACE s, then SIGKILL), close the listeners."""
+        self._stopping = True
+        running = [s.proc for s in self._slots if s.alive]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        waits = [asyncio.ensure_future(_exited(p)) for p in running]
+        if waits:
+            _done, late = await asyncio.wait(waits, timeout=STOP_GRACE)
+            for proc in running:
+                if proc.poll() is None:
+                    self.log.error("worker_kill", pid=proc.pid, after_s=STOP_GRACE)
+                    proc.kill()
+            if late:
+                await asyncio.wait(late, timeout=5.0)
+        for t in list(self._tasks):
+            t.cancel()
+        for slot in self._slots:
+            if slot.sock is not None:
+                self._close_sock(slot.sock)
+        for socks in self._listen.values():
+            for s in socks:
+                s.close()
+        self._listen = {}
+        self.log.info("workers_stopped", restarts=self.restarts, wakeups=self.wakeups,
+                      codes=[s.proc.returncode for s in self._slots if s.proc is not None])
+
+
+async def _exited(proc: subprocess.Popen) -> None:
+    """Wait (without blocking the loop) until ``proc`` has exited, and reap it: a pidfd
+    (Linux ≥ 5.3) watched by the loop, else a poll every 0.2 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        while proc.poll() is None:
+            await asyncio.sleep(0.2)
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    proc.wait()

@@ -1,0 +1,148 @@
+"""An SMTP intake worker process (``server.workers`` > 1), started by gateway.supervisor:
+
+    python -m gateway.worker --number K --notify FD --listen INDEX:FD [--listen ...] < CONFIG_JSON
+
+It serves the listening sockets the supervisor bound (inherited file descriptors: one accept
+queue per listener shared by every worker), with the same intake as a single-process gateway
+(gateway.intake: limits, policies, group commit into the SQLite spool before the 250). It does
+no delivery, no recovery and no continuity: those stay in the supervisor. Its spool connection
+opens with ``recover=False`` (recovery ran once, in the supervisor, before any worker started; a
+worker must never requeue another process's ``active`` messages), and every queue ID it makes
+carries its tag (spool.commit.node_tag(K)), so IDs of different workers can never be equal.
+
+The notify socket (one end of a socketpair; the supervisor holds the other): the worker writes
+``R`` once it serves, and ``q`` after durable commits (at most one byte per event-loop
+iteration) so the supervisor's queue manager wakes at once instead of at its next scan. End of
+file on it means the supervisor is gone: the worker stops as on SIGTERM.
+
+SIGTERM/SIGINT: stop accepting, refuse new transactions (421), let commits in flight finish
+(bounded: IntakeHandler.drain, 30 s), close the spool, exit 0. SIGHUP: reload the recipient
+directory now. Every log line carries ``worker=K``. The configuration comes as JSON on stdin
+(the supervisor's validated Config, so a worker restarted later runs the same configuration
+even if the file changed meanwhile).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+from gateway.config import Config
+from gateway.intake.directory import RcptContextSource, watch_directory
+from gateway.intake.handler import IntakeHandler
+from gateway.intake.server import IntakeServer
+from gateway.logs import flush_logs, make_logger, route_stdlib
+from gateway.retry import supervise
+from gateway.supervisor import write_lock_path
+from policies.directory import DirectoryWatcher
+from spool import Spool
+from spool.commit import node_tag
+
+class Notifier:
+    """Tells the supervisor over the notify socket; a full or broken socket drops the byte (the
+    queue manager's periodic scan finds the message anyway)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._pending = False
+
+    def send(self, what: bytes) -> None:
+        try:
+            self.sock.send(what)
+        except (BlockingIOError, OSError):
+            pass
+
+    def queued(self, _queue_id: str | None = None) -> None:
+        """IntakeHandler's on_queued: one ``q`` per loop iteration, however many commits."""
+        if not self._pending:
+            self._pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._pending = False
+        self.send(b"q")
+
+
+async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
+              notify: socket.socket, log) -> None:
+    """Serve ``listen`` until SIGTERM/SIGINT or the supervisor goes away."""
+    loop = asyncio.get_running_loop()
+    stop, reload_now = asyncio.Event(), asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_now.set)
+    notify.setblocking(False)
+    notifier = Notifier(notify)
+
+    def supervisor_said() -> None:
+        try:
+            data = notify.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(notify.fileno())
+            log.warning("supervisor_gone", hint="the supervisor closed its end: stopping")
+            stop.set()
+    loop.add_reader(notify.fileno(), supervisor_said)
+
+    spool = await Spool.open(cfg.spool_path, recover=False)
+    spool.id_tag = node_tag(number)
+    spool.write_lock = write_lock_path(cfg)
+    try:
+        watcher = DirectoryWatcher(cfg.directory.file)
+        handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log)
+        intake = IntakeServer(cfg, handler)
+        bound = await intake.start(listen)
+        log.info("worker_listening", pid=os.getpid(), addresses=[f"{h}:{p}" for h, p in bound],
+                 directory_entries=len(watcher.current) if watcher.enabled else None)
+        notifier.send(b"R")
+        watch = asyncio.create_task(supervise("directory", lambda: watch_directory(
+            watcher, cfg.directory.reload_interval, log, reload_now), log), name="directory")
+        await stop.wait()
+        log.info("worker_stopping")
+        await intake.stop()        # closes this worker's copies of the listeners, drains commits
+        watch.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await spool.close()
+        log.info("worker_stopped", pid=os.getpid(), **spool.lock_stats())
+
+
+def _listen_arg(spec: str) -> tuple[int, int]:
+    index, _, fd = spec.partition(":")
+    return int(index), int(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gateway.worker", description=__doc__.split("\n")[0])
+    ap.add_argument("--number", type=int, required=True, help="this worker's number K (1..N)")
+    ap.add_argument("--notify", type=int, required=True, help="fd of the socket to the supervisor")
+    ap.add_argument("--listen", type=_listen_arg, action="append", default=[],
+                    help="INDEX:FD, a listening socket for listener INDEX of smtp.all_listeners()")
+    a = ap.parse_args(argv)
+    cfg = Config.model_validate_json(sys.stdin.buffer.read())
+    log = make_logger(cfg.log.level, cfg.log.format, batched=True, worker=a.number)
+    route_stdlib(log, cfg.log.level)
+    listen: dict[int, list[socket.socket]] = {}
+    for index, fd in a.listen:
+        listen.setdefault(index, []).append(socket.socket(fileno=fd))
+    notify = socket.socket(fileno=a.notify)
+    from gateway import eventloop
+    try:
+        eventloop.run(run(cfg, a.number, listen, notify, log), cfg.server.event_loop, log)
+    except Exception as e:     # logged with worker=K; the supervisor restarts the worker
+        log.error("worker_failed", error=f"{type(e).__name__}: {e}")
+        return 1
+    finally:
+        flush_logs(log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
