@@ -11,10 +11,11 @@ What runs on PostgreSQL today is the relay path: intake (250 after the database'
 4.3.0 while it is unreachable), the queue with claims and fencing tokens, delivery, retries and
 bounces, the admin API's health and counts; and continuity (``continuity.mode`` "automatic" or
 "alert-only"): hold and replay decided by one leader, fenced by its lease epoch, every node
-holding and delivering as the shared state says. On a shared spool there are no continuity
-mailboxes (held mail is not filed), no journal and no drills. The webmail still needs the SQLite
-spool: ``across_keys`` refuses a PostgreSQL spool with ``webmail.enabled``, naming the key,
-rather than start a gateway that would half work.
+holding and delivering as the shared state says; held mail is filed into the continuity
+mailboxes and the journal runs on the shared spool too, and the CLI's ``continuity``,
+``probes``, ``queue``, ``users`` and ``admins`` commands work on it. Not yet on a shared spool:
+drills, and the webmail's pages (``across_keys`` refuses a PostgreSQL spool with
+``webmail.enabled``, naming the key, rather than start a gateway that would half work).
 """
 from __future__ import annotations
 
