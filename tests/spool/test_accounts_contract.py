@@ -17,17 +17,6 @@ A, B = "alice@example.com", "bob@example.com"
 BY = Actor("admin:root", "192.0.2.7", "UA/1")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def aspool(request, tmp_path):
-    if request.param == "sqlite":
-        s = await Spool.open(tmp_path / "spool.db")
-    else:
-        from spool.pg import PgSpool
-        s = await PgSpool.open(request.getfixturevalue("pg_dsn"), node="node-a")
-    yield s
-    await s.close()
-
-
 def test_both_backends_offer_the_same_verbs_with_the_same_parameters():
     from spool.pg import PgSpool
     from spool.pg.accounts import PgAccountVerbs

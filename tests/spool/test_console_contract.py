@@ -5,20 +5,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
-from spool import NewMessage, Spool
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def cspool(request, tmp_path):
-    if request.param == "sqlite":
-        s = await Spool.open(tmp_path / "spool.db")
-    else:
-        from spool.pg import PgSpool
-        s = await PgSpool.open(request.getfixturevalue("pg_dsn"), node="node-a")
-    yield s
-    await s.close()
+from spool import NewMessage
 
 
 async def test_queue_search_hold_release_flush_delete(cspool):

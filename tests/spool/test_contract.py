@@ -9,23 +9,12 @@ import time
 
 import pytest
 
-from spool import InvalidTransition, NewMessage, QueueState, RcptState, Spool
+from spool import InvalidTransition, NewMessage, QueueState, RcptState
 from spool.api import QueueSpool
 from spool.states import Claim, StaleClaim
 from spool.transitions import RcptOutcome
 
 QUEUE_ID = re.compile(r"^[0-9B-Z]{14}([0-9B-Z]{2})?$")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def qspool(request, tmp_path):
-    if request.param == "sqlite":
-        s = await Spool.open(tmp_path / "spool.db")
-    else:
-        from spool.pg import PgSpool
-        s = await PgSpool.open(request.getfixturevalue("pg_dsn"), node="node-a")
-    yield s
-    await s.close()
 
 
 def msg(i: int = 0, rcpts=("bob@example.com",), **kw) -> NewMessage:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from spool import NewMessage, QueueState, RcptState, Spool
+from spool import NewMessage, QueueState, RcptState
 from spool.journal import JournalEntry
 from spool.mailbox import MARK_END, MARK_START, FilingEntry
 from spool.states import StaleClaim
@@ -17,17 +17,6 @@ from spool.transitions import RcptOutcome
 
 ERIN, FRANK = "erin@example.org", "frank@example.org"
 S, E = MARK_START, MARK_END
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def mspool(request, tmp_path):
-    if request.param == "sqlite":
-        s = await Spool.open(tmp_path / "spool.db")
-    else:
-        from spool.pg import PgSpool
-        s = await PgSpool.open(request.getfixturevalue("pg_dsn"), node="node-a")
-    yield s
-    await s.close()
 
 
 def entry(qid, owners=(ERIN,), *, subject="hello", body="nothing", sender="A <a@remote.test>",
