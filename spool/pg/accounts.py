@@ -10,6 +10,7 @@ from __future__ import annotations
 from spool.account_ops import Actor
 from spool.pg import account_ops as _ops
 from spool.pg import account_rows as _r
+from spool.pg.db import OneConnection
 
 
 class PgAccountVerbs:
@@ -145,19 +146,8 @@ class PgAccountVerbs:
         return await self.transaction(_ops.set_admin_password, self.node, name, password_hash, by)
 
 
-class PgConnectionAccounts(PgAccountVerbs):
-    """The account verbs on one psycopg AsyncConnection in autocommit mode (the CLI: not a node,
-    no pool, no writer): each write in a transaction of its own; audit rows name ``node``."""
-
-    def __init__(self, conn, node: str = "cli"):
-        self.conn, self.node = conn, node
-
-    async def read(self, fn, *args):
-        return await fn(self.conn, *args)
-
-    async def transaction(self, fn, *args):
-        async with self.conn.transaction():
-            return await fn(self.conn, *args)
+class PgConnectionAccounts(PgAccountVerbs, OneConnection):
+    """The account verbs on one CLI connection (spool.pg.db.OneConnection)."""
 
 
 __all__ = ["PgAccountVerbs", "PgConnectionAccounts"]

@@ -16,7 +16,9 @@ from typing import Any
 from spool.console import LIVE_STATES
 from spool.pg import admin_ops as _ops
 from spool.pg import console_rows as _r
-from spool.pg.continuity import PgContinuityVerbs, audit_command as _audit_command
+from spool.pg.continuity import PgContinuityVerbs
+from spool.pg.continuity import audit_command as _audit_command
+from spool.pg.db import OneConnection
 
 
 class PgConsoleVerbs:
@@ -137,19 +139,8 @@ class PgConsoleVerbs:
         return await self.read(_r.drill_message, queue_id, mailbox)
 
 
-class PgConnectionConsole(PgConsoleVerbs, PgContinuityVerbs):
-    """The console and continuity verbs on one psycopg AsyncConnection in autocommit mode (the
-    CLI: not a node, no pool): each write in a transaction of its own; audit rows name ``node``."""
-
-    def __init__(self, conn, node: str = "cli"):
-        self.conn, self.node = conn, node
-
-    async def read(self, fn, *args):
-        return await fn(self.conn, *args)
-
-    async def transaction(self, fn, *args):
-        async with self.conn.transaction():
-            return await fn(self.conn, *args)
+class PgConnectionConsole(PgConsoleVerbs, PgContinuityVerbs, OneConnection):
+    """The console and continuity verbs on one CLI connection (spool.pg.db.OneConnection)."""
 
 
 __all__ = ["PgConnectionConsole", "PgConsoleVerbs"]

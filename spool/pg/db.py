@@ -91,3 +91,22 @@ async def migrate(conn: psycopg.AsyncConnection) -> int:
                                (number, name))
             current = number
     return current
+
+
+class OneConnection:
+    """``read`` / ``transaction`` over one psycopg AsyncConnection in autocommit mode (the CLI:
+    not a node, no pool, no writer), for the verb mixins: each write a transaction of its own;
+    audit rows name ``node``."""
+
+    def __init__(self, conn, node: str = "cli"):
+        self.conn, self.node = conn, node
+
+    async def read(self, fn, *args):
+        """``await fn(conn, *args)`` outside an explicit transaction."""
+        return await fn(self.conn, *args)
+
+    async def transaction(self, fn, *args):
+        """``await fn(conn, *args)`` in one transaction (committed, or rolled back on error)."""
+        async with self.conn.transaction():
+            return await fn(self.conn, *args)
+
