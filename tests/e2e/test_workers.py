@@ -48,12 +48,19 @@ def children(pid: int) -> list[int]:
     """The child processes of ``pid`` (/proc/PID/task/*/children)."""
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:             # a thread that ended while we looked
+            continue
     return out
 
 
 def cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    """The argv of ``pid``; [] for a process that exited (and was reaped) after it was listed."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
 
 
 def workers_of(gw) -> list[int]:
