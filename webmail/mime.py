@@ -15,13 +15,11 @@ Display cleaning (control and bidi characters) is webmail.display's job, not thi
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import email
 import email.message
 import email.policy
 import email.utils
-import quopri
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -29,6 +27,8 @@ from email.parser import BytesHeaderParser
 
 from webmail.charsets import decode_bytes, unsurrogate
 from webmail.html_text import html_to_text
+from webmail.mime_headers import (MAX_ADDRESS_HEADER, _date, _raw_header, addresses,  # noqa: F401
+                                  decode_words, header_text)
 
 MAX_DEPTH = 10                      # multipart / message nesting levels walked
 MAX_PARTS = 300                     # MIME parts walked per message
@@ -36,11 +36,8 @@ MAX_PART_BYTES = 40 * 1024 * 1024   # decoded bytes of one part (the SMTP limit 
 MAX_TOTAL_BYTES = 64 * 1024 * 1024  # decoded bytes over all parts
 MAX_TEXT_CHARS = 1_000_000          # characters of text or HTML kept for display
 MAX_REFERENCES = 50
-MAX_ADDRESS_HEADER = 8192           # characters of an address header parsed (the parser is slow)
 
 _MSGID = re.compile(r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{1,200}@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\[\]:]{1,200}>")
-_EWORD = re.compile(r"=\?([^?\s]{1,60})\?([qQbB])\?([^?\s]*)\?=")
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 @dataclass(frozen=True)
@@ -156,89 +153,6 @@ def _headers(msg: Message, out: ParsedMessage) -> None:
     irt = _MSGID.findall(header_text(msg, "In-Reply-To"))
     out.in_reply_to = irt[0] if irt else ""
     out.references = _MSGID.findall(header_text(msg, "References"))[-MAX_REFERENCES:]
-
-
-def _raw_header(msg: Message, name: str) -> str | None:
-    try:
-        for k, v in msg.raw_items():
-            if k.lower() == name.lower():
-                return str(v)
-    except Exception:
-        pass
-    return None
-
-
-def header_text(msg: Message, name: str) -> str:
-    """An unstructured header's decoded text (RFC 2047 words through webmail.charsets; raw
-    8-bit bytes as UTF-8, else windows-1252), unfolded; "" when absent."""
-    raw = _raw_header(msg, name)
-    if raw is None:
-        return ""
-    return decode_words(raw)
-
-
-def decode_words(raw: str) -> str:
-    """RFC 2047 decoding of ``raw`` that never raises: whitespace between adjacent encoded words
-    is dropped (section 6.2), each word decoded with its charset, errors replaced."""
-    raw = _FOLD.sub("", raw)
-    out: list[str] = []
-    pos, last_word_end = 0, None
-    for m in _EWORD.finditer(raw):
-        between = raw[pos:m.start()]
-        if not (last_word_end is not None and between.strip() == ""):
-            out.append(unsurrogate(between))
-        charset, enc, text = m.group(1), m.group(2).lower(), m.group(3)
-        try:
-            if enc == "b":
-                data = base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
-            else:
-                data = quopri.decodestring(text.replace("_", " ").encode("ascii", "replace"),
-                                           header=False)
-        except Exception:
-            data = text.encode("ascii", "replace")
-        out.append(decode_bytes(data, charset))
-        pos, last_word_end = m.end(), m.end()
-    out.append(unsurrogate(raw[pos:]))
-    return "".join(out).strip()
-
-
-def addresses(msg: Message, name: str) -> list[tuple[str, str]]:
-    """[(display name, addr-spec)] of an address header (policy.default's parser, which keeps
-    ``"ceo@corp" <x@evil>`` as one address); a header that does not parse gives [(text, "")]."""
-    raw = _raw_header(msg, name)
-    if raw is None:
-        return []
-    try:
-        h = email.policy.default.header_factory(name, raw[:MAX_ADDRESS_HEADER])
-        found = [(unsurrogate(a.display_name or ""), unsurrogate(a.addr_spec or ""))
-                 for a in h.addresses]
-        if h.defects and raw[:MAX_ADDRESS_HEADER].count("@") > sum(a.count("@") for _, a in found):
-            found = []                    # "a@b.example <c@d.example>": an address was lost
-        if "\ufffd" in "".join(n for n, _ in found):      # a charset the parser did not know
-            found = [(decode_words(_display_part(raw, a)) or n, a) for n, a in found]
-        if found or not raw.strip():
-            return [(n, "" if a == "<>" else a) for n, a in found][:200]
-    except Exception:
-        pass
-    return [(decode_words(raw)[:2000], "")]
-
-
-def _display_part(raw: str, addr: str) -> str:
-    i = raw.find(addr)
-    head = raw[:i] if i > 0 else ""
-    return head.rsplit(",", 1)[-1].strip().strip("<").strip().strip('"')
-
-
-def _date(msg: Message, text: str) -> dt.datetime | None:
-    if not text:
-        return None
-    try:
-        d = email.utils.parsedate_to_datetime(text)
-    except Exception:
-        return None
-    if d is not None and d.tzinfo is None:
-        d = d.replace(tzinfo=dt.timezone.utc)
-    return d
 
 
 # -- the walk ------------------------------------------------------------------------------
