@@ -6,7 +6,9 @@ drills, over spool.pg.console_rows.
 Drills are leader-only: a verb that changes a drill or its held mail, called with ``epoch``,
 runs through PgSpool.fenced (the continuity lease at that epoch, else LeaseLost, nothing
 written); without it, a plain transaction (tests, the CLI's own requests). Drill times are the
-database's clock. Errors: SpoolError (spool.store) when the database is unreachable;
+database's clock; the running drill's row (running_drill, start_drill) also has ``age``, the
+seconds since it started on that clock, so that a node measures drill_max_duration without
+comparing its own clock with the database's. Errors: SpoolError (spool.store) when the database is unreachable;
 InvalidTransition / ValueError as on SQLite.
 """
 from __future__ import annotations
