@@ -21,6 +21,7 @@ from spool.pg import console_rows as _r
 from spool.pg.continuity import PgContinuityVerbs
 from spool.pg.continuity import audit_command as _audit_command
 from spool.pg.db import OneConnection
+from spool.pg.mailbox import PgMailboxVerbs
 
 
 class PgConsoleVerbs:
@@ -141,8 +142,8 @@ class PgConsoleVerbs:
         return await self.read(_r.drill_message, queue_id, mailbox)
 
 
-class PgConnectionConsole(PgConsoleVerbs, PgContinuityVerbs, OneConnection):
-    """The console and continuity verbs on one CLI connection (spool.pg.db.OneConnection)."""
+class PgConnectionConsole(PgConsoleVerbs, PgContinuityVerbs, PgMailboxVerbs, OneConnection):
+    """The console, continuity and mailbox verbs on one CLI connection (spool.pg.db.OneConnection)."""
 
 
 __all__ = ["PgConnectionConsole", "PgConsoleVerbs"]
