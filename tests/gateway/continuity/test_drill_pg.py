@@ -3,13 +3,15 @@ leader applies drill-start / drill-end (every audit row at its node and epoch), 
 re-reads the running drill each tick and its queue manager holds the drill's recipients; a
 drill-start under a lost lease is refused by the fence (counted, nothing written, the command
 left pending) and applied by the new leader after it re-read the drill; a node that takes the
-lead during a drill resumes it (drill-end, drill_max_duration). Clocks are the test's."""
+lead during a drill resumes it (drill_max_duration on the database's clock); a real event ends
+the drill on every node, its held mail made continuity holds. Clocks are the test's."""
 from __future__ import annotations
 
 import time
 
 import pytest
 
+from gateway.continuity.engine import Mode
 from spool import NewMessage
 from tests.gateway.continuity.test_controller_pg import _expire_lease, _rows, pair, steps  # noqa: F401
 from tests.support import postgres as pg
@@ -100,3 +102,20 @@ async def test_a_node_that_takes_the_lead_during_a_drill_resumes_it(pair):
         b.spool, "SELECT d.state, d.end_reason, d.released, a.node FROM drills d,"
                  " webmail_audit a WHERE a.action = 'drill_end'")
     assert (state, released, node) == ("ended", 2, "gw2") and "drill_max_duration" in why
+
+
+async def test_a_real_event_ends_the_drill_on_every_node(pair):
+    a, b, clocks = pair
+    await steps([a, b], clocks, 1)
+    await _request(a.spool, "DR-4")
+    await steps([a, b], clocks, 1)
+    await _drill_hold(b.spool, 2)
+    a.probe.ok = b.probe.ok = False                # Exchange goes down: the leader enters an event
+    await steps([a, b], clocks, 5)
+    assert a.state.mode is b.state.mode is Mode.CONTINUITY
+    assert b.drill.current is None and b.qmgr.drill_rcpts == frozenset() and b.qmgr.hold_downstream
+    (state, why), = await _rows(a.spool, "SELECT state, end_reason FROM drills")
+    assert state == "ended" and why.startswith(f"superseded by continuity event {a.state.event_id}")
+    assert await _rows(a.spool, "SELECT hold_reason, count(*) FROM messages WHERE state='hold'"
+                                " GROUP BY 1") == [("continuity", 2)]
+    assert await _rows(a.spool, "SELECT DISTINCT node, epoch FROM continuity_audit") == [("gw1", 1)]
