@@ -32,7 +32,7 @@ def test_alert_mail_is_queued_in_postgresql_and_delivered_by_a_gateway(peers, tm
     print(p.stdout)
     assert p.returncode == 0, (p.stdout, p.stderr)
     qid = re.search(r"queued as (\S+);", p.stdout).group(1)
-    assert re.search(r"^OK +continuity\.alert_mail_to oncall@alt\.test  delivered \(250 ", p.stdout, re.M)
+    assert re.search(r"^OK +continuity\.alert_mail_to oncall@alt\.test  delivered \(250 ", p.stdout, re.MULTILINE)
     [(env, data)] = alt.messages()
     assert (env["mail_from"], env["rcpt_tos"]) == ("mailgate@gw.test", ["oncall@alt.test"])
     assert b"Subject: [mailgate] test alert from mailgate on gw.test" in data

@@ -6,6 +6,7 @@ fence (LeaseLost, counted, nothing written). State is read back through the verb
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -49,13 +50,13 @@ async def test_probe_history_latest_per_probe_or_the_newest(cspool):
 
 async def test_timeline_audit_limit_keeps_the_newest_oldest_first(cspool):
     path = ["normal", "degraded", "continuity", "recovering", "normal"]
-    for src, dst in zip(path, path[1:]):
+    for src, dst in pairwise(path):
         await cspool.save_transition(mode=dst, since=time.time(), origin="engine", reason=f"to {dst}",
                                      awaiting_confirm=False, event_id="CE-1", src=src, actor="engine")
     now = time.time()
     t = await cspool.timeline(now - 60, now + 60, audit_limit=2)
     assert [(a["src"], a["dst"]) for a in t["audit"]] == [("continuity", "recovering"), ("recovering", "normal")]
-    assert t["total"] == 4 and [(c["src"], c["dst"]) for c in t["changes"]] == list(zip(path, path[1:]))
+    assert t["total"] == 4 and [(c["src"], c["dst"]) for c in t["changes"]] == list(pairwise(path))
     assert t["before"] == "normal"
     assert len((await cspool.timeline(now - 60, now + 60))["audit"]) == 4       # no limit: all
 
@@ -164,7 +165,7 @@ async def test_a_drill_write_at_a_taken_over_epoch_is_fenced(pg_dsn):
             "UPDATE leases SET expires_at = clock_timestamp() - interval '1 second'"))
         e2 = await b.acquire_lease(ttl=30)
         assert e2 == e1 + 1
-        kw = dict(command_id=cid, mode="normal", event_id="", actor="cli")
+        kw = {"command_id": cid, "mode": "normal", "event_id": "", "actor": "cli"}
         with pytest.raises(LeaseLost):
             await a.start_drill("DR-1", epoch=e1, **kw)
         with pytest.raises(LeaseLost):

@@ -13,12 +13,29 @@ import pytest
 
 from gateway.continuity.engine import Mode
 from spool import NewMessage
-from tests.gateway.continuity.test_controller_pg import _expire_lease, _rows, pair, steps  # noqa: F401
+from tests.gateway.continuity.test_controller import Clocks
+from tests.gateway.continuity.test_controller_pg import (
+    _expire_lease,
+    _node,
+    _rows,
+    steps,
+)
 from tests.support import postgres as pg
 
 pytestmark = pytest.mark.skipif(not pg.available(), reason="postgresql-15 not installed")
 
 DRILL = "drill@example.com"
+
+
+@pytest.fixture
+async def pair(pg_dsn):
+    """Two controllers on one database, gw1 then gw2, stepped by one pair of test clocks."""
+    clocks = Clocks()
+    a = await _node(pg_dsn, "gw1", clocks)
+    b = await _node(pg_dsn, "gw2", clocks)
+    yield a, b, clocks
+    for c in (a, b):
+        await c.spool.close()
 
 
 async def _request(spool, drill_id: str, command: str = "drill-start") -> int:
