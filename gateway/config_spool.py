@@ -13,8 +13,8 @@ bounces, the admin API's health and counts; and continuity (``continuity.mode`` 
 "alert-only"): hold and replay decided by one leader, fenced by its lease epoch, every node
 holding and delivering as the shared state says; held mail is filed into the continuity
 mailboxes and the journal runs on the shared spool too, and the CLI's ``continuity``,
-``probes``, ``queue``, ``users`` and ``admins`` commands work on it. Not yet on a shared spool:
-drills, and the webmail's pages (``across_keys`` refuses a PostgreSQL spool with
+``probes``, ``queue``, ``users``, ``admins`` and ``drill`` commands work on it (drills: the
+leader applies them, every node holds). Not yet on a shared spool: the webmail's pages (``across_keys`` refuses a PostgreSQL spool with
 ``webmail.enabled``, naming the key, rather than start a gateway that would half work).
 """
 from __future__ import annotations
