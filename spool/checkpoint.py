@@ -15,6 +15,8 @@ while it copies the frames committed before it started (https://sqlite.org/wal.h
 a COMMIT still returns only after the WAL is fsynced (``synchronous=FULL``); a crash before a
 checkpoint leaves the frames in the WAL, replayed at the next open.
 
+The same thread sweeps orphan body files (spool.bodyfiles.sweep) every SWEEP_INTERVAL s.
+
 A failed checkpoint (disk full, an I/O error) is counted in ``failures`` and tried again at the
 next interval; it never stops the thread and never affects a commit.
 """
@@ -22,8 +24,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
+from spool import bodyfiles as _bodyfiles
 from spool import db as _db
 
 #: Seconds between two passive checkpoints.
@@ -45,6 +49,8 @@ class Checkpointer:
         self.path = Path(path)
         self.interval = interval
         self.checkpoints = self.failures = 0
+        self.swept = 0          # orphan body files removed
+        self._next_sweep = time.monotonic() + _bodyfiles.SWEEP_INTERVAL
         self._done = -1         # frames of the WAL already checkpointed at the last look
         self.last_error = ""
         self._stop = threading.Event()
@@ -72,6 +78,9 @@ class Checkpointer:
                         self._failed(e)
                 if conn is not None:
                     self.checkpoint(conn)
+                    if time.monotonic() >= self._next_sweep:
+                        self._next_sweep = time.monotonic() + _bodyfiles.SWEEP_INTERVAL
+                        self.sweep(conn)
                 if stopping:
                     break
         finally:
@@ -81,6 +90,16 @@ class Checkpointer:
     def _failed(self, e: BaseException) -> None:
         self.failures += 1
         self.last_error = f"{type(e).__name__}: {e}"
+
+    def sweep(self, conn: sqlite3.Connection) -> int:
+        """bodyfiles.sweep in a transaction of its own; return files removed (0 on failure)."""
+        try:
+            n = _db.transaction(conn, lambda: _bodyfiles.sweep(conn, _bodyfiles.body_dir(self.path)))
+        except (sqlite3.Error, OSError) as e:
+            self._failed(e)
+            return 0
+        self.swept += n
+        return n
 
     def checkpoint(self, conn: sqlite3.Connection) -> bool:
         """One passive checkpoint; True if it copied frames (False: nothing new, or it failed)."""

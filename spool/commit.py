@@ -63,8 +63,11 @@ def node_tag(number: int) -> str:
     return _B32[number // len(_B32)] + _B32[number % len(_B32)]
 
 
-def insert_message(conn: sqlite3.Connection, msg: NewMessage, now: float | None = None) -> str:
+def insert_message(conn: sqlite3.Connection, msg: NewMessage, now: float | None = None,
+                   body_file: bool = False) -> str:
     """Insert ``msg`` in state ``msg.state`` (incoming unless said otherwise); return its queue ID.
+    ``body_file``: the bytes are already durable in ``bodies/<queue ID>`` (spool.bodyfiles.write):
+    the ``bodies`` row gets an empty blob and file = 1.
 
     Raises sqlite3.IntegrityError if the queue ID exists, ValueError if there is no recipient.
     """
@@ -82,7 +85,8 @@ def insert_message(conn: sqlite3.Connection, msg: NewMessage, now: float | None 
         "INSERT INTO recipients (queue_id, idx, address, state, updated_at) VALUES (?,?,?,?,?)",
         [(msg.queue_id, i, r, RcptState.PENDING.value, now) for i, r in enumerate(msg.rcpt_tos)],
     )
-    conn.execute("INSERT INTO bodies (queue_id, data) VALUES (?, ?)", (msg.queue_id, msg.data))
+    conn.execute("INSERT INTO bodies (queue_id, data, file) VALUES (?, ?, ?)",
+                 (msg.queue_id, b"" if body_file else msg.data, int(body_file)))
     return msg.queue_id
 
 

@@ -81,11 +81,11 @@ def message_data(conn: sqlite3.Connection, queue_id: str) -> bytes | None:
     """The bytes of a filed message: the copy made when it was held (mailbox_bodies), else the
     queue's own (bodies, kept for journal entries); None if neither exists (an operator deleted
     the queue record with `mailgate queue delete`)."""
-    for table in ("mailbox_bodies", "bodies"):
-        b = conn.execute(f"SELECT data FROM {table} WHERE queue_id=?", (queue_id,)).fetchone()
-        if b is not None:
-            return bytes(b[0])
-    return None
+    b = conn.execute("SELECT data FROM mailbox_bodies WHERE queue_id=?", (queue_id,)).fetchone()
+    if b is not None:
+        return bytes(b[0])
+    from spool.bodyfiles import read_body
+    return read_body(conn, queue_id)
 
 
 def pending_entries(conn: sqlite3.Connection, limit: int) -> list[tuple[int, str]]:

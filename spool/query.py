@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from spool import bodyfiles as _bodyfiles
 from spool.states import QueueState, RcptState
 
 
@@ -60,8 +61,7 @@ def get_message(conn: sqlite3.Connection, queue_id: str, with_data: bool = False
         for r in conn.execute("SELECT * FROM recipients WHERE queue_id=? ORDER BY idx", (queue_id,)))
     data = None
     if with_data:
-        b = conn.execute("SELECT data FROM bodies WHERE queue_id=?", (queue_id,)).fetchone()
-        data = bytes(b[0]) if b else None
+        data = _bodyfiles.read_body(conn, queue_id)
     return StoredMessage(
         queue_id=row["queue_id"], state=QueueState(row["state"]), mail_from=row["mail_from"],
         recipients=rcpts, size=row["size"], smtputf8=bool(row["smtputf8"]),

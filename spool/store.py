@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from spool import bodyfiles as _bodyfiles
 from spool import checkpoint as _checkpoint
 from spool import claims as _claims
 from spool import commit as _commit
@@ -100,6 +101,9 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-reader")
+        #: writes body files (spool.bodyfiles): several at once, each fsync waits on the disk
+        self._files = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-files")
+        self.body_dir = _bodyfiles.body_dir(self.path)
         self._local = threading.local()
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
@@ -148,6 +152,7 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
         await asyncio.to_thread(self._writer.join)
         await asyncio.to_thread(self.checkpointer.stop)
         self._readers.shutdown(wait=True)
+        self._files.shutdown(wait=True)
 
     # -- writes -------------------------------------------------------------------------------
     async def write(self, fn: Callable[..., Any], *args: Any, size: int = 0) -> Any:
@@ -157,8 +162,24 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
         return await fut
 
     async def commit(self, msg: NewMessage) -> str:
-        """Store a received message durably (state incoming); return its queue ID."""
-        return await self.write(_commit.insert_message, msg, size=len(msg.data))
+        """Store a received message durably (state incoming); return its queue ID. A body of
+        spool.bodyfiles.FILE_MIN bytes or more is first written and fsynced as its own file (by
+        this process, outside the write lock), then its row is committed. Raises SpoolError
+        (``full`` when the disk is full); nothing of the message stays behind then."""
+        if len(msg.data) < _bodyfiles.FILE_MIN:
+            return await self.write(_commit.insert_message, msg, size=len(msg.data))
+        try:
+            await self._loop.run_in_executor(self._files, _bodyfiles.write, self.body_dir,
+                                             msg.queue_id, msg.data)
+        except OSError as e:
+            raise _spool_error("spool commit failed", e) from e
+        try:
+            return await self.write(_commit.insert_message, msg, None, True, size=1024)
+        except asyncio.CancelledError:
+            raise       # the row may still commit: the file stays (bodyfiles.sweep if not)
+        except BaseException:
+            _bodyfiles.remove(self.body_dir, msg.queue_id)   # the row was not committed
+            raise
 
     def new_queue_id(self) -> str:
         """A fresh queue ID for a message about to be committed (spool.commit.new_queue_id)."""
@@ -319,6 +340,7 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
                 else:
                     conn.execute("RELEASE op")
                     results.append((fut, r, None))
+            unlinks = _bodyfiles.take_unlinks(conn)    # file bodies this or an earlier batch deleted
             conn.execute("COMMIT")
         except Exception as e:
             try:
@@ -327,9 +349,12 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
                 pass
             err = _spool_error("spool commit failed", e)
             results = [(fut, None, err) for _fn, _args, fut, _size in batch]
+            unlinks = []
         self.batches += 1
         self.batched_ops += len(batch)
         self._loop.call_soon_threadsafe(_resolve_all, results)
+        if unlinks:          # no committed row names them any more (spool.bodyfiles)
+            _bodyfiles.unlink_all(self.body_dir, unlinks)
 
     def _lock_waited(self, waited: float) -> None:
         self.lock_wait_s += waited

@@ -7,9 +7,11 @@ lost with the connection. The figures are printed (run with -s) and recorded in 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import smtplib
+import sqlite3
 import threading
 import time
 from collections import Counter, deque
@@ -22,12 +24,15 @@ TOKEN = re.compile(rb"^X-Test-Token: (m(\d+)-a\d+)", re.M)
 N_MSG, N_CONN = 300, 10
 
 
-def send(smtp: smtplib.SMTP, token: str) -> int:
+BIG_LINES = 300 * 1024 // 20      # 300 KiB: over spool.bodyfiles.FILE_MIN, kept in a file
+
+
+def send(smtp: smtplib.SMTP, token: str, big: bool = False) -> int:
     smtp.ehlo_or_helo_if_needed()
     smtp.mail("alice@remote.test")
     smtp.rcpt("bob@example.com")
     body = (f"From: alice@remote.test\r\nTo: bob@example.com\r\nSubject: durability {token}\r\n"
-            f"X-Test-Token: {token}\r\n\r\n" + "line of body text\r\n" * 40)
+            f"X-Test-Token: {token}\r\n\r\n" + "line of body text\r\n" * (BIG_LINES if big else 40))
     return smtp.data(body.encode())[0]
 
 
@@ -52,8 +57,9 @@ class LoadRun:
     """N_CONN client threads sending N_MSG messages; a message not acknowledged with 250 (the
     connection broke, or a 4xx) is sent again under a new token (``m<n>-a<attempt>``)."""
 
-    def __init__(self, port: int, deadline: float = 120.0):
+    def __init__(self, port: int, deadline: float = 120.0, big_every: int = 0):
         self.port, self.deadline = port, time.monotonic() + deadline
+        self.big_every = big_every     # every big_every-th message is BIG_LINES long (0: none)
         self.lock = threading.Lock()
         self.tried: list[str] = []
         self.acked: list[str] = []
@@ -80,7 +86,7 @@ class LoadRun:
             try:
                 if smtp is None:
                     smtp = smtplib.SMTP("127.0.0.1", self.port, timeout=20)
-                code = send(smtp, token)
+                code = send(smtp, token, bool(self.big_every) and todo[0] % self.big_every == 0)
             except (OSError, smtplib.SMTPException) as e:
                 with self.lock:
                     self.errors[type(e).__name__] += 1
@@ -163,3 +169,37 @@ def test_kill_9_with_the_sink_down_then_everything_is_delivered(peers, tmp_path,
     wait_for(lambda: queue_json(gw) == [], 10, what="an empty queue")
     time.sleep(0.5)
     assert delivered(sink) == Counter({f"m{n}-a0": 1 for n in range(20)})
+
+
+def test_kill_9_with_large_bodies_in_files_loses_none_and_leaves_no_file_behind(peers, tmp_path):
+    """Every 3rd message is 300 KiB (its body in data/bodies/, spool.bodyfiles): SIGKILL mid-run,
+    restart; every acknowledged message reaches the sink with all its bytes, and once the queue
+    is empty the only body files no spool row names are ones the kill left (written, row not
+    committed: at most one per session; swept once ORPHAN_AGE old, tests/spool)."""
+    sink = peers.sink(name="exchange")
+    gw = gateway(peers, tmp_path, sink)
+    run = LoadRun(gw.port, big_every=3).start()
+    wait_for(lambda: len(run.acked) >= 60, 60, interval=0.005, what="60 250s")
+    gw.kill()
+    files_at_kill = sorted(os.listdir(tmp_path / "data" / "bodies"))
+    gw.start()
+    run.join()
+    acked = set(run.acked)
+    assert {int(t[1:].split("-")[0]) for t in acked} == set(range(N_MSG))
+    wait_for(lambda: acked <= set(delivered(sink)), 90, what="every acknowledged message at the sink")
+    wait_for(lambda: queue_json(gw) == [], 30, what="an empty queue")
+    sizes = {}
+    for _env, data in sink.messages():
+        for m in TOKEN.findall(data):
+            sizes[m[0].decode()] = data.count(b"line of body text\r\n")
+    big = {t for t in acked if int(t[1:].split("-")[0]) % 3 == 0}
+    assert big and {t: sizes[t] for t in big} == {t: BIG_LINES for t in big}
+    assert {sizes[t] for t in acked - big} == {40}
+    named = {r[0] for r in sqlite3.connect(tmp_path / "data" / "spool.db").execute(
+        "SELECT queue_id FROM bodies WHERE file=1")}
+    wait_for(lambda: set(os.listdir(tmp_path / "data" / "bodies")) - named <= set(files_at_kill),
+             10, what="no body file without its row but what the kill left")
+    orphans = set(os.listdir(tmp_path / "data" / "bodies")) - named
+    assert len(orphans) <= N_CONN, orphans
+    print(f"\nlarge bodies: {len(acked)} acknowledged, {len(big)} of 300 KiB, {len(files_at_kill)} "
+          f"body files at the kill, {len(named)} kept for the journal afterwards, {len(orphans)} orphans")
