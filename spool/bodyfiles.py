@@ -21,7 +21,7 @@ Durability, in this order (the 250 depends on the last step):
    milliseconds after its file, or fails and its file is removed at once, so a file that old
    without a row is never one a running process is about to commit.
 
-Deleting: an ``AFTER DELETE`` trigger on ``bodies`` (migration 0015; it fires for ON DELETE
+Deleting: an ``AFTER DELETE`` trigger on ``bodies`` (migration 0016; it fires for ON DELETE
 CASCADE too) records the queue ID of every file body in ``body_unlinks`` in the deleting
 transaction. The spool's writer takes up to UNLINK_BATCH of them into each group commit, deletes
 their ``body_unlinks`` rows, and unlinks the files once that commit is durable
