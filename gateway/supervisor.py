@@ -14,7 +14,9 @@ commit into the spool (its own writer thread and connection to the same WAL data
 
 - each worker gets one end of a socketpair: ``R`` when it serves, ``q`` after commits (the
   queue manager's ``notify``: delivery starts at once; its POLL_INTERVAL scan stays the
-  fallback); end of file on either side means the other process is gone;
+  fallback), ``p`` + a reason index per connection a PROXY listener refused (summed in
+  ``proxy_refused``, which /metrics shows); end of file on either side means the other process
+  is gone;
 - a worker that exits while the gateway runs is logged (``worker_exited`` with its exit code or
   signal) and started again after a backoff: RESTART_FIRST s, doubling up to RESTART_MAX s for
   a worker that keeps dying within STABLE_AFTER s of its start. The listening sockets stay open
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Callable
 
 from gateway.config import Config, parse_listen
+from gateway.intake.proxy import REASONS
 from gateway.intake.server import LISTEN_BACKLOG
 
 RESTART_FIRST = 0.5     # seconds before a dead worker is started again
@@ -102,6 +105,7 @@ class _Slot:
         self.started_at = 0.0
         self.failures = 0          # deaths in a row, each within STABLE_AFTER s of its start
         self.ready = False
+        self.pending_p = False     # the last read ended with a "p" (its reason byte follows)
 
     @property
     def alive(self) -> bool:
@@ -115,7 +119,8 @@ class WorkerPool:
     def __init__(self, cfg: Config, log, on_queued: Callable[[str | None], None]):
         self.cfg, self.log, self.on_queued = cfg, log, on_queued
         self.count = cfg.server.worker_count
-        self.proxy_refused: Counter[str] = Counter()    # counted in the workers, not summed here
+        #: PROXY listeners' refusals, per reason, as the workers report them (gateway.worker)
+        self.proxy_refused: Counter[str] = Counter()
         self.restarts = 0
         self.wakeups = 0           # "q" messages received from the workers
         self._listen: dict[int, list[socket.socket]] = {}
@@ -196,6 +201,17 @@ class WorkerPool:
         if b"q" in data:
             self.wakeups += 1
             self.on_queued(None)
+        if slot.pending_p:             # a "p" whose reason byte came in this read
+            data, slot.pending_p = b"p" + data, False
+        i = data.find(b"p")
+        while i >= 0:                  # "p" + reason index: a PROXY refusal in that worker
+            if i + 1 == len(data):
+                slot.pending_p = True
+                break
+            k = data[i + 1]
+            if k < len(REASONS):
+                self.proxy_refused[REASONS[k]] += 1
+            i = data.find(b"p", i + 2)
 
     def _close_sock(self, sock: socket.socket) -> None:
         if sock.fileno() >= 0:

@@ -11,9 +11,11 @@ worker must never requeue another process's ``active`` messages), and every queu
 carries its tag (spool.commit.node_tag(K)), so IDs of different workers can never be equal.
 
 The notify socket (one end of a socketpair; the supervisor holds the other): the worker writes
-``R`` once it serves, and ``q`` after durable commits (at most one byte per event-loop
-iteration) so the supervisor's queue manager wakes at once instead of at its next scan. End of
-file on it means the supervisor is gone: the worker stops as on SIGTERM.
+``R`` once it serves, ``q`` after durable commits (at most one byte per event-loop iteration)
+so the supervisor's queue manager wakes at once instead of at its next scan, and ``p`` + one
+byte K for each connection a PROXY listener refused (K: the index of its reason in
+gateway.intake.proxy.REASONS), which the supervisor adds to its ``proxy_refused`` for /metrics.
+End of file on it means the supervisor is gone: the worker stops as on SIGTERM.
 
 SIGTERM/SIGINT: stop accepting, refuse new transactions (421), let commits in flight finish
 (bounded: IntakeHandler.drain, 30 s), close the spool, exit 0. SIGHUP: reload the recipient
@@ -29,10 +31,13 @@ import os
 import signal
 import socket
 import sys
+from collections import Counter
+from typing import Callable
 
 from gateway.config import Config
 from gateway.intake.directory import RcptContextSource, watch_directory
 from gateway.intake.handler import IntakeHandler
+from gateway.intake.proxy import REASONS
 from gateway.intake.server import IntakeServer
 from gateway.logs import flush_logs, make_logger, route_stdlib
 from gateway.retry import supervise
@@ -40,6 +45,21 @@ from gateway.supervisor import write_lock_path
 from policies.directory import DirectoryWatcher
 from spool import Spool
 from spool.commit import node_tag
+
+class ReportedCounter(Counter):
+    """The worker's PROXY refusal counter (IntakeServer.proxy_refused): each increment is also
+    sent to the supervisor as ``p`` + the reason's index (see the module doc)."""
+
+    def __init__(self, send: Callable[[bytes], None]):
+        super().__init__()
+        self._send = send
+
+    def __setitem__(self, key, value) -> None:
+        delta = value - self.get(key, 0)
+        super().__setitem__(key, value)
+        if delta > 0 and key in REASONS:
+            self._send((b"p" + bytes([REASONS.index(key)])) * delta)
+
 
 class Notifier:
     """Tells the supervisor over the notify socket; a full or broken socket drops the byte (the
@@ -97,6 +117,7 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
         watcher = DirectoryWatcher(cfg.directory.file)
         handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log)
         intake = IntakeServer(cfg, handler)
+        intake.proxy_refused = ReportedCounter(notifier.send)     # summed by the supervisor
         bound = await intake.start(listen)
         log.info("worker_listening", pid=os.getpid(), addresses=[f"{h}:{p}" for h, p in bound],
                  directory_entries=len(watcher.current) if watcher.enabled else None)

@@ -21,6 +21,8 @@ import time
 from collections import Counter, deque
 from pathlib import Path
 
+import httpx
+
 from tests.conftest import config_toml
 from tests.support.peers import free_port, wait_for
 
@@ -277,3 +279,39 @@ def test_workers_stop_when_the_supervisor_is_killed(peers, tmp_path):
     got = assert_exactly_once(sink, dict(load.acked), in_flight=active)
     print(f"\nkill -9 of the supervisor after {len(load.acked)} 250s: workers {pids} stopped; "
           f"{len(active)} deliveries in flight, {sum(n - 1 for n in got.values())} duplicates")
+
+
+def test_proxy_refusals_counted_in_the_workers_show_on_the_supervisors_metrics(peers, tmp_path):
+    """A PROXY listener served by 2 workers: connections from an untrusted peer (127.0.0.1, the
+    trusted proxy is 127.0.0.9) are closed without a greeting in whichever worker took them,
+    and the supervisor's /metrics counts every one (gateway.worker ReportedCounter)."""
+    sink = peers.sink(name="exchange")
+    port, pport = free_port(), free_port()
+    gw = peers.gateway(toml(port, tmp_path / "data", sink.port) + f"""
+[[smtp.listeners]]
+address = "127.0.0.1:{pport}"
+proxy_protocol = true
+proxy_trusted = ["127.0.0.9"]
+""", port)
+    wait_for(lambda: len(workers_of(gw)) == 2, 20, what="2 workers")
+    n = 8
+    for _ in range(n):
+        with socket.create_connection(("127.0.0.1", pport), 5) as s:
+            s.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 4000 25\r\nEHLO x\r\n")
+            s.settimeout(5)
+            try:
+                got = s.recv(512)
+            except ConnectionResetError:
+                got = b""
+            assert got == b""                       # closed: no greeting
+    addr = re.search(r"event='admin_listening' address='([\d.:]+)'", gw.log_text()).group(1)
+
+    def untrusted() -> float:
+        m = httpx.get(f"http://{addr}/metrics", timeout=10).text
+        found = re.search(r'mailgate_proxy_refused_connections_total\{reason="untrusted"\} (\S+)', m)
+        return float(found.group(1)) if found else -1.0
+    wait_for(lambda: untrusted() == n, 10, what=f"{n} untrusted refusals on /metrics")
+    wait_for(lambda: gw.log_text().count("event='proxy_refused'") == n, 10,
+             what=f"{n} proxy_refused log lines (one per refusal, from both workers)")
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:   # the plain listener still serves
+        assert s.noop()[0] == 250
