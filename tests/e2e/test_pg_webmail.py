@@ -18,6 +18,7 @@ import smtplib
 import subprocess
 import sys
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,7 @@ pytestmark = [pytest.mark.e2e,
 DIRECTORY = Path(__file__).resolve().parents[1] / "policies" / "data" / "directory.json"
 ERIN, FRANK = "erin@example.org", "frank.miller@example.org"
 PASSWORD = "correct horse battery staple"
+ADMIN_TOKEN = "pg-webmail-admin-token-0123456789"
 PRE = re.compile(r'name="pre" value="([^"]*)"')
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -58,10 +60,13 @@ def dkim_key(tmp_path: Path) -> str:
             'algorithm = "ed25519-sha256"\n')
 
 
-def start_node(peers, tmp_path: Path, node: str, host: str, sink_port: int, dsn: str, dkim: str):
-    """Gateway ``node`` on ``dsn`` with its webmail on ``host``:free port (``.web``)."""
+def start_node(peers, tmp_path: Path, node: str, host: str, sink_port: int, dsn: str,
+               dkim: str = ""):
+    """Gateway ``node`` on ``dsn`` with its webmail on ``host``:free port (``.web``) and the
+    admin token ADMIN_TOKEN."""
     port, web = free_port(), free_port()
-    webmail = (f'[webmail]\nlisten = "{host}:{web}"\ncopy_sent_on_recovery = true\n{dkim}')
+    webmail = (f'[webmail]\nlisten = "{host}:{web}"\ncopy_sent_on_recovery = true\n{dkim}'
+               f'[admin]\nlisten = "127.0.0.1:0"\ntoken = "{ADMIN_TOKEN}"\n')
     toml = config_toml(port=port, data_dir=tmp_path / node / "data", accepted=("example.org",),
                        smarthost=f"[127.0.0.1]:{sink_port}", directory=DIRECTORY, continuity=None,
                        minimal_backoff=1.0, maximal_backoff=2.0,
@@ -184,3 +189,56 @@ def test_webmail_on_two_nodes_shares_sessions_mailboxes_queue_and_sent(peers, tm
     assert by_rcpt == Counter({((FRANK,), False, True): 1, ((ERIN,), True, True): 1})
     with browser(a.web, cookie) as wa:                           # delivered, as node A sees it
         assert "delivered" in wa.get(f"/msg/{sent_id}/status").text
+
+
+def admin_session(base: str) -> httpx.Client:
+    """A console client of ``base`` logged in with the admin token."""
+    c = browser(base)
+    pre = PRE.search(c.get("/admin/login/token").text).group(1)
+    r = c.post("/admin/login/token", data={"pre": pre, "token": ADMIN_TOKEN, "next": "/admin"})
+    assert r.status_code == 303 and "mailgate-admin" in c.cookies, r.text[:500]
+    return c
+
+
+def post_action(c: httpx.Client, path: str, **form) -> httpx.Response:
+    csrf = CSRF.search(c.get(path).text).group(1)
+    return c.post(path, data={"csrf": csrf, **form})
+
+
+def test_the_console_of_a_follower_node_forwards_its_commands_to_the_leader(peers, tmp_path, pg_dsn):
+    dsn = pg_dsn
+    sink = peers.sink(name="exchange")
+    leader = start_node(peers, tmp_path, "gw1", "127.0.0.2", sink.port, dsn)
+    wait_for(lambda: rows(dsn, "SELECT holder FROM leases WHERE name='continuity'") == [("gw1",)],
+             20, what="gw1 leads")
+    follower = start_node(peers, tmp_path, "gw2", "127.0.0.3", sink.port, dsn)
+
+    with closing(admin_session(follower.web)) as c:          # the admin session opened on the follower
+        r = post_action(c, "/admin/stop")             # nothing to end: the leader's refusal
+        assert r.status_code == 409 and "The gateway refused" in r.text
+        r = post_action(c, "/admin/start", reason="planned test from gw2")
+        assert (r.status_code, r.headers.get("location")) == (303, "/admin"), r.text[:500]
+        assert rows(dsn, "SELECT mode, origin, node FROM continuity_state") == \
+            [("continuity", "admin", "gw1")]            # applied and written by the leader
+        refused, ok = [r[0] for r in rows(dsn, "SELECT result FROM continuity_commands ORDER BY id")]
+        assert refused.startswith("refused: ") and ok == "ok: continuity"
+        assert rows(dsn, "SELECT actor, node FROM continuity_audit WHERE dst='continuity'") == \
+            [("admin:token", "gw1")]
+
+        with smtplib.SMTP("127.0.0.1", follower.port, timeout=30) as s:
+            s.sendmail("partner@remote.test", [ERIN], b"Subject: During the planned event\r\n\r\nhi\r\n")
+        wait_for(lambda: rows(dsn, "SELECT count(*) FROM messages WHERE state='hold'") == [(1,)], 30,
+                 what="the message held")
+        [(qid,)] = rows(dsn, "SELECT queue_id FROM messages WHERE state='hold'")
+        status = c.get("/admin/")
+        assert '<span id="st-mode">continuity</span>' in status.text
+        assert '<dd id="st-held">1</dd>' in status.text
+        assert qid in c.get("/admin/queue", params={"state": "hold"}).text
+
+        r = post_action(c, "/admin/stop")
+        assert r.status_code == 303, r.text[:500]
+    wait_for(lambda: subjects_at(sink)["During the planned event"] == 1, 60, what="the replay")
+    wait_for(lambda: mode(dsn) == "normal", 60, what="normal again")
+    audit = rows(dsn, "SELECT result, node FROM webmail_audit WHERE action='admin_command' ORDER BY id")
+    assert audit == [("refused", "gw2"), ("ok", "gw2"), ("ok", "gw2")]
+    assert rows(dsn, "SELECT count(*) FROM continuity_commands WHERE done_at IS NULL") == [(0,)]
