@@ -105,6 +105,8 @@ def test_webmail_on_two_nodes_shares_sessions_mailboxes_queue_and_sent(peers, tm
     sink = peers.sink(name="exchange")
     dkim = dkim_key(tmp_path)
     a = start_node(peers, tmp_path, "gw1", "127.0.0.2", sink.port, dsn, dkim)
+    wait_for(lambda: rows(dsn, "SELECT holder FROM leases WHERE name='continuity'") == [("gw1",)],
+             20, what="gw1 leads")       # held mail goes to the leader: it holds from the start
     b = start_node(peers, tmp_path, "gw2", "127.0.0.3", sink.port, dsn, dkim)
 
     # the account is set up with the CLI, on PostgreSQL (no spool.db of its own)
@@ -141,10 +143,22 @@ def test_webmail_on_two_nodes_shares_sessions_mailboxes_queue_and_sent(peers, tm
                                    " WHERE s.address=%s AND NOT s.revoked", ERIN)
     assert (sessions, node) == (1, "gw1")
 
-    # the same cookie on node B: the same session, the same mailbox
+    [(mid, held_qid)] = rows(dsn, "SELECT id, queue_id FROM mailbox_messages WHERE mailbox=%s", ERIN)
+
+    # the same cookie on node B: the same session, the same mailbox (read, searched, flagged)
     with browser(b.web, cookie) as wb:
         inbox = wb.get("/mail/inbox")
         assert inbox.status_code == 200 and "Contract for signature" in inbox.text
+        assert "Contract for signature" in wb.get("/mail/search", params={"q": "sign friday"}).text
+        page = wb.get(f"/msg/{mid}")
+        assert page.status_code == 200 and "Contract for signature" in page.text
+        assert "Please sign by Friday." in wb.get(f"/msg/{mid}/body").text
+        assert wb.get(f"/msg/{mid}/raw").content.endswith(b"Please sign by Friday.\r\n")
+        assert rows(dsn, "SELECT seen FROM mailbox_messages WHERE id=%s", mid) == [(True,)]
+        r = wb.post(f"/msg/{mid}/flags", data={"csrf": CSRF.search(page.text).group(1),
+                                                "action": "unseen"})
+        assert r.status_code == 303
+        assert rows(dsn, "SELECT seen FROM mailbox_messages WHERE id=%s", mid) == [(False,)]
         csrf = CSRF.search(wb.get("/compose").text).group(1)
         r = wb.post("/compose", data={
             "csrf": csrf, "from_addr": ERIN, "to": "Frank <frank.miller@example.org>", "cc": "",
@@ -230,6 +244,10 @@ def test_the_console_of_a_follower_node_forwards_its_commands_to_the_leader(peer
         wait_for(lambda: rows(dsn, "SELECT count(*) FROM messages WHERE state='hold'") == [(1,)], 30,
                  what="the message held")
         [(qid,)] = rows(dsn, "SELECT queue_id FROM messages WHERE state='hold'")
+        for path in ("/admin/status.json", "/admin/timeline", "/admin/users",
+                     f"/admin/users/{ERIN}", f"/admin/queue/{qid}"):
+            assert c.get(path).status_code == 200, path
+        assert '<dd id="state">hold (continuity hold)</dd>' in c.get(f"/admin/queue/{qid}").text
         status = c.get("/admin/")
         assert '<span id="st-mode">continuity</span>' in status.text
         assert '<dd id="st-held">1</dd>' in status.text

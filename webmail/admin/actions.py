@@ -19,7 +19,8 @@ page and come back here after it (``?next=``).
 On a shared (PostgreSQL) spool the console of every node works, whichever node a balancer sends
 the admin to: a node that is not the continuity leader queues the command in the shared command
 table (as `mailgate continuity` does) and waits up to FORWARD_WAIT seconds for the leader's
-result; a result not there by then is shown as a 202 page "queued" (it stays valid for
+result, then adopts the new shared state at once (one controller step), so this node holds (or
+replays) from the moment the page answers; a result not there by then is shown as a 202 page "queued" (it stays valid for
 ``continuity.command_ttl`` seconds, then expires without effect).
 """
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _follower(ctx) -> bool:
 async def apply_command(ctx, command: str, reason: str, actor: str) -> None:
     """Apply continuity ``command``: by this node's controller when it leads (or owns its
     spool), else queued for the leader in the shared command table and its result waited for
-    (FORWARD_WAIT s, polled every 0.2 s). Raises engine.CommandRefused (refused or expired),
+    (FORWARD_WAIT s, polled every 0.2 s) and adopted by this node's controller. Raises engine.CommandRefused (refused or expired),
     Queued (no result yet), SpoolError."""
     if not _follower(ctx):
         await ctx.controller.command(command, reason, actor)
@@ -89,6 +90,10 @@ async def apply_command(ctx, command: str, reason: str, actor: str) -> None:
         if row is not None and row["done_at"] is not None:
             result = row["result"] or ""
             if result.startswith("ok"):
+                try:        # adopt the leader's new state here now, not at the next tick
+                    await ctx.controller.step()
+                except Exception:       # the next tick adopts it (and logs a failing spool)
+                    pass
                 return
             raise CommandRefused(result.removeprefix("refused: "))
         if time.monotonic() >= end:
