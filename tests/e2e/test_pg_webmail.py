@@ -3,14 +3,17 @@ processes on one real PostgreSQL, each serving the webmail on its own address (1
 127.0.0.3, as two hosts behind one name would).
 
 Exchange (a real sink) dies: continuity event, held mail filed into the mailboxes. A user whose
-password was set with `mailgate users` (on PostgreSQL) logs in on node A over HTTP and sees the
-held message in her inbox; the same session cookie is valid on node B (sessions are rows of the
+password was set with `mailgate users` (on PostgreSQL) posts the login form node B served to node
+A (the form key is the cluster's) over HTTP and sees the held message in her inbox; reads,
+searches and flags it on node B; the same session cookie is valid on node B (sessions are rows of the
 shared database); she sends from compose on node B (DKIM-signed with the key both nodes are
 given): the message is committed to the shared queue and held (an Exchange-bound recipient during
 the event), filed into the colleague's mailbox, and her Sent copy is listed by node A with its
 delivery status. Exchange comes back: the replay delivers the held message and the sent one once
 each, and the Sent item's copy (copy_sent_on_recovery, on both nodes) is queued once for the
-cluster. Assertions are on the database's rows, the sink's messages and the pages' contents."""
+cluster. The admin console of a node that is not the continuity leader forwards its button's
+commands to the leader (and shows the queue, users, timeline of the shared spool). Assertions
+are on the database's rows, the sink's messages and the pages' contents."""
 from __future__ import annotations
 
 import re
@@ -129,9 +132,14 @@ def test_webmail_on_two_nodes_shares_sessions_mailboxes_queue_and_sent(peers, tm
              what="the held message filed")
     assert rows(dsn, "SELECT state FROM messages") == [("hold",)]
 
-    # log in on node A; the inbox lists the held message
+    # a login form served by node B is accepted by node A (the form key is the cluster's:
+    # a balancer need not be sticky); the inbox lists the held message
+    with browser(b.web) as wb:
+        pre = PRE.search(wb.get("/login").text).group(1)
+        pre_cookie = wb.cookies["mailgate-pre"]
+    assert rows(dsn, "SELECT name, length(value) FROM webmail_secrets") == [("webmail-pre", 32)]
     with browser(a.web) as wa:
-        pre = PRE.search(wa.get("/login").text).group(1)
+        wa.cookies.set("mailgate-pre", pre_cookie)
         r = wa.post("/login", data={"pre": pre, "address": ERIN, "password": PASSWORD})
         assert (r.status_code, r.headers["location"]) == (303, "/mail/inbox"), r.text[:500]
         cookie = wa.cookies["mailgate"]
