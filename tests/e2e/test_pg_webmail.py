@@ -11,7 +11,7 @@ given): the message is committed to the shared queue and held (an Exchange-bound
 the event), filed into the colleague's mailbox, and her Sent copy is listed by node A with its
 delivery status. Exchange comes back: the replay delivers the held message and the sent one once
 each, and the Sent item's copy (copy_sent_on_recovery, on both nodes) is queued once for the
-cluster. The admin console of a node that is not the continuity leader forwards its button's
+cluster; a logout on node B ends the session on node A. The admin console of a node that is not the continuity leader forwards its button's
 commands to the leader (and shows the queue, users, timeline of the shared spool). Assertions
 are on the database's rows, the sink's messages and the pages' contents."""
 from __future__ import annotations
@@ -211,6 +211,14 @@ def test_webmail_on_two_nodes_shares_sessions_mailboxes_queue_and_sent(peers, tm
     assert by_rcpt == Counter({((FRANK,), False, True): 1, ((ERIN,), True, True): 1})
     with browser(a.web, cookie) as wa:                           # delivered, as node A sees it
         assert "delivered" in wa.get(f"/msg/{sent_id}/status").text
+    with browser(b.web, cookie) as wb:                           # logout on B ends it on A too
+        csrf = CSRF.search(wb.get("/mail/inbox").text).group(1)
+        assert wb.post("/logout", data={"csrf": csrf}).status_code == 303
+    with browser(a.web, cookie) as wa:
+        r = wa.get("/mail/inbox")
+        assert (r.status_code, r.headers["location"]) == (303, "/login")
+    assert rows(dsn, "SELECT count(*) FROM webmail_sessions WHERE address=%s AND NOT revoked",
+                ERIN) == [(0,)]
 
 
 def admin_session(base: str) -> httpx.Client:
