@@ -1,13 +1,12 @@
 """Which spool the CLI talks to: the one place that knows ``spool.backend`` for the commands.
 
-Commands that open the SQLite spool file (mailbox, drill,
-``alerts test``'s alert mail, doctor's spool volume) call
+Commands that open the SQLite spool file (``mailbox``, doctor's spool volume) call
 ``refuse_unless_sqlite`` first: on a PostgreSQL spool they print one line naming
 ``spool.backend`` and exit 2, instead of creating an empty ``spool.db`` beside a cluster and
 reporting on it. Commands that do run on PostgreSQL (``cluster status``, ``queue list|show``,
-the queue's changes ``queue flush|hold|release|delete``, and ``users`` / ``admins`` through
-the account verbs, gateway.cli_users.on_spool; ``continuity`` and ``probes`` through the
-console verbs, ``on_console``) use ``on_postgresql``: one plain
+the queue's changes ``queue flush|hold|release|delete``, ``alerts test``'s alert mail, and
+``users`` / ``admins`` through the account verbs, gateway.cli_users.on_spool; ``continuity``,
+``probes`` and ``drill`` through the console verbs, ``on_console``) use ``on_postgresql``: one plain
 psycopg connection (read-only unless asked otherwise), never a PgSpool, so the CLI does not
 register itself as a node, migrate the schema or start a writer.
 

@@ -21,12 +21,18 @@ Then it ends the drill (always, also after a failure or Ctrl-C) and prints the r
 the hold and the mailbox row), replay (seconds from the release to the downstream's 250). Each
 phase is audited in ``webmail_audit`` (``drill_held``, ``drill_visible``, ``drill_replayed``,
 ``drill_report``, actor ``cli``); the gateway audits ``drill_start`` and ``drill_end``.
+Both backends: the CLI goes through the spool's console, continuity and mailbox verbs on one
+connection of its own (gateway.cli_backend.on_console; on PostgreSQL a plain connection, not a
+node). There the continuity leader applies the commands (any gateway's listener takes the test
+mail, any node's queue manager may claim it); the other nodes hold the drill's recipients from
+their next tick on, so the CLI waits one ``continuity.tick`` (and a margin) before it sends.
 Exit status: 0 every phase passed within ``--timeout``; 1 a phase failed or timed out, the drill
-was refused (a continuity event is on, another drill runs) or superseded by a real event;
-2 usage or configuration error.
+was refused (a continuity event is on, another drill runs) or superseded by a real event, or the
+PostgreSQL spool cannot be reached; 2 usage or configuration error.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import smtplib
@@ -35,15 +41,15 @@ import time
 import uuid
 from email.utils import format_datetime, localtime
 
+from gateway import cli_backend
 from gateway import config_checks as checks
-from gateway.cli_backend import refuse_unless_sqlite
-from spool import continuity as store
-from spool import db
 from spool import drill as drills
-from spool import mailbox as mbx
 
 ACTOR = "cli"
 POLL = 0.1          # seconds between looks at the spool
+#: Seconds added to continuity.tick before the test mail goes out on a shared spool: every node's
+#: queue manager holds the drill's recipients after its next re-read of the running drill.
+FOLLOW_MARGIN = 0.5
 
 
 def add_parser(sub) -> None:
@@ -60,32 +66,52 @@ def add_parser(sub) -> None:
 
 
 def run(cfg, args) -> int:
-    if (refused := refuse_unless_sqlite(cfg, "mailgate drill")) is not None:
-        return refused
-    conn = db.connect(cfg.spool_path)
+    """`mailgate drill [run|status|stop]` on either backend; the exit status."""
+    target = None
+    if args.action == "run":
+        if cfg.continuity.mode == "off":
+            return _usage("the continuity engine is off (continuity.mode = \"off\"): nothing runs a drill")
+        addresses = args.rcpt or cfg.continuity.drill_recipients
+        if not addresses:
+            return _usage("no drill recipient: give --rcpt ADDRESS or set [continuity] drill_recipients")
+        try:
+            keys = list(dict.fromkeys(checks.drill_recipient(a) for a in addresses))
+            host, port = _smtp_target(cfg, args.smtp)
+        except ValueError as e:
+            return _usage(str(e))
+        outside = checks.drill_domains(cfg, keys)
+        if outside:
+            return _usage(f"{', '.join(outside)}: not in relay.accepted_domains (a drill holds only mail for Exchange)")
+        target = (keys, host, port)
     try:
-        if args.action == "status":
-            return _status(conn)
-        if args.action == "stop":
-            d = drills.running(conn)
-            if d is None:
-                print("no drill is running")
-                return 1
-            result = _command(conn, "drill-end", d["id"], args.wait)
-            print(result)
-            return 0 if result.startswith("ok") else 1
-        return _drill(cfg, conn, args)
-    finally:
-        conn.close()
+        return cli_backend.on_console(cfg, _run, cfg, args, target,
+                                      read_only=args.action == "status")
+    except cli_backend.PgUnavailable as e:
+        print(f"mailgate: {e}", file=sys.stderr)
+        return 1
 
 
-def _status(conn) -> int:
+async def _run(sp, cfg, args, target) -> int:
+    if args.action == "status":
+        return await _status(sp)
+    if args.action == "stop":
+        d = await sp.running_drill()
+        if d is None:
+            print("no drill is running")
+            return 1
+        result = await _command(sp, "drill-end", d["id"], args.wait)
+        print(result)
+        return 0 if result.startswith("ok") else 1
+    return await _drill(sp, cfg, args, *target)
+
+
+async def _status(sp) -> int:
     from gateway.cli import fmt_time
-    d = drills.running(conn)
+    d = await sp.running_drill()
     print(f"drill:     {d['id']} for {', '.join(d['recipients'])}, since {fmt_time(d['started_at'])}"
           if d else "drill:     none running")
-    print(f"held:      {drills.count_held(conn)} message(s) on drill hold")
-    for r in conn.execute("SELECT * FROM drills ORDER BY requested_at DESC LIMIT 5"):
+    print(f"held:      {await sp.count_drill_held()} message(s) on drill hold")
+    for r in await sp.recent_drills(5):
         print(f"  {fmt_time(r['requested_at'])}  {r['id']}  {r['state']:<9} {r['end_reason'][:100]}")
     return 0
 
@@ -95,63 +121,52 @@ def _usage(msg: str) -> int:
     return 2
 
 
-def _drill(cfg, conn, args) -> int:
-    if cfg.continuity.mode == "off":
-        return _usage("the continuity engine is off (continuity.mode = \"off\"): nothing runs a drill")
-    addresses = args.rcpt or cfg.continuity.drill_recipients
-    if not addresses:
-        return _usage("no drill recipient: give --rcpt ADDRESS or set [continuity] drill_recipients")
-    try:
-        keys = list(dict.fromkeys(checks.drill_recipient(a) for a in addresses))
-        host, port = _smtp_target(cfg, args.smtp)
-    except ValueError as e:
-        return _usage(str(e))
-    outside = checks.drill_domains(cfg, keys)
-    if outside:
-        return _usage(f"{', '.join(outside)}: not in relay.accepted_domains (a drill holds only mail for Exchange)")
+async def _drill(sp, cfg, args, keys: list[str], host: str, port: int) -> int:
     import getpass
     drill_id = drills.new_drill_id()
     report = {"drill": drill_id, "recipients": keys, "detection": "skipped", "phases": {},
               "result": "FAIL", "why": ""}
     t0 = time.monotonic()
     deadline = t0 + args.timeout
-    db.transaction(conn, lambda: drills.request(conn, drill_id, keys, getpass.getuser()))
-    result = _command(conn, "drill-start", drill_id, args.wait)
+    await sp.request_drill(drill_id, keys, getpass.getuser())
+    result = await _command(sp, "drill-start", drill_id, args.wait)
     report["start"] = result
     if not result.startswith("ok"):
         # the gateway may still pick the command up later: it then finds the drill refused
-        db.transaction(conn, lambda: drills.refuse(conn, drill_id, f"not started: {result}"))
+        await sp.cancel_drill(drill_id, f"not started: {result}")
         report["why"] = result
         return _print(report, args.json)
     sent: dict[str, str] = {}                    # mailbox key -> queue ID
     try:
-        sent = _send(cfg, host, port, drill_id, keys, report)
+        if cli_backend.is_postgresql(cfg):       # the other nodes follow within one tick
+            await asyncio.sleep(cfg.continuity.tick + FOLLOW_MARGIN)
+        sent = await asyncio.to_thread(_send, cfg, host, port, drill_id, keys, report)
         if sent:
-            _wait_phases(conn, drill_id, sent, ("held", "visible"), deadline, report)
+            await _wait_phases(sp, drill_id, sent, ("held", "visible"), deadline, report)
             if _passed(report, sent, ("held", "visible")) and args.hold > 0:
-                _sleep_while_running(conn, drill_id, args.hold)
-    except KeyboardInterrupt:
+                await _sleep_while_running(sp, drill_id, args.hold)
+    except (KeyboardInterrupt, asyncio.CancelledError):   # Ctrl-C: asyncio.run cancels us
         report["why"] = "interrupted"
     finally:
-        end = _command(conn, "drill-end", drill_id, args.wait)
+        end = await _command(sp, "drill-end", drill_id, args.wait)
         report["end"] = end
-    row = drills.get(conn, drill_id)
+    row = await sp.get_drill(drill_id)
     if row["end_reason"].startswith("superseded"):
         report["why"] = (f"{row['end_reason']}: the drill ended, its held mail is replayed with the "
                          "event's")
     elif sent and row["state"] == "ended" and not report["why"]:
         if not end.startswith("ok"):              # the gateway ended it: drill_max_duration
             report["note"] = row["end_reason"]
-        _wait_phases(conn, drill_id, sent, ("replayed",), deadline, report)
+        await _wait_phases(sp, drill_id, sent, ("replayed",), deadline, report)
     ok = (bool(sent) and len(sent) == len(keys) and not report["why"]
           and _passed(report, sent, ("held", "visible", "replayed")))
     report["result"] = "PASS" if ok else "FAIL"
     if not ok and not report["why"]:
         report["why"] = f"a phase did not pass within --timeout {args.timeout:g} s"
     report["total_seconds"] = round(time.monotonic() - t0, 3)
-    db.transaction(conn, lambda: drills.audit(
-        conn, "drill_report", drill_id, actor=ACTOR, result="ok" if ok else "failed",
-        detail=json.dumps({k: report[k] for k in ("phases", "result", "why", "total_seconds")})[:1800]))
+    await sp.drill_audit(
+        "drill_report", drill_id, actor=ACTOR, result="ok" if ok else "failed",
+        detail=json.dumps({k: report[k] for k in ("phases", "result", "why", "total_seconds")})[:1800])
     return _print(report, args.json)
 
 
@@ -161,15 +176,16 @@ def _smtp_target(cfg, spec: str) -> tuple[str, int]:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host), port
 
 
-def _command(conn, command: str, drill_id: str, wait: float) -> str:
-    """Queue a drill command for the running gateway; its result, or why there is none."""
-    cid = db.transaction(conn, lambda: store.queue_command(conn, command, drill_id, ACTOR))
+async def _command(sp, command: str, drill_id: str, wait: float) -> str:
+    """Queue a drill command for the running gateway (its leader); its result, or why there is
+    none."""
+    cid = await sp.queue_command(command, drill_id, ACTOR)
     end = time.monotonic() + wait
     while time.monotonic() < end:
-        row = store.get_command(conn, cid)
+        row = await sp.get_command(cid)
         if row["done_at"] is not None:
             return row["result"]
-        time.sleep(POLL)
+        await asyncio.sleep(POLL)
     return f"not applied: the gateway did not answer within {wait:g} s (is it running?)"
 
 
@@ -209,11 +225,12 @@ def _send(cfg, host: str, port: int, drill_id: str, keys: list[str], report: dic
     return out
 
 
-def _phase(conn, drill_id: str, key: str, qid: str, name: str) -> dict | None:
+async def _phase(sp, drill_id: str, key: str, qid: str, name: str) -> dict | None:
     """The phase ``name`` of the test message ``qid`` for ``key`` if it has passed: {"ok": True,
     "seconds": ...} (held / visible: from the 250 to the hold and the mailbox row; replayed:
-    from the release to the downstream's 250), or a failure dict, or None (not yet)."""
-    m = conn.execute("SELECT * FROM messages WHERE queue_id=?", (qid,)).fetchone()
+    from the release to the downstream's 250), or a failure dict, or None (not yet). Read
+    through the spool's verbs (drill_message; the mailbox row as the webmail reads it)."""
+    m = await sp.drill_message(qid, key)
     if m is None:
         return {"ok": False, "detail": "the message is gone from the queue"}
     if name == "held":
@@ -223,16 +240,15 @@ def _phase(conn, drill_id: str, key: str, qid: str, name: str) -> dict | None:
             return {"ok": False, "detail": f"not held by the drill: {m['state']}"}
         return None
     if name == "visible":
-        row = conn.execute("SELECT id, filed_at FROM mailbox_messages WHERE mailbox=? AND queue_id=?"
-                           " AND folder='inbox'", (key, qid)).fetchone()
+        row = m["inbox"]
         if row is None:
             return None
-        shown = mbx.get_message(conn, key, row["id"], with_data=True, folder="inbox", include_deleted=False)
+        shown = await sp.get_mailbox_message(key, row["id"], with_data=True, folder="inbox",
+                                             include_deleted=False)
         if shown is None or not shown.get("data"):
             return None
         return {"ok": True, "seconds": round(row["filed_at"] - m["arrived_at"], 3), "mailbox_id": row["id"]}
-    r = conn.execute("SELECT state, attempts, updated_at, remote_host FROM recipients WHERE queue_id=?"
-                     " ORDER BY idx LIMIT 1", (qid,)).fetchone()
+    r = m["rcpt"]
     if r["state"] == "delivered" and m["released_at"] is not None:
         once = r["attempts"] == 1 and m["replay_id"] == drill_id
         return {"ok": once, "seconds": round(r["updated_at"] - m["released_at"], 3),
@@ -242,44 +258,44 @@ def _phase(conn, drill_id: str, key: str, qid: str, name: str) -> dict | None:
     return None
 
 
-def _wait_phases(conn, drill_id: str, sent: dict[str, str], names: tuple, deadline: float,
-                 report: dict) -> None:
+async def _wait_phases(sp, drill_id: str, sent: dict[str, str], names: tuple, deadline: float,
+                       report: dict) -> None:
     """Poll the spool until every ``names`` phase of every sent message passed or failed, or
     ``deadline`` (monotonic); each outcome is audited once (actor cli)."""
     todo = {(k, n) for k in sent for n in names}
     while todo:
         for key, name in sorted(todo):
-            got = _phase(conn, drill_id, key, sent[key], name)
+            got = await _phase(sp, drill_id, key, sent[key], name)
             if got is None:
                 continue
             todo.discard((key, name))
             report["phases"][key][name] = got
-            _audit_phase(conn, drill_id, key, name, got)
+            await _audit_phase(sp, drill_id, key, name, got)
         if not todo or time.monotonic() >= deadline:
             break
-        if drills.get(conn, drill_id)["state"] != "running" and "replayed" not in names:
+        if (await sp.get_drill(drill_id))["state"] != "running" and "replayed" not in names:
             break                                   # superseded by an event, ended by the gateway
-        time.sleep(POLL)
+        await asyncio.sleep(POLL)
     for key, name in sorted(todo):
         got = {"ok": False, "detail": "timed out"}
         report["phases"][key][name] = got
-        _audit_phase(conn, drill_id, key, name, got)
+        await _audit_phase(sp, drill_id, key, name, got)
 
 
-def _audit_phase(conn, drill_id, key, name, got) -> None:
+async def _audit_phase(sp, drill_id, key, name, got) -> None:
     detail = " ".join(f"{k}={v}" for k, v in got.items() if k != "ok")
-    db.transaction(conn, lambda: drills.audit(conn, f"drill_{name}", drill_id, actor=ACTOR, address=key,
-                                              result="ok" if got["ok"] else "failed", detail=detail))
+    await sp.drill_audit(f"drill_{name}", drill_id, actor=ACTOR, address=key,
+                         result="ok" if got["ok"] else "failed", detail=detail)
 
 
 def _passed(report, sent, names) -> bool:
     return all(report["phases"][k].get(n, {}).get("ok") for k in sent for n in names)
 
 
-def _sleep_while_running(conn, drill_id: str, seconds: float) -> None:
+async def _sleep_while_running(sp, drill_id: str, seconds: float) -> None:
     end = time.monotonic() + seconds
-    while time.monotonic() < end and drills.get(conn, drill_id)["state"] == "running":
-        time.sleep(min(POLL * 5, max(end - time.monotonic(), 0)))
+    while time.monotonic() < end and (await sp.get_drill(drill_id))["state"] == "running":
+        await asyncio.sleep(min(POLL * 5, max(end - time.monotonic(), 0)))
 
 
 def _print(report: dict, as_json: bool) -> int:

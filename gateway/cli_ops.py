@@ -9,6 +9,8 @@ alerts go (gateway/continuity/alerts.py): committed into the spool as a new mess
 running gateway's queue manager picks up within a second and delivers by the MX of the alternate
 domain. The command then watches that message for ``--wait`` seconds and prints what happened
 (delivered, refused, deferred with the last error, or still queued: is the gateway running?).
+On a PostgreSQL spool the message is committed into the shared queue on the CLI's one connection
+(gateway.cli_backend.on_postgresql; not a node) and any gateway of the cluster delivers it.
 Exit status: 0 every channel delivered, 1 one did not (or none is configured), 2 usage error.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import logging
 import time
 
-from gateway.cli_backend import refuse_unless_sqlite
+from gateway import cli_backend
 
 __all__ = ["add_parsers", "run"]
 
@@ -96,39 +98,74 @@ async def alerts_test(cfg, wait: float) -> int:
         print(f"{'OK' if ok else 'FAIL':<4}  {shown}  " +
               ("sent" if ok else f"not sent: {why or 'apprise reported a failure'}"))
     if c.alert_mail_to:
-        if (refused := refuse_unless_sqlite(cfg, "alert mail (continuity.alert_mail_to)")) is not None:
-            return refused
         failed += not await _mail(cfg, title, body, wait)
     return 1 if failed else 0
 
 
 async def _mail(cfg, title: str, body: str, wait: float) -> bool:
     from gateway.continuity.alerts import Alerter
-    from spool import RcptState, Spool, db, query
     to = ", ".join(cfg.continuity.alert_mail_to)
     name = "continuity.alert_mail_to"
+    msg = Alerter(urls=[], mail_to=cfg.continuity.alert_mail_to, spool=None,
+                  hostname=cfg.server.hostname, log=None)._mail(title, body)   # an alert's very message
+    if cli_backend.is_postgresql(cfg):
+        try:        # on_postgresql runs its own event loop: in a thread of its own
+            m = await asyncio.to_thread(cli_backend.on_postgresql, cfg, _pg_commit_and_watch, msg,
+                                        wait, f"{name} {to}", read_only=False)
+        except cli_backend.PgUnavailable as e:
+            print(f"FAIL  {name} {to}  {e}")
+            return False
+    else:
+        m = await _sqlite_commit_and_watch(cfg, msg, wait, f"{name} {to}")
+        if m is False:
+            return False
+    return _report(m, msg.queue_id, name, to, wait)
+
+
+async def _sqlite_commit_and_watch(cfg, msg, wait: float, shown: str):
+    """Commit ``msg`` into the SQLite spool beside the running gateway and watch it for ``wait``
+    seconds; the message as last read (None: gone), or False (no spool yet)."""
+    from spool import Spool, db, query
     if not cfg.spool_path.exists():
-        print(f"FAIL  {name} {to}  no spool at {cfg.spool_path}: start the gateway first")
+        print(f"FAIL  {shown}  no spool at {cfg.spool_path}: start the gateway first")
         return False
     spool = await Spool.open(cfg.spool_path, recover=False)   # beside a running gateway: no recovery
     try:
-        alerter = Alerter(urls=[], mail_to=cfg.continuity.alert_mail_to, spool=spool,
-                          hostname=cfg.server.hostname, log=None)
-        qid = await spool.commit(alerter._mail(title, body))    # the very message an alert sends
+        qid = await spool.commit(msg)
     finally:
         await spool.close()
-    print(f"....  {name} {to}  queued as {qid}; watching it for {wait:.0f}s", flush=True)
+    print(f"....  {shown}  queued as {qid}; watching it for {wait:.0f}s", flush=True)
     end = time.monotonic() + wait
     conn = db.connect(cfg.spool_path)
     try:
         while True:
             m = query.get_message(conn, qid)
-            done = m is None or not m.pending
-            if done or time.monotonic() >= end:
-                break
+            if m is None or not m.pending or time.monotonic() >= end:
+                return m
             await asyncio.sleep(0.2)
     finally:
         conn.close()
+
+
+async def _pg_commit_and_watch(conn, msg, wait: float, shown: str):
+    """The same on the PostgreSQL spool, on the CLI's one connection (gateway.cli_backend): the
+    message committed in one transaction (node "cli", its 14-character queue ID never equal to a
+    node's 16-character ones), then claimed and delivered by any gateway of the cluster."""
+    from spool.pg import queue as pgq
+    async with conn.transaction():
+        qid = await pgq.insert_message(conn, msg, node="cli")
+    print(f"....  {shown}  queued as {qid}; watching it for {wait:.0f}s", flush=True)
+    end = time.monotonic() + wait
+    while True:
+        m = await pgq.get_message(conn, qid)
+        if m is None or not m.pending or time.monotonic() >= end:
+            return m
+        await asyncio.sleep(0.2)
+
+
+def _report(m, qid: str, name: str, to: str, wait: float) -> bool:
+    """One line per recipient of the alert mail ``m`` (None: gone); True if all delivered."""
+    from spool import RcptState
     if m is None:
         print(f"WARN  {name} {to}  {qid} is gone from the queue (deleted?)")
         return False

@@ -15,8 +15,8 @@ holding and delivering as the shared state says; held mail is filed into the con
 mailboxes and the journal runs on the shared spool too; the continuity webmail and its admin
 console run on every node (accounts, sessions, login codes, mailboxes, Sent copies and the
 console's reads and changes are the spool's verbs, so a session opened on one node is valid on
-all), and the CLI's ``continuity``, ``probes``, ``queue``, ``users`` and ``admins`` commands work
-on it. Not yet on a shared spool: drills (the controller runs none there).
+all), and the CLI's ``continuity``, ``probes``, ``queue``, ``users``, ``admins`` and ``drill``
+commands work on it (drills: the leader applies them, every node holds).
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ over spool.console (the timeline, the queue pages), the operator's queue changes
 (spool.continuity.operator_hold / operator_release, spool.transitions.flush / delete_message),
 the replay's progress and command results (spool.continuity) and the drills (spool.drill), run
 by the spool's writer thread (writes) or its readers (reads). spool.pg.console.PgConsoleVerbs
-has the same verbs on PostgreSQL; ConnectionConsole runs them on one connection of the CLI.
+has the same verbs on PostgreSQL; ConnectionConsole runs them (and the continuity and mailbox
+verbs) on one connection of the CLI.
 
 Drills are leader-only: the drill verbs that change a drill or its held mail take ``epoch``
 (the continuity lease's fencing token); on a shared spool they run fenced by it, as every
@@ -23,6 +24,7 @@ from spool import db as _db
 from spool import drill as _drill
 from spool import transitions as _tr
 from spool.continuity_verbs import ContinuityVerbs
+from spool.mailbox_verbs import MailboxVerbs
 
 LIVE_STATES = _console.LIVE_STATES
 
@@ -198,9 +200,9 @@ class ConsoleVerbs:
         return await self.read(_drill.message_facts, queue_id, mailbox)
 
 
-class ConnectionConsole(ConsoleVerbs, ContinuityVerbs):
-    """The console and continuity verbs on one SQLite connection of the calling thread (the
-    CLI: no writer thread; WAL shares the file with a running gateway): each write in a
+class ConnectionConsole(ConsoleVerbs, ContinuityVerbs, MailboxVerbs):
+    """The console, continuity and mailbox verbs on one SQLite connection of the calling thread
+    (the CLI: no writer thread; WAL shares the file with a running gateway): each write in a
     BEGIN IMMEDIATE transaction of its own (spool.db.transaction)."""
 
     def __init__(self, conn):

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from spool import checkpoint as _checkpoint
 from spool import claims as _claims
 from spool import commit as _commit
 from spool import mailbox as _mailbox
@@ -127,6 +128,8 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
         #: with 3 writers, docs/operations.md). SQLite's own lock and busy_timeout still apply.
         self.write_lock: Path | None = None
         self._lock_fd: int | None = None
+        #: WAL checkpoints on their own thread, outside the write lock (spool.checkpoint).
+        self.checkpointer = _checkpoint.Checkpointer(self.path)
 
     @classmethod
     async def open(cls, path: str | Path, recover: bool = True) -> "Spool":
@@ -135,6 +138,7 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
         await asyncio.to_thread(self._ready.wait)
         if self._open_error is not None:
             raise SpoolError(f"cannot open spool {path}: {self._open_error}") from self._open_error
+        self.checkpointer.start()
         if recover:
             self.recovered = await self.write(_recover.requeue_interrupted)
         return self
@@ -142,6 +146,7 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
     async def close(self) -> None:
         self._q.put(None)
         await asyncio.to_thread(self._writer.join)
+        await asyncio.to_thread(self.checkpointer.stop)
         self._readers.shutdown(wait=True)
 
     # -- writes -------------------------------------------------------------------------------
@@ -255,6 +260,8 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
     def _write_loop(self) -> None:
         try:
             conn = _db.connect(self.path)
+            # checkpoints run on the Checkpointer's thread; this is only the backstop
+            conn.execute(f"PRAGMA wal_autocheckpoint={_checkpoint.BACKSTOP_PAGES}")
         except BaseException as e:  # reported by open()
             self._open_error = e
             self._ready.set()

@@ -18,7 +18,11 @@ On a shared spool (PostgreSQL, ``spool.shared``) one node leads (gateway.continu
 the "continuity" lease, its epoch the fencing token): only the leader applies admin commands,
 decides, writes transitions and releases held mail, each write fenced with its epoch; LeaseLost
 makes it step down at once. Every other node re-reads the shared state every tick and applies
-its mode (holds downstream mail or not, delivers released mail). Drills need the SQLite spool.
+its mode (holds downstream mail or not, delivers released mail). Drills run there too: the
+leader applies drill-start / drill-end and writes every drill change fenced with its epoch (a
+refused one is counted in the spool's ``fenced_refused`` and makes it step down; the command
+stays pending for whoever leads next); every node re-reads the running drill whenever it re-reads
+the shared state (a follower: every tick) and holds its recipients' mail as it says.
 
 Clocks: durations and deadlines (hysteresis, probe freshness, the replay's token bucket,
 reminders) use ``monotonic``; ``clock`` (wall, unix seconds) stamps what is persisted or
@@ -74,9 +78,8 @@ class ContinuityController:
         #: the leader lease on a shared spool (None: this node owns its spool and always leads)
         self.lead = (Leadership(spool, log, monotonic, step=c.tick) if self.shared
                      else None)
-        #: `mailgate drill` (SQLite only)
-        self.drill = None if self.shared else DrillKeeper(cfg, spool, qmgr, log, clock=clock,
-                                                             epoch=lambda: self.epoch)
+        #: `mailgate drill` (on a shared spool: the leader writes, every node follows)
+        self.drill = DrillKeeper(cfg, spool, qmgr, log, clock=clock, epoch=lambda: self.epoch)
         #: async () -> URL or None: a signed, single-use link to the admin console's confirm page,
         #: put in every alert that asks for a decision (set by gateway.app when the webmail runs)
         self.decision_link: Callable[[], Awaitable[str | None]] | None = None
@@ -87,9 +90,8 @@ class ContinuityController:
         row = await retry(self.spool.continuity_state,
                           FaultLog(self.log, "continuity_start_failed"), retry_on=(SpoolError,))
         self._adopt(row)
-        if self.drill is not None:
-            await retry(self.drill.load, FaultLog(self.log, "continuity_start_failed"),
-                        retry_on=(SpoolError,))
+        await retry(self.drill.load, FaultLog(self.log, "continuity_start_failed"),
+                    retry_on=(SpoolError,))
         self.log.info("continuity_state", mode=self.state.mode.value, origin=self.state.origin,
                       event_id=self.state.event_id)
 
@@ -142,6 +144,7 @@ class ContinuityController:
         await self.lead.sync(now)
         if self.lead.needs_read or self.lead.epoch is None:
             self._adopt(await self.spool.continuity_state())   # a fresh transaction
+            await self.drill.follow()                          # the running drill, as stored
             if self.lead.epoch is not None:
                 self.lead.read_done()
         return self.lead.leading
@@ -181,8 +184,7 @@ class ContinuityController:
         t = engine.decide(self.state, self.health, self.settings)
         if t is not None:
             await self._commit(t)
-        if self.drill is not None:
-            await self.drill.tick(self.state)
+        await self.drill.tick(self.state)
         if self.state.mode is Mode.RECOVERING:
             await self._replay_step(now)
         if self.state.mode is Mode.CONTINUITY and now >= self._next_reminder:
@@ -228,14 +230,6 @@ class ContinuityController:
                 self.log.warning("continuity_command_expired", command=cmd["command"], command_id=cid,
                                  actor=actor, age=round(age, 1), command_ttl=ttl)
                 out[cid] = engine.CommandRefused(result)
-                continue
-            if cmd["command"].startswith("drill-") and self.drill is None:
-                why = "drills need the SQLite spool"
-                await self.spool.audit_command(
-                    cid, mode=self.state.mode.value, event_id=self.state.event_id, actor=actor,
-                    reason=f"{cmd['command']} refused: {why}", result=f"refused: {why}", at=wall,
-                    epoch=self.epoch)
-                out[cid] = engine.CommandRefused(why)
                 continue
             if cmd["command"].startswith("drill-"):     # gateway.continuity.drill: audited there
                 ok, result = await self.drill.apply(cmd, self.state)
@@ -284,8 +278,7 @@ class ContinuityController:
         self._apply_mode()
         mono = self.monotonic()
         if entering:
-            if self.drill is not None:
-                await self.drill.on_event(n)      # a real event wins over a drill
+            await self.drill.on_event(n)          # a real event wins over a drill
             self._next_reminder = mono + self.cfg.alert_repeat
             await self.spool.hold_due_now(epoch=self.epoch)
             self.qmgr.notify()
@@ -372,7 +365,7 @@ class ContinuityController:
             s["leader"] = {"leading": self.lead.leading, "epoch": self.lead.epoch,
                            "stepdowns": self.lead.stepdowns, "last_reason": self.lead.last_reason,
                            "fenced_refused": getattr(self.spool, "fenced_refused", 0)}
-        d = None if self.drill is None else self.drill.current
+        d = self.drill.current
         s["drill"] = None if d is None else {"id": d["id"], "recipients": d["recipients"],
                                              "started_at": d["started_at"]}
         return s

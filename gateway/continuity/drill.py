@@ -18,7 +18,17 @@ Rules:
 - a drill nobody ends stops by itself after ``continuity.drill_max_duration`` seconds, also
   after a restart (the deadline counts from the persisted ``started_at``);
 - a drill hold left with no drill running (an attempt recorded just after its drill ended) is
-  released at the next tick, or made a continuity hold during an event (``sweep``).
+  released at the next tick, or made a continuity hold during an event (``tick``).
+
+On a shared spool (PostgreSQL) only the continuity leader calls ``apply``, ``on_event`` and
+``tick``, and each of their writes runs fenced by its lease epoch (``epoch``): a write refused
+under a lost lease raises LeaseLost (spool.states; counted in the spool's ``fenced_refused``),
+nothing is written, ``current`` is left as it was and the controller steps down; the command
+stays pending and is applied by whoever leads next, after it re-read the drill. Every node calls
+``follow`` whenever it re-reads the shared state (a follower: every tick), so its queue manager
+holds the running drill's recipients within one tick of the leader's write; mail a node delivers
+in that tick is simply delivered, and a drill hold taken just after the end is a leftover the
+leader's ``tick`` releases.
 """
 from __future__ import annotations
 
@@ -40,6 +50,9 @@ class DrillKeeper:
         #: the leader's, fenced by it like every other continuity write
         self.epoch = epoch
         self.current: dict | None = None     # the running drills row
+        #: when it started on ``clock`` (PostgreSQL: its ``age`` on the database's clock, taken
+        #: back from this node's clock when read, so node and database clocks never mix)
+        self._started = 0.0
 
     @property
     def drill_id(self) -> str:
@@ -47,10 +60,27 @@ class DrillKeeper:
 
     async def load(self) -> None:
         """Resume a drill that was running when the gateway stopped."""
-        self.current = await self.spool.running_drill()
-        self._apply()
+        self._set(await self.spool.running_drill())
         if self.current:
             self.log.info("drill_resumed", drill_id=self.drill_id, recipients=self.current["recipients"])
+
+    async def follow(self) -> None:
+        """Take the running drill as stored in the (shared) spool, a fresh read: what a follower
+        holds, and what a node that just took the lead starts from (the DAC rule)."""
+        row = await self.spool.running_drill()
+        before = self.drill_id
+        self._set(row)
+        if self.drill_id != before:
+            self.log.info("drill_followed", drill_id=self.drill_id or None, previous=before or None,
+                          recipients=row["recipients"] if row else [])
+            self.qmgr.notify()              # an end released drill holds: due now
+
+    def _set(self, row: dict | None) -> None:
+        self.current = row
+        if row is not None:
+            self._started = (self.clock() - row["age"]) if row.get("age") is not None \
+                else (row["started_at"] or 0.0)
+        self._apply()
 
     def _apply(self) -> None:
         self.qmgr.drill_rcpts = frozenset(self.current["recipients"]) if self.current else frozenset()
@@ -77,10 +107,9 @@ class DrillKeeper:
                     actor=actor, at=wall, epoch=self.epoch())
                 self.log.info("drill_refused", drill_id=drill_id, why=why)
                 return False, result
-            self.current = await self.spool.start_drill(drill_id, command_id=cid, mode=mode,
-                                                        event_id=event, actor=actor, at=wall,
-                                                        epoch=self.epoch())
-            self._apply()
+            self._set(await self.spool.start_drill(drill_id, command_id=cid, mode=mode,
+                                                   event_id=event, actor=actor, at=wall,
+                                                   epoch=self.epoch()))
             self.log.warning("drill_started", drill_id=drill_id, recipients=row["recipients"], actor=actor)
             return True, f"ok: drill {drill_id} running"
         if cmd["command"] == "drill-end":
@@ -123,7 +152,7 @@ class DrillKeeper:
         """Each controller step: end a drill older than drill_max_duration; release (or, during
         an event, make continuity holds of) drill holds left without a running drill."""
         if self.current is not None:
-            if self.clock() - (self.current["started_at"] or 0) >= self.max_duration:
+            if self.clock() - self._started >= self.max_duration:
                 await self._end(f"ended by the gateway after drill_max_duration {self.max_duration:g} s",
                                 ACTOR)
             return

@@ -6,7 +6,9 @@ drills, over spool.pg.console_rows.
 Drills are leader-only: a verb that changes a drill or its held mail, called with ``epoch``,
 runs through PgSpool.fenced (the continuity lease at that epoch, else LeaseLost, nothing
 written); without it, a plain transaction (tests, the CLI's own requests). Drill times are the
-database's clock. Errors: SpoolError (spool.store) when the database is unreachable;
+database's clock; the running drill's row (running_drill, start_drill) also has ``age``, the
+seconds since it started on that clock, so that a node measures drill_max_duration without
+comparing its own clock with the database's. Errors: SpoolError (spool.store) when the database is unreachable;
 InvalidTransition / ValueError as on SQLite.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from spool.pg import console_rows as _r
 from spool.pg.continuity import PgContinuityVerbs
 from spool.pg.continuity import audit_command as _audit_command
 from spool.pg.db import OneConnection
+from spool.pg.mailbox import PgMailboxVerbs
 
 
 class PgConsoleVerbs:
@@ -139,8 +142,8 @@ class PgConsoleVerbs:
         return await self.read(_r.drill_message, queue_id, mailbox)
 
 
-class PgConnectionConsole(PgConsoleVerbs, PgContinuityVerbs, OneConnection):
-    """The console and continuity verbs on one CLI connection (spool.pg.db.OneConnection)."""
+class PgConnectionConsole(PgConsoleVerbs, PgContinuityVerbs, PgMailboxVerbs, OneConnection):
+    """The console, continuity and mailbox verbs on one CLI connection (spool.pg.db.OneConnection)."""
 
 
 __all__ = ["PgConnectionConsole", "PgConsoleVerbs"]

@@ -144,7 +144,8 @@ async def get_drill(conn: AsyncConnection, drill_id: str) -> dict | None:
 
 
 async def running_drill(conn: AsyncConnection) -> dict | None:
-    return await _one(conn, "SELECT * FROM drills WHERE state='running'")
+    """The running drill with ``age``: seconds since it started, on the database's clock."""
+    return await _one(conn, f"SELECT *, {NOW} - started_at AS age FROM drills WHERE state='running'")
 
 
 async def recent_drills(conn: AsyncConnection, limit: int) -> list[dict]:
@@ -152,10 +153,11 @@ async def recent_drills(conn: AsyncConnection, limit: int) -> list[dict]:
 
 
 async def start_drill(conn: AsyncConnection, drill_id: str, node: str) -> dict:
-    """``requested`` → ``running`` (database clock); the row. ValueError if not requested;
-    psycopg.errors.UniqueViolation if another drill runs (drills_one_running)."""
+    """``requested`` → ``running`` (database clock); the row, with ``age`` (0.0). ValueError if
+    not requested; psycopg.errors.UniqueViolation if another drill runs (drills_one_running)."""
     row = await _one(conn, f"UPDATE drills SET state='running', started_at={NOW}, node=%s"
-                           " WHERE id=%s AND state='requested' RETURNING *", (node, drill_id))
+                           " WHERE id=%s AND state='requested' RETURNING *, 0.0::float8 AS age",
+                     (node, drill_id))
     if row is None:
         raise ValueError(f"drill {drill_id} is not waiting to start")
     return row

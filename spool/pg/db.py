@@ -94,9 +94,9 @@ async def migrate(conn: psycopg.AsyncConnection) -> int:
 
 
 class OneConnection:
-    """``read`` / ``transaction`` over one psycopg AsyncConnection in autocommit mode (the CLI:
-    not a node, no pool, no writer), for the verb mixins: each write a transaction of its own;
-    audit rows name ``node``."""
+    """``read`` / ``transaction`` / ``write`` over one psycopg AsyncConnection in autocommit mode
+    (the CLI: not a node, no pool, no writer), for the verb mixins: each write a transaction of
+    its own; audit rows name ``node``."""
 
     def __init__(self, conn, node: str = "cli"):
         self.conn, self.node = conn, node
@@ -109,4 +109,7 @@ class OneConnection:
         """``await fn(conn, *args)`` in one transaction (committed, or rolled back on error)."""
         async with self.conn.transaction():
             return await fn(self.conn, *args)
+
+    #: no group commit here: a verb's ``write`` is a transaction of its own too
+    write = transaction
 

@@ -83,8 +83,8 @@ def test_queue_list_and_show_read_the_postgresql_queue(pg_dsn, tmp_path):
 
 
 # queue flush|hold|release|delete run on PostgreSQL now: tests/gateway/test_cli_queue_pg.py;
-# users and admins too: tests/gateway/test_cli_accounts_pg.py
-REFUSED = [("mailbox", "list", "bob@example.com"), ("drill", "status")]
+# users and admins too: tests/gateway/test_cli_accounts_pg.py; drill below and tests/e2e/test_pg_drill.py
+REFUSED = [("mailbox", "list", "bob@example.com")]
 
 
 @pytest.mark.parametrize("argv", REFUSED, ids=lambda a: " ".join(a))
@@ -132,3 +132,49 @@ def test_continuity_status_probes_and_a_queued_command_run_on_postgresql(pg_dsn,
     out = mailgate(cfg, "continuity", "status")
     assert "start by" in out.stdout and "pending, valid until" in out.stdout
     assert not (tmp_path / "spool.db").exists()
+
+
+async def _drills(dsn: str) -> None:
+    """An ended drill DR-OLD and a running one DR-NOW (for drill@example.com), as a leader
+    writes them, with one message on drill hold."""
+    s = await PgSpool.open(dsn, node="node-a")
+    try:
+        for drill_id in ("DR-OLD", "DR-NOW"):
+            await s.request_drill(drill_id, ["drill@example.com"], "tester")
+            cid = await s.queue_command("drill-start", drill_id, "cli")
+            await s.start_drill(drill_id, command_id=cid, mode="normal", event_id="", actor="cli")
+            if drill_id == "DR-OLD":
+                await s.end_drill(drill_id, "ended by cli", actor="cli")
+        await s.commit(NewMessage("a@remote.test", ("drill@example.com",), b"Subject: d\r\n\r\nd\r\n"))
+        [claim] = await s.claim_due(1)
+        await s.record_attempt(claim.queue_id, [], time.time(), hold=True, token=claim.token,
+                               hold_reason="drill")
+    finally:
+        await s.close()
+
+
+def test_drill_status_and_stop_run_on_postgresql(pg_dsn, tmp_path):
+    cfg = pg_config(tmp_path, pg_dsn)
+    out = mailgate(cfg, "drill", "status")
+    assert out.returncode == 0, out.stderr
+    assert "drill:     none running" in out.stdout and "held:      0 message(s)" in out.stdout
+    out = mailgate(cfg, "drill", "stop")
+    assert out.returncode == 1 and out.stdout.strip() == "no drill is running", out
+    asyncio.run(_drills(pg_dsn))
+    out = mailgate(cfg, "drill", "status")
+    assert out.returncode == 0, out.stderr
+    assert "drill:     DR-NOW for drill@example.com, since " in out.stdout, out.stdout
+    assert "held:      1 message(s) on drill hold" in out.stdout
+    assert "DR-NOW  running" in out.stdout and "DR-OLD  ended     ended by cli" in out.stdout
+    out = mailgate(cfg, "drill", "stop", "--wait", "0.5")         # no gateway applies it
+    assert out.returncode == 1 and "not applied: the gateway did not answer" in out.stdout, out
+    out = mailgate(cfg, "continuity", "status")
+    assert "drill-end by cli" in out.stdout and "pending, valid until" in out.stdout, out.stdout
+    assert not (tmp_path / "data").exists()
+
+
+def test_drill_on_an_unreachable_postgresql_is_one_line(tmp_path):
+    cfg = pg_config(tmp_path, "host=127.0.0.1 port=1 dbname=mail user=gw")
+    out = mailgate(cfg, "drill", "status")
+    assert out.returncode == 1 and "cannot reach the PostgreSQL spool at 127.0.0.1:1/mail" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
