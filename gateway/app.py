@@ -90,7 +90,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload(reload_now, intake))
     try:
         admin = _admin_server(cfg, spool, qmgr, intake, controller, runner, log, keeper)
-        webmail = _webmail_server(cfg, spool, qmgr, watcher, controller, log, runner)
+        form_secret = await spool.shared_secret("webmail-pre") if cfg.webmail.enabled else b""
+        webmail = _webmail_server(cfg, spool, qmgr, watcher, controller, log, runner, form_secret)
         async with asyncio.TaskGroup() as tg:
             # each long-running task handles its own faults; supervise() restarts one that
             # raises anyway, so no single task's exception ends the gateway (port 25 stays up)
@@ -174,8 +175,10 @@ def _admin_server(cfg: Config, spool, qmgr, intake, controller, runner, log, jou
     return admin
 
 
-def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log, runner=None):
-    """The continuity webmail with its socket bound (a busy address fails the start), or None."""
+def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log, runner=None,
+                    form_secret: bytes = b""):
+    """The continuity webmail with its socket bound (a busy address fails the start), or None.
+    ``form_secret``: the spool's shared key of the pre-login forms (every node signs alike)."""
     if not cfg.webmail.enabled:
         return None
     from gateway.admin import AdminServer
@@ -183,7 +186,7 @@ def _webmail_server(cfg: Config, spool, qmgr, watcher, controller, log, runner=N
     ctx = WebmailContext(cfg=cfg, spool=spool, directory=lambda: (watcher.current, watcher.enabled),
                          continuity=(controller.status if controller is not None else lambda: None),
                          notify=qmgr.notify, log=log, controller=controller, runner=runner,
-                         qmgr=qmgr, admin_token=cfg.admin.token)
+                         qmgr=qmgr, admin_token=cfg.admin.token, form_secret=form_secret)
     server = AdminServer(build_app(ctx), cfg.webmail.listen, tls_cert=cfg.webmail.tls_cert,
                          tls_key=cfg.webmail.tls_key, trusted_proxies=cfg.webmail.trusted_proxies)
     server.ctx = ctx

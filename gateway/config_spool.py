@@ -12,10 +12,11 @@ What runs on PostgreSQL today is the relay path: intake (250 after the database'
 bounces, the admin API's health and counts; and continuity (``continuity.mode`` "automatic" or
 "alert-only"): hold and replay decided by one leader, fenced by its lease epoch, every node
 holding and delivering as the shared state says; held mail is filed into the continuity
-mailboxes and the journal runs on the shared spool too, and the CLI's ``continuity``,
-``probes``, ``queue``, ``users``, ``admins`` and ``drill`` commands work on it (drills: the
-leader applies them, every node holds). Not yet on a shared spool: the webmail's pages (``across_keys`` refuses a PostgreSQL spool with
-``webmail.enabled``, naming the key, rather than start a gateway that would half work).
+mailboxes and the journal runs on the shared spool too; the continuity webmail and its admin
+console run on every node (accounts, sessions, login codes, mailboxes, Sent copies and the
+console's reads and changes are the spool's verbs, so a session opened on one node is valid on
+all), and the CLI's ``continuity``, ``probes``, ``queue``, ``users``, ``admins`` and ``drill``
+commands work on it (drills: the leader applies them, every node holds).
 """
 from __future__ import annotations
 
@@ -78,11 +79,6 @@ def across_keys(cfg: "Config") -> list[tuple[str, str]]:
             conninfo.conninfo_to_dict(s.dsn)
         except Exception as e:     # the message names the part that is wrong, not the password
             errors.append(("spool.dsn", f"not a libpq connection string: {type(e).__name__}"))
-    why = ("runs on the SQLite spool only in this version (the relay path runs on PostgreSQL; "
-           "docs/cluster.md)")
-    if cfg.webmail.enabled:
-        errors.append(("webmail.enabled", f'must be false with spool.backend = "postgresql": the '
-                                          f"webmail {why}"))
     return errors
 
 

@@ -1,5 +1,5 @@
 """Webmail accounts, server-side sessions, one-time login secrets and the append-only audit log
-(migrations 0005 and 0006).
+(migrations 0005 and 0006), and the webmail's server secrets (0015).
 
 Every function takes a sqlite3 connection: writes run in the spool's writer thread
 (``Spool.write(fn, ...)``), reads on a reader (``Spool.read(fn, ...)``). Addresses are mailbox
@@ -241,3 +241,13 @@ def list_audit(conn: sqlite3.Connection, address: str | None = None, limit: int 
         rows = conn.execute("SELECT * FROM webmail_audit WHERE address=? ORDER BY id DESC LIMIT ?",
                             (address, limit))
     return [dict(r) for r in rows]
+
+
+# -- server secrets -----------------------------------------------------------------------------
+def shared_secret(conn: sqlite3.Connection, name: str, now: float | None = None) -> bytes:
+    """The 32-byte secret ``name`` (e.g. "webmail-pre"), made of random bytes on first use and
+    the same from then on for every process on this spool (a write: the writer thread)."""
+    now = time.time() if now is None else now
+    conn.execute("INSERT OR IGNORE INTO webmail_secrets (name, value, created_at) VALUES (?,?,?)",
+                 (name, secrets.token_bytes(32), now))
+    return bytes(conn.execute("SELECT value FROM webmail_secrets WHERE name=?", (name,)).fetchone()[0])

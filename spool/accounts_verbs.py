@@ -214,6 +214,12 @@ class AccountVerbs:
         or None if there is no such admin."""
         return await self.write(_ops.set_admin_password, name, password_hash, by)
 
+    # -- server secrets ---------------------------------------------------------------------------
+    async def shared_secret(self, name: str) -> bytes:
+        """The 32-byte secret ``name`` of this storage (random, made on first use, then the same
+        for every process and node): e.g. "webmail-pre", the key of the pre-login form tokens."""
+        return await self.write(_a.shared_secret, name)
+
 
 class ConnectionAccounts(AccountVerbs):
     """The account verbs on one SQLite connection of the calling thread (the CLI: no writer

@@ -38,7 +38,9 @@ LINK_GONE = "This link was already used or has expired. Ask your administrator f
 
 @dataclass
 class AuthState:
-    """Per-process login state in ``ctx.extra["auth"]``."""
+    """Per-process login state in ``ctx.extra["auth"]``: the argon2 hasher, the login rate
+    limiter (counts of this process), the pre-login form key (``ctx.form_secret``, the spool's
+    shared one, else random) and the background tasks."""
 
     hasher: auth.Hasher
     limiter: auth.RateLimiter = field(default_factory=auth.RateLimiter)
@@ -50,6 +52,8 @@ def _state(ctx) -> AuthState:
     st = ctx.extra.get("auth")
     if st is None:
         st = ctx.extra["auth"] = AuthState(auth.Hasher(ctx.cfg.webmail.max_concurrent_hashes))
+        if getattr(ctx, "form_secret", b""):      # shared by every node (WebmailContext)
+            st.secret = ctx.form_secret
     return st
 
 

@@ -11,7 +11,9 @@ class WebmailContext:
     (policies.directory.Directory, filtering enabled); ``continuity()`` returns the continuity
     state as a dict (``mode``: normal | degraded | continuity | recovering, ``since``, ``event_id``,
     ...) or None when the engine is off; ``notify()`` wakes the queue manager after a commit;
-    ``log``: the gateway's structlog logger."""
+    ``log``: the gateway's structlog logger; ``form_secret``: the key of the pre-login form tokens
+    (the spool's shared_secret("webmail-pre"): the same on every process and node, so a form one
+    node served is accepted by another; empty: a random key of this process)."""
 
     cfg: Any
     spool: Any
@@ -25,6 +27,7 @@ class WebmailContext:
     runner: Any = None             # gateway.health probe runner (latest(), history())
     qmgr: Any = None               # gateway.delivery queue manager
     admin_token: str = ""          # [admin] token: may be exchanged for an admin session
+    form_secret: bytes = b""       # 32 bytes (see above)
 
     @property
     def public_url(self) -> str:

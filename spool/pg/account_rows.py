@@ -1,5 +1,6 @@
 """Webmail accounts on the PostgreSQL spool: users, sessions, one-time login secrets, the webmail
-audit log and admin accounts (migration 0005; the SQL of spool.accounts and spool.admins).
+audit log, admin accounts (migration 0005) and the webmail's server secrets (0008); the SQL of
+spool.accounts and spool.admins.
 
 Several gateways share these rows, so every "now" (created_at, last_seen, expires_at, used_at,
 an audit row's at) is the database's clock, and each single-use step is one guarded UPDATE
@@ -249,7 +250,16 @@ async def list_admins(conn: AsyncConnection) -> list[dict]:
     return await _all(conn, "SELECT * FROM admin_users ORDER BY name")
 
 
-__all__ = ["NOW", "get_user", "ensure_user", "update_user", "list_users", "create_session",
+async def shared_secret(conn: AsyncConnection, name: str) -> bytes:
+    """spool.accounts.shared_secret: the first node's random bytes win (ON CONFLICT DO NOTHING,
+    then read back: two nodes asking at once get the same value)."""
+    await conn.execute(f"INSERT INTO webmail_secrets (name, value, created_at) VALUES (%s, %s, {NOW})"
+                       " ON CONFLICT (name) DO NOTHING", (name, secrets.token_bytes(32)))
+    cur = await conn.execute("SELECT value FROM webmail_secrets WHERE name=%s", (name,))
+    return bytes((await cur.fetchone())[0])
+
+
+__all__ = ["NOW", "shared_secret", "get_user", "ensure_user", "update_user", "list_users", "create_session",
            "get_session", "touch_session", "revoke_session", "revoke_all_sessions",
            "revoke_other_sessions", "issue_code", "use_code", "issue_token", "peek_token",
            "use_token", "count_token_try", "revoke_tokens", "audit", "list_audit", "get_admin",

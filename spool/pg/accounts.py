@@ -145,6 +145,10 @@ class PgAccountVerbs:
     async def set_admin_password(self, name: str, password_hash: str, *, by: Actor) -> int | None:
         return await self.transaction(_ops.set_admin_password, self.node, name, password_hash, by)
 
+    # -- server secrets ---------------------------------------------------------------------------
+    async def shared_secret(self, name: str) -> bytes:
+        return await self.transaction(_r.shared_secret, name)
+
 
 class PgConnectionAccounts(PgAccountVerbs, OneConnection):
     """The account verbs on one CLI connection (spool.pg.db.OneConnection)."""

@@ -264,3 +264,34 @@ async def test_admin_accounts_enrolment_and_totp(aspool):
     assert await aspool.peek_token(r, "admin_enrol") is not None
     assert [x["action"] for x in await aspool.list_audit("admin:root")] == [
         "admin_totp_reset", "admin_disabled", "admin_password_set", "admin_added"]
+
+
+async def test_a_shared_secret_is_made_once_and_then_the_same(aspool):
+    first = await aspool.shared_secret("webmail-pre")
+    assert isinstance(first, bytes) and len(first) == 32
+    assert await aspool.shared_secret("webmail-pre") == first
+    other = await aspool.shared_secret("something-else")
+    assert len(other) == 32 and other != first
+
+
+async def test_every_node_and_process_gets_the_same_shared_secret(tmp_path, request):
+    """Two SQLite spools on one file (the CLI beside the gateway), then four PostgreSQL nodes
+    asking at once on a fresh database: one value each time."""
+    a = await Spool.open(tmp_path / "spool.db")
+    try:
+        b = await Spool.open(tmp_path / "spool.db", recover=False)
+        try:
+            assert await a.shared_secret("webmail-pre") == await b.shared_secret("webmail-pre")
+        finally:
+            await b.close()
+    finally:
+        await a.close()
+    from spool.pg import PgSpool
+    dsn = request.getfixturevalue("pg_dsn")
+    nodes = [await PgSpool.open(dsn, node=f"node-{i}") for i in range(4)]
+    try:
+        got = await asyncio.gather(*(n.shared_secret("webmail-pre") for n in nodes))
+        assert len(set(got)) == 1 and len(got[0]) == 32
+    finally:
+        for n in nodes:
+            await n.close()

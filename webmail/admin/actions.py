@@ -15,9 +15,18 @@ Routes (relative to /admin)::
 A refusal (engine.CommandRefused: "not in an event") is shown as a 409 page with its reason; a
 spool fault as a 503 retry page; continuity off as a 404 page. Logged-out GETs go to the login
 page and come back here after it (``?next=``).
+
+On a shared (PostgreSQL) spool the console of every node works, whichever node a balancer sends
+the admin to: a node that is not the continuity leader queues the command in the shared command
+table (as `mailgate continuity` does) and waits up to FORWARD_WAIT seconds for the leader's
+result, then adopts the new shared state at once (one controller step), so this node holds (or
+replays) from the moment the page answers; a result not there by then is shown as a 202 page "queued" (it stays valid for
+``continuity.command_ttl`` seconds, then expires without effect).
 """
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -35,6 +44,7 @@ from webmail.audit import record
 from webmail.templating import render_admin
 
 MAX_REASON = 500
+FORWARD_WAIT = 10.0      # seconds a follower's console waits for the leader to apply a command
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,44 @@ ACTIONS = {a.command: a for a in (
     Action("maintenance-start", "/maintenance/start", "Start maintenance", True, True),
     Action("maintenance-stop", "/maintenance/stop", "End maintenance", False, False),
 )}
+
+
+class Queued(Exception):
+    """The command was queued for the leader, which has not applied it yet (str: why)."""
+
+
+def _follower(ctx) -> bool:
+    """True on a node of a shared spool that is not the continuity leader now."""
+    lead = getattr(ctx.controller, "lead", None)
+    return lead is not None and not lead.leading
+
+
+async def apply_command(ctx, command: str, reason: str, actor: str) -> None:
+    """Apply continuity ``command``: by this node's controller when it leads (or owns its
+    spool), else queued for the leader in the shared command table and its result waited for
+    (FORWARD_WAIT s, polled every 0.2 s) and adopted by this node's controller. Raises engine.CommandRefused (refused or expired),
+    Queued (no result yet), SpoolError."""
+    if not _follower(ctx):
+        await ctx.controller.command(command, reason, actor)
+        return
+    cid = await ctx.spool.queue_command(command, reason, actor, time.time())
+    end = time.monotonic() + FORWARD_WAIT
+    while True:
+        row = await ctx.spool.get_command(cid)
+        if row is not None and row["done_at"] is not None:
+            result = row["result"] or ""
+            if result.startswith("ok"):
+                try:        # adopt the leader's new state here now, not at the next tick
+                    await ctx.controller.step()
+                except Exception:       # the next tick adopts it (and logs a failing spool)
+                    pass
+                return
+            raise CommandRefused(result.removeprefix("refused: "))
+        if time.monotonic() >= end:
+            raise Queued(f"queued as command {cid} for the continuity leader, which has not "
+                         f"applied it yet; it expires without effect after "
+                         f"{ctx.cfg.continuity.command_ttl:g} s")
+        await asyncio.sleep(0.2)
 
 
 def retry_page(request: Request, admin) -> Response:
@@ -151,8 +199,13 @@ def _endpoint(action: Action):
                 await record(request, "admin_command", address=admin.actor, actor=admin.actor,
                              result="refused", detail=f"{action.command} via alert link: used or expired")
                 return _gone(request, admin)
-            await ctx.controller.command(action.command, reason or f"{action.command} from the "
-                                         f"admin console", admin.actor)
+            await apply_command(ctx, action.command, reason or f"{action.command} from the "
+                                f"admin console", admin.actor)
+        except Queued as e:
+            await record(request, "admin_command", address=admin.actor, actor=admin.actor,
+                         result="queued", detail=f"{action.command} via {via}: {e}"[:2000])
+            return render_admin(request, "admin/message.html", admin, status=202, title="Queued",
+                                message=f"The command was {e}.", back="/admin")
         except CommandRefused as e:
             await record(request, "admin_command", address=admin.actor, actor=admin.actor,
                          result="refused", detail=f"{action.command} via {via}: {e}")
