@@ -30,7 +30,7 @@ ACCOUNT_VERBS = [
     "ensure_admin", "ensure_user", "get_admin", "get_session", "get_user", "issue_code",
     "issue_token", "issue_user_link", "list_admins", "list_audit", "list_users", "peek_token",
     "reset_user_totp", "revoke_all_sessions", "revoke_session", "revoke_tokens", "set_admin_disabled",
-    "set_admin_password", "set_contacts", "set_user_disabled", "set_user_password", "touch_session",
+    "set_admin_password", "set_contacts", "set_user_disabled", "set_user_password", "shared_secret", "touch_session",
     "update_admin", "update_user", "use_code", "use_token"]
 
 
