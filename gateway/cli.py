@@ -20,10 +20,10 @@ a running gateway: every change is one guarded transaction, and the gateway's qu
 at the queue every second. Exit status: 0 ok, 1 operation refused or not found, 2 usage or
 configuration error.
 
-With ``spool.backend = "postgresql"`` only ``cluster status`` and the ``queue`` commands reach the
-spool (through one plain connection, read-only for reads, never as a node: gateway.cli_backend);
-every other command that needs the spool refuses with exit 2, naming spool.backend, rather than
-open an empty SQLite file.
+With ``spool.backend = "postgresql"`` every command that reads or changes the spool (``queue``,
+``cluster status``, ``continuity``, ``probes``, ``drill``, ``mailbox``, ``users``, ``admins``,
+``alerts test``) talks to PostgreSQL through one plain connection of its own (read-only for
+reads, never as a node: gateway.cli_backend) and never opens a SQLite file beside it.
 """
 from __future__ import annotations
 

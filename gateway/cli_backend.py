@@ -1,12 +1,11 @@
 """Which spool the CLI talks to: the one place that knows ``spool.backend`` for the commands.
 
-Commands that open the SQLite spool file (``mailbox``, doctor's spool volume) call
-``refuse_unless_sqlite`` first: on a PostgreSQL spool they print one line naming
-``spool.backend`` and exit 2, instead of creating an empty ``spool.db`` beside a cluster and
-reporting on it. Commands that do run on PostgreSQL (``cluster status``, ``queue list|show``,
-the queue's changes ``queue flush|hold|release|delete``, ``alerts test``'s alert mail, and
-``users`` / ``admins`` through the account verbs, gateway.cli_users.on_spool; ``continuity``,
-``probes`` and ``drill`` through the console verbs, ``on_console``) use ``on_postgresql``: one plain
+Every command that reaches the spool runs on either backend, and on PostgreSQL never creates an
+empty ``spool.db`` beside the cluster (doctor's disk check says the spool's volume is not checked
+there). On PostgreSQL (``cluster status``, ``queue list|show``, the queue's changes ``queue
+flush|hold|release|delete``, ``alerts test``'s alert mail, ``users`` / ``admins`` through the
+account verbs, gateway.cli_users.on_spool; ``continuity``, ``probes``, ``drill`` and ``mailbox``
+through the console and mailbox verbs, ``on_console``) they use ``on_postgresql``: one plain
 psycopg connection (read-only unless asked otherwise), never a PgSpool, so the CLI does not
 register itself as a node, migrate the schema or start a writer.
 
@@ -17,14 +16,10 @@ never the password.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["PgUnavailable", "is_postgresql", "on_console", "on_postgresql", "refuse_unless_sqlite",
-           "sqlite_only", "where"]
-
-USAGE = 2
+__all__ = ["PgUnavailable", "is_postgresql", "on_console", "on_postgresql", "where"]
 
 
 class PgUnavailable(Exception):
@@ -33,24 +28,6 @@ class PgUnavailable(Exception):
 
 def is_postgresql(cfg) -> bool:
     return cfg.spool.backend == "postgresql"
-
-
-def sqlite_only(cfg, command: str) -> str | None:
-    """The one-line refusal for ``command`` (e.g. "mailgate admins") if the spool is on
-    PostgreSQL, else None."""
-    if not is_postgresql(cfg):
-        return None
-    return (f"'{command}' needs the SQLite spool, but spool.backend = \"postgresql\" in "
-            f"{cfg.source} (not available on a PostgreSQL spool in this version; docs/cluster.md)")
-
-
-def refuse_unless_sqlite(cfg, command: str) -> int | None:
-    """None on a SQLite spool; on PostgreSQL print sqlite_only's line to stderr and return 2."""
-    why = sqlite_only(cfg, command)
-    if why is None:
-        return None
-    print(f"mailgate: {why}", file=sys.stderr)
-    return USAGE
 
 
 def where(dsn: str) -> str:

@@ -16,9 +16,7 @@ import sys
 import time
 
 from gateway import cli_backend
-from gateway.cli_backend import refuse_unless_sqlite
 from spool import continuity as store
-from spool import db
 
 
 def run(cfg, args) -> int:
@@ -93,23 +91,23 @@ def probes(cfg, args) -> int:
 
 def mailbox(cfg, args) -> int:
     """`mailgate mailbox list ADDRESS` / `mailgate mailbox search ADDRESS WORDS...`: what a user
-    sees in their continuity mailbox (for the admin and for support)."""
+    sees in their continuity mailbox (for the admin and for support), read through the spool's
+    mailbox verbs on either backend (gateway.cli_backend.on_console)."""
     from gateway.cli import fmt_time
     from gateway.continuity.filing import mailbox_key
-    from spool import mailbox as mbx
-    if (refused := refuse_unless_sqlite(cfg, "mailgate mailbox")) is not None:
-        return refused
     args.address = mailbox_key(args.address)   # the key filing used (IDNA-normalised domain)
-    conn = db.connect(cfg.spool_path)
-    try:
+
+    async def rows_of(verbs):
         if args.mcmd == "list":
-            rows = mbx.list_mailbox(conn, args.address, limit=args.limit)
-        else:
-            rows = mbx.search(conn, args.address, " ".join(args.words), limit=args.limit)
-        for r in rows:
-            print(f"{r['id']:>6}  {fmt_time(r['filed_at'])}  {r['queue_id']}  "
-                  f"{r['from_header'][:40]:<40}  {r['subject'][:60]}")
-        print(f"-- {len(rows)} message(s) in {args.address.casefold()}")
-        return 0
-    finally:
-        conn.close()
+            return await verbs.list_mailbox(args.address, args.limit)
+        return (await verbs.search_messages(args.address, " ".join(args.words), args.limit))["rows"]
+    try:
+        rows = cli_backend.on_console(cfg, rows_of)
+    except cli_backend.PgUnavailable as e:
+        print(f"mailgate: {e}", file=sys.stderr)
+        return 1
+    for r in rows:
+        print(f"{r['id']:>6}  {fmt_time(r['filed_at'])}  {r['queue_id']}  "
+              f"{(r['from_header'] or '')[:40]:<40}  {(r['subject'] or '')[:60]}")
+    print(f"-- {len(rows)} message(s) in {args.address.casefold()}")
+    return 0

@@ -1,7 +1,7 @@
 """The CLI on a PostgreSQL spool: `mailgate queue list|show` read the shared queue (as processes,
-against messages committed and moved by PgSpool), and every command that needs the SQLite spool
-refuses with exit 2 naming spool.backend, without creating a spool.db (the queue's changes run
-on PostgreSQL: tests/gateway/test_cli_queue_pg.py). Also doctor's disk check,
+against messages committed and moved by PgSpool), `mailgate mailbox list|search` read the
+shared continuity mailboxes, none of them creating a spool.db (the queue's changes run on
+PostgreSQL: tests/gateway/test_cli_queue_pg.py). Also doctor's disk check,
 which must not open a SQLite spool beside a cluster."""
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import asyncio
 import json
 import time
 
-import pytest
-
 from gateway import config as config_mod
 from gateway.doctor_local import check_disk
 from spool import NewMessage, QueueState, RcptState
+from spool.mailbox import FilingEntry
 from spool.pg import PgSpool
 from spool.transitions import RcptOutcome
 from tests.support.cli import mailgate, pg_config
@@ -84,19 +83,41 @@ def test_queue_list_and_show_read_the_postgresql_queue(pg_dsn, tmp_path):
 
 # queue flush|hold|release|delete run on PostgreSQL now: tests/gateway/test_cli_queue_pg.py;
 # users and admins too: tests/gateway/test_cli_accounts_pg.py; drill below and tests/e2e/test_pg_drill.py
-REFUSED = [("mailbox", "list", "bob@example.com")]
 
 
-@pytest.mark.parametrize("argv", REFUSED, ids=lambda a: " ".join(a))
-def test_commands_that_need_sqlite_refuse_on_postgresql(argv, tmp_path):
-    # the DSN need not answer: the refusal comes before any connection
-    cfg = pg_config(tmp_path, "host=127.0.0.1 port=1 dbname=mail user=gw")
-    out = mailgate(cfg, *argv)
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    assert len(out.stderr.strip().splitlines()) == 1
-    assert 'spool.backend = "postgresql"' in out.stderr and str(cfg) in out.stderr
-    assert f"'mailgate {argv[0]}" in out.stderr
-    assert not (tmp_path / "data").exists()
+async def file_two(dsn: str) -> None:
+    s = await PgSpool.open(dsn, node="gw-a")
+    try:
+        for qid, subject, body in (("MBXQ1", "Quarterly figures", "the numbers"),
+                                   ("MBXQ2", "Lunch", "pizza on friday")):
+            await s.file_message(FilingEntry(
+                queue_id=qid, data=f"Subject: {subject}\r\n\r\n{body}\r\n".encode(),
+                mailboxes={"bob@example.com": "bob@example.com"}, envelope_from="a@remote.test",
+                from_header="Alice <a@remote.test>", subject=subject, body_text=body))
+    finally:
+        await s.close()
+
+
+def test_mailbox_list_and_search_read_the_postgresql_mailboxes(pg_dsn, tmp_path):
+    asyncio.run(file_two(pg_dsn))
+    cfg = pg_config(tmp_path, pg_dsn)
+    out = mailgate(cfg, "mailbox", "list", "Bob@Example.com")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [ln.split()[3] for ln in lines[:-1]] == ["MBXQ2", "MBXQ1"]       # newest first
+    assert "Quarterly figures" in lines[1] and lines[-1] == "-- 2 message(s) in bob@example.com"
+    found = mailgate(cfg, "mailbox", "search", "bob@example.com", "pizza")
+    assert found.returncode == 0, found.stderr
+    assert "MBXQ2" in found.stdout and "MBXQ1" not in found.stdout
+    assert found.stdout.splitlines()[-1] == "-- 1 message(s) in bob@example.com"
+    assert not (tmp_path / "data").exists()          # no SQLite spool was made beside it
+
+
+def test_mailbox_list_says_so_when_postgresql_is_unreachable(tmp_path):
+    cfg = pg_config(tmp_path, "host=127.0.0.1 port=1 dbname=mail user=gw connect_timeout=2")
+    out = mailgate(cfg, "mailbox", "list", "bob@example.com")
+    assert out.returncode == 1 and "cannot reach the PostgreSQL spool" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_doctor_disk_check_opens_no_sqlite_spool_on_postgresql(tmp_path):
