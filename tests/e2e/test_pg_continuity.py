@@ -10,7 +10,8 @@ final dot may have been sent). SIGSTOP of the leader during an event, past its l
 node leads with a higher epoch and ends the event; the resumed node writes nothing at its old
 epoch and follows the shared state. Assertions are on the sink's messages and the database's
 rows. Nodes whose probes disagree (the leader's path to Exchange cut, the other's fine): no
-event, no flapping, mail flows.
+event, no flapping, mail flows. The leader cut off from PostgreSQL (a silent partition): the
+other node leads, the cut-off one answers 4xx meanwhile and rejoins as a follower.
 """
 from __future__ import annotations
 
@@ -237,3 +238,70 @@ def test_nodes_whose_probes_disagree_start_no_event(peers, tmp_path, pg_dsn):
     finally:
         proxy.heal()
         proxy.close()
+
+
+def test_a_leader_cut_off_from_postgresql_answers_4xx_and_rejoins_as_a_follower(
+        peers, tmp_path, pg_dsn):
+    """The leader's path to PostgreSQL goes silent (sockets kept, bytes dropped: PartitionProxy):
+    the other node leads with a higher epoch within lease TTL + renew; the cut-off node answers
+    4xx to mail meanwhile (never 250); after the heal it follows (leader 0 on its /metrics, a
+    step-down counted), takes mail again, and the lease stays with the new leader."""
+    dsn = pg_dsn
+    sink = peers.sink(name="exchange")
+    params = dict(psycopg.conninfo.conninfo_to_dict(dsn))
+    proxy = PartitionProxy(int(params["port"]))
+    try:
+        via = psycopg.conninfo.make_conninfo("", **{**params, "port": str(proxy.port)})
+        gws = {}
+        for node, node_dsn in (("gw2", via), ("gw1", dsn)):
+            port, admin_port = free_port(), free_port()
+            toml = gateway_toml(node, port, sink.port, tmp_path / node, node_dsn,
+                                admin_port=admin_port)
+            gws[node] = GatewayProc(tmp_path / node, toml + "connect_timeout = 2.0\n"
+                                    "operation_timeout = 3.0\n", port)
+            gws[node].admin_port = admin_port
+            peers.procs.append(gws[node])
+            gws[node].start()
+            if node == "gw2":                          # the node to be cut off leads
+                wait_for(lambda: one(dsn, "SELECT holder FROM leases WHERE name='continuity'")
+                         == ("gw2",), 20, what="gw2 leads")
+        before = send(gws["gw2"].port, ["c0", "c1"]) + send(gws["gw1"].port, ["c2"])
+        # recorded before the cut (a delivery in flight at the cut may be repeated, by design)
+        wait_for(lambda: one(dsn, "SELECT count(*) FROM messages WHERE state='delivered'")[0] == 3,
+                 30, what="3 delivered")
+        epoch = one(dsn, "SELECT epoch FROM leases WHERE name='continuity'")[0]
+        proxy.cut()
+        cut_at = time.monotonic()
+        during = []
+        with smtplib.SMTP("127.0.0.1", gws["gw2"].port, local_hostname="client.test",
+                          timeout=30) as c:
+            c.ehlo()
+            assert c.mail("a@remote.test")[0] == 250 and c.rcpt("bob@example.com")[0] == 250
+            t0 = time.monotonic()
+            code, text = c.data(b"Subject: t-cut\r\n\r\nduring the cut\r\n")
+            during.append((code, text, time.monotonic() - t0))
+        wait_for(lambda: one(dsn, "SELECT holder, epoch FROM leases WHERE name='continuity'")
+                 == ("gw1", epoch + 1), LEASE_TTL + RENEW + 5, interval=0.1, what="gw1 leads")
+        takeover = time.monotonic() - cut_at
+        proxy.heal()
+        log = gws["gw2"].log_text
+        wait_for(lambda: "continuity_step_down" in log(), 30, what="gw2 stepped down")
+        after = wait_for(lambda: send(gws["gw2"].port, ["c3"]), 30, what="gw2 takes mail again")
+        time.sleep(2 * RENEW)                          # gw2 runs as a follower for a while
+        m = metrics(gws["gw2"])
+        lease = one(dsn, "SELECT holder, epoch FROM leases WHERE name='continuity'")
+    finally:
+        proxy.heal()
+        proxy.close()
+    [(code, text, took)] = during
+    assert 400 <= code < 500, (code, text)             # never a 250 without the commit
+    assert took < 3.0 + 2.0 + 4.0, took                # the operation timeout, with slack
+    assert lease == ("gw1", epoch + 1)                 # the lease stayed with the new leader
+    assert m["mailgate_continuity_leader"] == 0 and m["mailgate_continuity_stepdowns_total"] >= 1, m
+    assert one(dsn, "SELECT count(*) FROM continuity_audit")[0] == 0   # no event, no write
+    got = wait_for(lambda: (c := at_sink(sink)) and set(before + after) <= set(c) and c, 30,
+                   what="mail before and after the cut delivered")
+    assert "cut" not in got and all(got[t] == 1 for t in before + after), got
+    why = re.findall(r"continuity_step_down.*?reason='(\w+)'", log())
+    print(f"\nleader cut off from PostgreSQL: gw1 led (epoch {epoch + 1}) {takeover:.1f} s after "
+          f"the cut; DATA during the cut: {code} in {took:.1f} s; gw2 stepped down: {why}")
