@@ -28,7 +28,10 @@ commit into the spool (its own writer thread and connection to the same WAL data
   deliveries as in one process and exits 0;
 - ``reload()`` (SIGHUP): forwarded to every worker (each reloads its recipient directory).
 
-Limits of [smtp] (max_connections, per-client limits, DATA slots) apply per worker process.
+The [smtp] connection limits (max_connections, max_connections_per_client) are the gateway's:
+counted over every worker in one shared memory table (gateway.intake.shared_limits; a dead
+worker's sessions are cleared from it before its restart). The DATA slots (max_concurrent_data
+and its per-client limit) apply per worker process.
 """
 from __future__ import annotations
 
@@ -40,12 +43,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from gateway.config import Config, parse_listen
 from gateway.intake.proxy import REASONS
 from gateway.intake.server import LISTEN_BACKLOG
+from gateway.intake.shared_limits import SharedTable
 
 RESTART_FIRST = 0.5     # seconds before a dead worker is started again
 RESTART_MAX = 30.0      # the longest wait, for a worker that keeps dying
@@ -128,6 +132,8 @@ class WorkerPool:
         self._tasks: set[asyncio.Task] = set()
         self._config = cfg.model_dump_json().encode()
         self._stopping = False
+        #: [smtp] connection limits counted over every worker (gateway.intake.shared_limits)
+        self.limits = SharedTable.create(self.count, cfg.smtp.max_connections)
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind the listeners, start every worker; return the bound (host, port) pairs."""
@@ -159,12 +165,14 @@ class WorkerPool:
         listen = [(i, s.fileno()) for i, socks in self._listen.items() for s in socks]
         argv = [sys.executable, "-m", "gateway.worker", "--number", str(slot.number),
                 "--notify", str(child.fileno()),
+                "--limits", f"{self.limits.fd}:{self.limits.slots}",
                 *(a for i, fd in listen for a in ("--listen", f"{i}:{fd}"))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env,
-                                    pass_fds=[child.fileno(), *(fd for _i, fd in listen)])
+                                    pass_fds=[child.fileno(), self.limits.fd,
+                                              *(fd for _i, fd in listen)])
         except BaseException:
             parent.close()
             raise
@@ -225,6 +233,7 @@ class WorkerPool:
         if slot.sock is not None:
             self._close_sock(slot.sock)
         slot.ready = False
+        self.limits.clear_worker(slot.number)   # its sessions died with it
         if self._stopping:
             return
         ran = time.monotonic() - slot.started_at

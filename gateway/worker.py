@@ -1,6 +1,6 @@
 """An SMTP intake worker process (``server.workers`` > 1), started by gateway.supervisor:
 
-    python -m gateway.worker --number K --notify FD --listen INDEX:FD [--listen ...] < CONFIG_JSON
+    python -m gateway.worker --number K --notify FD --limits FD:SLOTS --listen INDEX:FD [...] < CONFIG_JSON
 
 It serves the listening sockets the supervisor bound (inherited file descriptors: one accept
 queue per listener shared by every worker), with the same intake as a single-process gateway
@@ -32,19 +32,21 @@ import signal
 import socket
 import sys
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from gateway.config import Config
 from gateway.intake.directory import RcptContextSource, watch_directory
 from gateway.intake.handler import IntakeHandler
 from gateway.intake.proxy import REASONS
 from gateway.intake.server import IntakeServer
+from gateway.intake.shared_limits import SharedConnectionLimits, SharedTable
 from gateway.logs import flush_logs, make_logger, route_stdlib
 from gateway.retry import supervise
 from gateway.supervisor import write_lock_path
 from policies.directory import DirectoryWatcher
 from spool import Spool
 from spool.commit import node_tag
+
 
 class ReportedCounter(Counter):
     """The worker's PROXY refusal counter (IntakeServer.proxy_refused): each increment is also
@@ -87,7 +89,7 @@ class Notifier:
 
 
 async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
-              notify: socket.socket, log) -> None:
+              notify: socket.socket, log, limits: tuple[int, int] | None = None) -> None:
     """Serve ``listen`` until SIGTERM/SIGINT or the supervisor goes away."""
     loop = asyncio.get_running_loop()
     stop, reload_now = asyncio.Event(), asyncio.Event()
@@ -118,6 +120,11 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
         handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log)
         intake = IntakeServer(cfg, handler)
         intake.proxy_refused = ReportedCounter(notifier.send)     # summed by the supervisor
+        if limits is not None:           # the gateway's connection limits, over every worker
+            fd, slots = limits
+            intake.limits = SharedConnectionLimits(
+                SharedTable(fd, cfg.server.worker_count, slots), number,
+                cfg.smtp.max_connections, cfg.smtp.max_connections_per_client)
         bound = await intake.start(listen)
         log.info("worker_listening", pid=os.getpid(), addresses=[f"{h}:{p}" for h, p in bound],
                  directory_entries=len(watcher.current) if watcher.enabled else None)
@@ -144,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gateway.worker", description=__doc__.split("\n")[0])
     ap.add_argument("--number", type=int, required=True, help="this worker's number K (1..N)")
     ap.add_argument("--notify", type=int, required=True, help="fd of the socket to the supervisor")
+    ap.add_argument("--limits", type=_listen_arg, default=None,
+                    help="FD:SLOTS, the supervisor's shared connection-limit table")
     ap.add_argument("--listen", type=_listen_arg, action="append", default=[],
                     help="INDEX:FD, a listening socket for listener INDEX of smtp.all_listeners()")
     a = ap.parse_args(argv)
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     notify = socket.socket(fileno=a.notify)
     from gateway import eventloop
     try:
-        eventloop.run(run(cfg, a.number, listen, notify, log), cfg.server.event_loop, log)
+        eventloop.run(run(cfg, a.number, listen, notify, log, a.limits), cfg.server.event_loop, log)
     except Exception as e:     # logged with worker=K; the supervisor restarts the worker
         log.error("worker_failed", error=f"{type(e).__name__}: {e}")
         return 1

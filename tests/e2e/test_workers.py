@@ -315,3 +315,50 @@ proxy_trusted = ["127.0.0.9"]
              what=f"{n} proxy_refused log lines (one per refusal, from both workers)")
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:   # the plain listener still serves
         assert s.noop()[0] == 250
+
+
+def test_the_per_client_connection_limit_holds_over_both_workers(peers, tmp_path):
+    """max_connections_per_client = 3 with 2 workers: of 6 sessions from one address, 3 are
+    greeted and 3 refused with 421 4.7.0, whichever worker accepted each
+    (gateway.intake.shared_limits); after a kill -9 of both workers their sessions no longer
+    count (the supervisor clears a dead worker's column: 3 greeted again, not 0)."""
+    sink = peers.sink(name="exchange")
+    port = free_port()
+    gw = peers.gateway(toml(port, tmp_path / "data", sink.port).replace(
+        "max_connections_per_client = 1000", "max_connections_per_client = 3"), port)
+    pids = wait_for(lambda: len(w := workers_of(gw)) == 2 and w, 20, what="2 workers")
+    socks, greetings = [], []
+    for _ in range(6):
+        s = socket.create_connection(("127.0.0.1", port), 5)
+        s.settimeout(5)
+        socks.append(s)
+        greetings.append(s.recv(512)[:9])
+    try:
+        assert sorted(greetings) == [b"220 gw.te"] * 3 + [b"421 4.7.0"] * 3, greetings
+        for pid in pids:                  # the greeted sessions die with their workers
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: len(w := workers_of(gw)) == 2 and not set(pids) & set(w), 20,
+                 what="both workers restarted")
+        for s in socks:
+            s.close()
+        socks = []
+        wait_for(lambda: sum(_greeted(port) for _ in range(1)) == 1, 10,
+                 what="a new session greeted after the others closed")
+        again = [socket.create_connection(("127.0.0.1", port), 5) for _ in range(4)]
+        try:
+            for s in again:
+                s.settimeout(5)
+            got = sorted(s.recv(512)[:9] for s in again)
+        finally:
+            for s in again:
+                s.close()
+        assert got == [b"220 gw.te"] * 3 + [b"421 4.7.0"], got
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _greeted(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), 5) as s:
+        s.settimeout(5)
+        return int(s.recv(512).startswith(b"220"))

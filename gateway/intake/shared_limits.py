@@ -1,0 +1,187 @@
+"""Connection limits shared by every intake worker of one gateway (``server.workers`` > 1).
+
+``smtp.max_connections`` and ``smtp.max_connections_per_client`` are the gateway's limits, as
+Postfix's anvil keeps them for all its smtpd processes: with N workers, a client may still hold
+only ``max_connections_per_client`` sessions in total, whichever worker the kernel gave each
+connection to. The counts live in one shared memory table (``os.memfd_create``, made by the
+supervisor, inherited by each worker as a file descriptor and mapped with ``mmap``); every
+change is made under an exclusive ``flock(2)`` of that descriptor (two system calls per
+connection, microseconds).
+
+Layout (little-endian): for each worker K (1..N) an int64 of its open sessions at
+8 × (K - 1); then SLOTS entries of a 16-byte key (the client's IP address, IPv4 as IPv4-mapped
+IPv6; all zero: empty; all 0xFF: deleted) followed by N int32 counts, one per worker, found by
+linear probing from a hash of the key. Each worker changes only its own counts, so when a worker
+dies the supervisor clears its column (``clear_worker``) before starting it again, and the
+sessions that died with it stop counting at once.
+
+A table with no free entry (more distinct clients at once than SLOTS, which is sized to twice
+``max_connections``, at most MAX_SLOTS) admits a new client without a per-client count rather
+than refuse it; the total still applies.
+"""
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import mmap
+import os
+import struct
+import zlib
+
+from gateway.intake import replies
+
+MAX_SLOTS = 1 << 16
+_EMPTY, _DELETED = b"\0" * 16, b"\xff" * 16
+
+
+def _key(ip: str) -> bytes:
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:              # not an address (a test peer, a UNIX socket): its own key
+        return zlib.crc32(ip.encode()).to_bytes(4, "little") + b"\x01" * 12
+    if a.version == 4:
+        a = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + a.packed)
+    k = a.packed
+    return k if k not in (_EMPTY, _DELETED) else b"\x02" + k[1:]
+
+
+class SharedTable:
+    """The shared memory of one gateway's connection counts for ``workers`` processes."""
+
+    def __init__(self, fd: int, workers: int, slots: int):
+        self.fd, self.workers, self.slots = fd, workers, slots
+        self.entry = 16 + 4 * workers
+        self.base = 8 * workers
+        self.size = self.base + slots * self.entry
+        self.mem = mmap.mmap(fd, self.size)
+
+    @classmethod
+    def create(cls, workers: int, max_connections: int) -> SharedTable:
+        """A new zeroed table (in the supervisor); its ``fd`` is inheritable by workers."""
+        slots = min(MAX_SLOTS, max(64, 2 * max_connections))
+        fd = os.memfd_create("mailgate-limits", 0)   # no MFD_CLOEXEC: the workers inherit it
+        size = 8 * workers + slots * (16 + 4 * workers)
+        os.ftruncate(fd, size)
+        return cls(fd, workers, slots)
+
+    def __enter__(self):
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    # -- under the lock -------------------------------------------------------------------------
+    def total(self) -> int:
+        return sum(struct.unpack_from(f"<{self.workers}q", self.mem, 0))
+
+    def add_total(self, worker: int, delta: int) -> None:
+        off = 8 * (worker - 1)
+        (n,) = struct.unpack_from("<q", self.mem, off)
+        struct.pack_into("<q", self.mem, off, max(0, n + delta))
+
+    def find(self, key: bytes, insert: bool) -> int | None:
+        """The offset of ``key``'s entry; with ``insert``, a new one if absent (None: full)."""
+        start = zlib.crc32(key) % self.slots
+        free = None
+        for i in range(self.slots):
+            off = self.base + ((start + i) % self.slots) * self.entry
+            k = self.mem[off:off + 16]
+            if k == key:
+                return off
+            if k == _EMPTY:
+                if not insert:
+                    return None
+                free = off if free is None else free
+                break
+            if k == _DELETED and free is None:
+                free = off
+        if not insert or free is None:
+            return None
+        self.mem[free:free + 16] = key
+        struct.pack_into(f"<{self.workers}i", self.mem, free + 16, *([0] * self.workers))
+        return free
+
+    def client_count(self, off: int) -> int:
+        return sum(struct.unpack_from(f"<{self.workers}i", self.mem, off + 16))
+
+    def add_client(self, off: int, worker: int, delta: int) -> None:
+        o = off + 16 + 4 * (worker - 1)
+        (n,) = struct.unpack_from("<i", self.mem, o)
+        struct.pack_into("<i", self.mem, o, max(0, n + delta))
+        if self.client_count(off) == 0:
+            self.mem[off:off + 16] = _DELETED
+
+    def clear_worker(self, worker: int) -> None:
+        """Forget every session of ``worker`` (it died): its total and its column."""
+        with self:
+            struct.pack_into("<q", self.mem, 8 * (worker - 1), 0)
+            for i in range(self.slots):
+                off = self.base + i * self.entry
+                if self.mem[off:off + 16] not in (_EMPTY, _DELETED):
+                    struct.pack_into("<i", self.mem, off + 16 + 4 * (worker - 1), 0)
+                    if self.client_count(off) == 0:
+                        self.mem[off:off + 16] = _DELETED
+
+
+class SharedConnectionLimits:
+    """gateway.intake.limits.ConnectionLimits' interface over a SharedTable, for worker
+    ``worker``: the same 421 replies, the limits counted over every worker of the gateway."""
+
+    def __init__(self, table: SharedTable, worker: int, total: int, per_client: int):
+        self.table, self.worker = table, worker
+        self.total, self.per_client = total, per_client
+        self._uncounted: dict[str, int] = {}   # clients admitted while the table was full
+
+    @property
+    def open(self) -> int:
+        with self.table as t:
+            return t.total()
+
+    def acquire_total(self) -> str | None:
+        with self.table as t:
+            if t.total() >= self.total:
+                return replies.TOO_MANY_CONNECTIONS
+            t.add_total(self.worker, 1)
+        return None
+
+    def acquire_client(self, ip: str) -> str | None:
+        with self.table as t:
+            off = t.find(_key(ip), insert=True)
+            if off is None:
+                self._uncounted[ip] = self._uncounted.get(ip, 0) + 1
+                return None
+            if t.client_count(off) >= self.per_client:
+                return replies.TOO_MANY_CONNECTIONS_FROM_YOU
+            t.add_client(off, self.worker, 1)
+        return None
+
+    def acquire(self, ip: str) -> str | None:
+        refusal = self.acquire_total()
+        if refusal is None:
+            refusal = self.acquire_client(ip)
+            if refusal is not None:
+                self.release_total()
+        return refusal
+
+    def release_total(self) -> None:
+        with self.table as t:
+            t.add_total(self.worker, -1)
+
+    def release_client(self, ip: str) -> None:
+        if self._uncounted.get(ip):
+            self._uncounted[ip] -= 1
+            if not self._uncounted[ip]:
+                del self._uncounted[ip]
+            return
+        with self.table as t:
+            off = t.find(_key(ip), insert=False)
+            if off is not None:
+                t.add_client(off, self.worker, -1)
+
+    def release(self, ip: str) -> None:
+        self.release_total()
+        self.release_client(ip)
+
+
+__all__ = ["MAX_SLOTS", "SharedConnectionLimits", "SharedTable"]
