@@ -17,31 +17,38 @@ works again by itself once space is back. Reads raise SpoolError for the same st
 from __future__ import annotations
 
 import asyncio
-import errno
 import fcntl
 import os
 import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from spool import attempt as _attempt
 from spool import bodyfiles as _bodyfiles
 from spool import checkpoint as _checkpoint
 from spool import claims as _claims
 from spool import commit as _commit
-from spool import mailbox as _mailbox
 from spool import db as _db
 from spool import journal as _journal
 from spool import query as _query
 from spool import recover as _recover
 from spool import transitions as _tr
-from spool.commit import NewMessage
 from spool.accounts_verbs import AccountVerbs
+from spool.commit import NewMessage
 from spool.console_verbs import ConsoleVerbs
 from spool.continuity_verbs import ContinuityVerbs
+from spool.errors import (  # noqa: F401
+    SQLITE_FULL,
+    STORAGE_CODES,
+    SpoolError,
+    _spool_error,
+    storage_failure,
+)
 from spool.mailbox_verbs import MailboxVerbs
 from spool.query import Recipient, StoredMessage
 from spool.states import Claim, QueueState, StaleClaim
@@ -51,41 +58,8 @@ MAX_BATCH_OPS = 512
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 
-#: SQLite primary result codes that mean the storage failed, not the operation: BUSY, LOCKED,
-#: NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
-STORAGE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
-SQLITE_FULL = 13
 #: A BEGIN IMMEDIATE longer than this (seconds) counts as a wait for another writer's lock.
 LOCK_WAIT_COUNTED = 0.001
-
-
-class SpoolError(Exception):
-    """The spool could not make an operation durable (disk full, I/O error, database locked).
-    ``full`` is True when the disk (or quota) is full: intake answers 452 4.3.1 then."""
-
-    def __init__(self, message: str, *, full: bool = False):
-        super().__init__(message)
-        self.full = full
-
-
-def storage_failure(e: BaseException) -> bool:
-    """True if ``e`` is a failure of the storage (see STORAGE_CODES, or an OSError), not an
-    error of the operation itself (a constraint, a refused transition)."""
-    if isinstance(e, sqlite3.Error):
-        code = getattr(e, "sqlite_errorcode", None)
-        if code is None:
-            return isinstance(e, sqlite3.OperationalError)
-        return code & 0xFF in STORAGE_CODES
-    return isinstance(e, OSError)
-
-
-def _spool_error(what: str, e: BaseException) -> SpoolError:
-    if isinstance(e, SpoolError):
-        return e
-    code = getattr(e, "sqlite_errorcode", None)
-    full = (code is not None and code & 0xFF == SQLITE_FULL) or \
-        getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-    return SpoolError(f"{what}: {e}", full=full)
 
 
 class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
@@ -136,7 +110,7 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
         self.checkpointer = _checkpoint.Checkpointer(self.path)
 
     @classmethod
-    async def open(cls, path: str | Path, recover: bool = True) -> "Spool":
+    async def open(cls, path: str | Path, recover: bool = True) -> Spool:
         self = cls(Path(path), asyncio.get_running_loop())
         self._writer.start()
         await asyncio.to_thread(self._ready.wait)
@@ -212,7 +186,7 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
         With a claim ``token``, nothing is written unless that claim is still current: StaleClaim
         is raised (and counted in ``stale_claims``)."""
         try:
-            state, journal_error = await self.write(_record_with_dsn, queue_id, outcomes,
+            state, journal_error = await self.write(_attempt.record_with_dsn, queue_id, outcomes,
                                                     next_attempt_at, dsn, hold, filing, journal,
                                                     hold_reason, token)
         except StaleClaim:
@@ -358,8 +332,7 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
 
     def _lock_waited(self, waited: float) -> None:
         self.lock_wait_s += waited
-        if waited > self.lock_wait_max_s:
-            self.lock_wait_max_s = waited
+        self.lock_wait_max_s = max(self.lock_wait_max_s, waited)
         if waited > LOCK_WAIT_COUNTED:
             self.lock_waits += 1
 
@@ -381,28 +354,4 @@ def _resolve_all(results) -> None:
             fut.set_result(r)
 
 
-def _record_with_dsn(conn, queue_id, outcomes, next_attempt_at, dsn, hold=False, filing=None,
-                     journal=None, hold_reason="continuity", token=None):
-    journal_error = None
-    if token is not None:     # before the journal: a stale claim writes nothing at all
-        _claims.check_current(conn, queue_id, token)
-    if journal is not None:   # before the record: record_attempt keeps the bytes it refers to
-        conn.execute("SAVEPOINT journal")
-        try:
-            _journal.file_delivered(conn, journal)
-        except Exception as e:
-            if storage_failure(e) or not conn.in_transaction:
-                raise
-            conn.execute("ROLLBACK TO journal")
-            journal_error = e
-        conn.execute("RELEASE journal")
-    state = _tr.record_attempt(conn, queue_id, outcomes, next_attempt_at, hold=hold,
-                               hold_reason=hold_reason, token=token)
-    if filing is not None and state is QueueState.HOLD:
-        _mailbox.file_message(conn, filing)
-    if dsn is not None:
-        _commit.insert_message(conn, dsn)
-    return state, journal_error
-
-
-__all__ = ["Spool", "SpoolError", "NewMessage", "StoredMessage", "Recipient", "storage_failure"]
+__all__ = ["NewMessage", "Recipient", "Spool", "SpoolError", "StoredMessage", "storage_failure"]

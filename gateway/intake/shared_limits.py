@@ -29,6 +29,7 @@ import struct
 import zlib
 
 from gateway.intake import replies
+from gateway.intake.limits import ConnectionLimits
 
 MAX_SLOTS = 1 << 16
 _EMPTY, _DELETED = b"\0" * 16, b"\xff" * 16
@@ -124,13 +125,14 @@ class SharedTable:
                         self.mem[off:off + 16] = _DELETED
 
 
-class SharedConnectionLimits:
-    """gateway.intake.limits.ConnectionLimits' interface over a SharedTable, for worker
-    ``worker``: the same 421 replies, the limits counted over every worker of the gateway."""
+class SharedConnectionLimits(ConnectionLimits):
+    """ConnectionLimits over a SharedTable, for worker ``worker``: the same 421 replies and the
+    same ``acquire``/``release``, the slots counted over every worker of the gateway."""
 
     def __init__(self, table: SharedTable, worker: int, total: int, per_client: int):
-        self.table, self.worker = table, worker
+        # not ConnectionLimits.__init__: its local counts (``open``, ``by_ip``) live in the table
         self.total, self.per_client = total, per_client
+        self.table, self.worker = table, worker
         self._uncounted: dict[str, int] = {}   # clients admitted while the table was full
 
     @property
@@ -156,14 +158,6 @@ class SharedConnectionLimits:
             t.add_client(off, self.worker, 1)
         return None
 
-    def acquire(self, ip: str) -> str | None:
-        refusal = self.acquire_total()
-        if refusal is None:
-            refusal = self.acquire_client(ip)
-            if refusal is not None:
-                self.release_total()
-        return refusal
-
     def release_total(self) -> None:
         with self.table as t:
             t.add_total(self.worker, -1)
@@ -178,10 +172,6 @@ class SharedConnectionLimits:
             off = t.find(_key(ip), insert=False)
             if off is not None:
                 t.add_client(off, self.worker, -1)
-
-    def release(self, ip: str) -> None:
-        self.release_total()
-        self.release_client(ip)
 
 
 __all__ = ["MAX_SLOTS", "SharedConnectionLimits", "SharedTable"]
