@@ -5,8 +5,10 @@ Postfix's anvil keeps them for all its smtpd processes: with N workers, a client
 only ``max_connections_per_client`` sessions in total, whichever worker the kernel gave each
 connection to. The counts live in one shared memory table (``os.memfd_create``, made by the
 supervisor, inherited by each worker as a file descriptor and mapped with ``mmap``); every
-change is made under an exclusive ``flock(2)`` of that descriptor (two system calls per
-connection, microseconds).
+change is made under an exclusive ``flock(2)`` (two system calls per connection,
+microseconds). The lock is taken on a descriptor each process opens for itself
+(``/proc/self/fd/N``): a flock belongs to the open file description, and the one inherited
+from the supervisor is shared by every worker, so locking it would exclude nobody.
 
 Layout (little-endian): for each worker K (1..N) an int64 of its open sessions at
 8 × (K - 1); then SLOTS entries of a 16-byte key (the client's IP address, IPv4 as IPv4-mapped
@@ -55,6 +57,8 @@ class SharedTable:
         self.base = 8 * workers
         self.size = self.base + slots * self.entry
         self.mem = mmap.mmap(fd, self.size)
+        # this process's own open file description of the memfd, for flock (see the module doc)
+        self.lock_fd = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
 
     @classmethod
     def create(cls, workers: int, max_connections: int) -> SharedTable:
@@ -66,11 +70,11 @@ class SharedTable:
         return cls(fd, workers, slots)
 
     def __enter__(self):
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
 
     # -- under the lock -------------------------------------------------------------------------
     def total(self) -> int:

@@ -78,3 +78,30 @@ def test_two_processes_share_one_table():
     assert sum(got) == 50                          # 50 for the client in all, over both
     seen = SharedConnectionLimits(t, 1, total=1000, per_client=50)
     assert seen.open == 50 and seen.acquire("192.0.2.44") == replies.TOO_MANY_CONNECTIONS_FROM_YOU
+
+
+WAITER = """
+import sys, threading
+from gateway.intake.shared_limits import SharedConnectionLimits, SharedTable
+fd, slots = map(int, sys.argv[1:3])
+lim = SharedConnectionLimits(SharedTable(fd, 2, slots), 2, total=10, per_client=10)
+t = threading.Thread(target=lim.acquire, args=("192.0.2.9",), daemon=True)
+t.start()
+t.join(0.5)
+print("waited" if t.is_alive() else "not excluded", flush=True)
+t.join(10)
+print("admitted" if not t.is_alive() else "stuck", flush=True)
+"""
+
+
+def test_a_worker_waits_while_another_holds_the_table():
+    """The lock excludes across processes even though every worker inherits the one descriptor
+    (a flock on a shared open file description would exclude nobody: 51 of 50 seen in CI)."""
+    t = SharedTable.create(2, max_connections=10)
+    with t:                                          # this process holds the table
+        p = subprocess.Popen([sys.executable, "-c", WAITER, str(t.fd), str(t.slots)],
+                             stdout=subprocess.PIPE, pass_fds=[t.fd], cwd=ROOT, text=True)
+        first = p.stdout.readline().strip()
+    rest = p.communicate(timeout=20)[0].split()
+    assert (first, rest) == ("waited", ["admitted"])
+    assert SharedConnectionLimits(t, 1, total=10, per_client=10).open == 1
