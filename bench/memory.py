@@ -5,8 +5,9 @@ Starts a downstream (Postfix's smtp-sink on 127.0.0.1:2600 as root, else tests/s
 writing to a temporary directory) and the gateway with bench/gateway.toml (fresh spool), then
 sends ``--messages`` messages of ``--size`` body bytes over ``--sessions`` concurrent SMTP
 sessions with Postfix's smtp-source (one message per connection), waits until the downstream
-has them all, and reports the gateway process's peak RSS (VmHWM of /proc/PID/status: the
-kernel's high-water mark, so no sample can miss the peak) with the RSS sampled every 0.1 s.
+has them all, and reports the gateway's peak RSS (VmHWM of /proc/PID/status: the kernel's
+high-water mark, so no sample can miss the peak) with the RSS sampled every 0.1 s, both summed
+over the gateway's process tree (the supervisor and its ``server.workers`` intake workers).
 
 The default is the worst case the defaults allow: as many concurrent uploads as
 ``smtp.max_concurrent_data`` (default 32), each just under the default ``max_message_size``
@@ -58,13 +59,37 @@ def wait_smtp(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing answers 220 on 127.0.0.1:{port}")
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (/proc/PID/task/*/children): the supervisor and its intake
+    workers with ``server.workers`` > 1."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:              # a process or thread that ended while we looked
+            continue
+    return out
+
+
 def status_kib(pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0])
+    """VmRSS and VmHWM (KiB) summed over the process tree of ``pid`` (one gateway: the
+    supervisor and its workers). The summed VmHWM is an upper bound of the tree's peak (each
+    process's own high-water mark, maybe at different moments); the sampled VmRSS sum is a
+    lower bound."""
+    out = {"VmRSS": 0, "VmHWM": 0}
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    if k in out:
+                        out[k] += int(v.split()[0])
+        except OSError:
+            continue
     return out
 
 

@@ -120,13 +120,15 @@ def _print_list(msgs, counts, as_json: bool) -> int:
             "recipients": [{"address": r.address, "state": r.state.value} for r in m.recipients],
         } for m in msgs], indent=1))
         return 0
+    # a space after the longest queue ID (14 characters, 16 on a cluster or with workers)
+    w = max((len(m.queue_id) for m in msgs), default=14) + 1
     for m in msgs:
-        print(f"{m.queue_id:<16}{m.state.value:<10}{m.size:>9} {fmt_time(m.arrived_at)}  "
+        print(f"{m.queue_id:<{w}}{m.state.value:<10}{m.size:>9} {fmt_time(m.arrived_at)}  "
               f"<{m.mail_from}>")
         if m.last_error:
-            print(f"{'':26}({m.last_error[:200]})")
+            print(f"{'':{w + 10}}({m.last_error[:200]})")
         for r in m.recipients:
-            print(f"{'':26}{r.address}  [{r.state.value}]")
+            print(f"{'':{w + 10}}{r.address}  [{r.state.value}]")
     print("-- " + ", ".join(f"{k}: {v}" for k, v in counts.items() if v or k in ("incoming", "deferred", "hold")))
     return 0
 

@@ -35,9 +35,10 @@ class ServerConfig(_Section):
     hostname: str = Field(default_factory=socket.getfqdn)  # our name in the banner, EHLO, Received:
     data_dir: Path = Path("data")                         # the spool lives here (spool.db)
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"   # gateway.eventloop
-    #: SMTP intake processes (gateway.supervisor): 1 = everything in this one process (the
-    #: default); N > 1 or "auto" (os.cpu_count()) = N worker processes share the listeners.
-    workers: int | Literal["auto"] = 1
+    #: SMTP intake processes (gateway.supervisor): "auto" (the default) = one per CPU of this
+    #: machine (os.cpu_count()); N > 1 = N worker processes share the listeners; 1 = everything
+    #: in this one process (also what "auto" gives on a one-CPU machine).
+    workers: int | Literal["auto"] = "auto"
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -308,6 +309,14 @@ class Config(_Section):
     spool: SpoolConfig = SpoolConfig()
     source: str = "<defaults>"        # the file this came from (set by load())
 
+    @model_validator(mode="after")
+    def _auto_workers(self):
+        """``workers = "auto"`` with what worker processes do not support yet is one process
+        (an explicit number > 1 there is refused by _worker_checks instead)."""
+        if self.server.workers == "auto" and _worker_checks(self, explicit=False):
+            object.__setattr__(self, "server", self.server.model_copy(update={"workers": 1}))
+        return self
+
     @property
     def spool_path(self) -> Path:
         return self.server.data_dir / "spool.db"
@@ -344,11 +353,11 @@ def parse(raw: dict, source: str, base: Path | None = None) -> Config:
     return _resolve_paths(cfg, base) if base is not None else cfg
 
 
-def _worker_checks(cfg: Config) -> list[tuple[str, str]]:
+def _worker_checks(cfg: Config, explicit: bool = True) -> list[tuple[str, str]]:
     """server.workers > 1 needs what the worker processes support: the SQLite spool (a cluster
     on PostgreSQL scales by gateways instead) and no round-trip probe (its mailbox lives in the
     process that sends the probe)."""
-    if cfg.server.worker_count == 1:
+    if explicit and cfg.server.worker_count == 1:
         return []
     errors = []
     if cfg.spool.backend != "sqlite":

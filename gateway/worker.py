@@ -37,6 +37,7 @@ from collections.abc import Callable
 from gateway.config import Config
 from gateway.intake.directory import RcptContextSource, watch_directory
 from gateway.intake.handler import IntakeHandler
+from gateway.intake.limits import DataSlots
 from gateway.intake.proxy import REASONS
 from gateway.intake.server import IntakeServer
 from gateway.intake.shared_limits import SharedConnectionLimits, SharedTable
@@ -88,6 +89,18 @@ class Notifier:
         self.send(b"q")
 
 
+def worker_data_slots(cfg: Config) -> DataSlots:
+    """This worker's share of ``smtp.max_concurrent_data`` and its per-client limit: each of the
+    N workers gets ceil(limit / N) (at least 1), so the DATA transfers buffered by the whole
+    gateway stay within the configured limit (plus at most N - 1 for rounding) whatever N is,
+    and the memory bound of one process (bench/README.md "Memory") holds for the gateway.
+    A transfer beyond its worker's share waits for a slot of that worker (it is never refused),
+    as in one process."""
+    n, s = cfg.server.worker_count, cfg.smtp
+    return DataSlots(max(1, -(-s.max_concurrent_data // n)),
+                     max(1, -(-s.max_concurrent_data_per_client // n)))
+
+
 async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
               notify: socket.socket, log, limits: tuple[int, int] | None = None) -> None:
     """Serve ``listen`` until SIGTERM/SIGINT or the supervisor goes away."""
@@ -120,6 +133,7 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
         handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log)
         intake = IntakeServer(cfg, handler)
         intake.proxy_refused = ReportedCounter(notifier.send)     # summed by the supervisor
+        intake.data_slots = worker_data_slots(cfg)     # this worker's share of the DATA slots
         if limits is not None:           # the gateway's connection limits, over every worker
             fd, slots = limits
             intake.limits = SharedConnectionLimits(

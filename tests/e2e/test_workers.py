@@ -362,3 +362,61 @@ def _greeted(port: int) -> int:
     with socket.create_connection(("127.0.0.1", port), 5) as s:
         s.settimeout(5)
         return int(s.recv(512).startswith(b"220"))
+
+
+def _line(s: socket.socket) -> bytes:
+    """One SMTP reply line (the tests' replies are one line each)."""
+    buf = b""
+    while not buf.endswith(b"\r\n"):
+        chunk = s.recv(1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def test_the_data_limit_is_the_gateways_over_both_workers(peers, tmp_path):
+    """max_concurrent_data = 2 with 2 workers: each worker gets one DATA slot
+    (gateway.worker.worker_data_slots), so of 6 sessions that all send DATA at once at most 2
+    get their 354 (not 2 per worker: the memory bound of one process holds for the gateway);
+    the others wait, get theirs as slots are given back, and all 6 messages are delivered."""
+    sink = peers.sink(name="exchange")
+    port = free_port()
+    gw = peers.gateway(toml(port, tmp_path / "data", sink.port).replace(
+        "max_concurrent_data_per_client = 32", "max_concurrent_data_per_client = 32\n"
+        "max_concurrent_data = 2"), port)
+    wait_for(lambda: len(workers_of(gw)) == 2, 20, what="2 workers")
+    socks = []
+    try:
+        for k in range(6):
+            s = socket.create_connection(("127.0.0.1", port), 10)
+            s.settimeout(10)
+            socks.append(s)
+            assert _line(s).startswith(b"220")
+            for cmd in (b"HELO client.test", b"MAIL FROM:<a@client.test>",
+                        f"RCPT TO:<user{k}@example.com>".encode()):
+                s.sendall(cmd + b"\r\n")
+                assert _line(s).startswith(b"250"), cmd
+            s.sendall(b"DATA\r\n")
+        time.sleep(1.5)                     # every worker has read every DATA by now
+        waiting, started = [], []
+        for s in socks:
+            s.setblocking(False)
+            try:
+                got = s.recv(512)
+            except BlockingIOError:
+                got = b""
+            s.setblocking(True)
+            (started if got.startswith(b"354") else waiting).append(s)
+        assert 1 <= len(started) <= 2, (len(started), len(waiting))
+        for s in started + waiting:     # the slot holders first; the others in arrival order
+            k = socks.index(s)
+            if s in waiting:
+                assert _line(s).startswith(b"354")  # its turn came: a slot was given back
+            s.sendall(f"Subject: m\r\nX-Test-Token: m{k}-a0\r\n\r\nbody\r\n.\r\n".encode())
+            assert _line(s).startswith(b"250 2.0.0"), k
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: len(delivered(sink)) == 6, 30, what="6 messages delivered")
+    assert set(delivered(sink)) == {f"m{k}-a0" for k in range(6)}

@@ -14,8 +14,10 @@ def cfg(text: str) -> Config:
     return parse(tomllib.loads(text), "gw.toml")
 
 
-def test_default_is_one_process():
-    assert Config().server.workers == 1 and Config().server.worker_count == 1
+def test_default_is_one_worker_per_cpu():
+    assert Config().server.workers == "auto"
+    assert Config().server.worker_count == (os.cpu_count() or 1)
+    assert cfg("[server]\nhostname = \"gw.test\"\n").server.worker_count == (os.cpu_count() or 1)
 
 
 @pytest.mark.parametrize("value, count", [("2", 2), ("64", 64), ('"auto"', os.cpu_count() or 1)])
@@ -38,3 +40,16 @@ def test_postgresql_and_roundtrip_probe_need_one_process():
     with pytest.raises(ConfigError, match=r"gw\.toml: server\.workers: .*probes\.roundtrip"):
         cfg('[server]\nworkers = 2\n[probes]\nroundtrip = true\nroundtrip_to = "canary@example.com"\n'
             'roundtrip_return = "probe-return@example.com"\n')
+
+
+@pytest.mark.parametrize("workers, total, per_client, share", [
+    (1, 32, 8, (32, 8)), (2, 32, 8, (16, 4)), (3, 32, 8, (11, 3)), (64, 32, 8, (1, 1))])
+def test_each_worker_gets_its_share_of_the_data_slots(workers, total, per_client, share):
+    """gateway.worker.worker_data_slots: ceil(limit / N), at least 1, so N workers together
+    buffer at most the configured number of DATA transfers (+ N - 1 for rounding)."""
+    from gateway.worker import worker_data_slots
+    c = cfg(f"[server]\nworkers = {workers}\n[smtp]\nmax_concurrent_data = {total}\n"
+            f"max_concurrent_data_per_client = {per_client}\n")
+    slots = worker_data_slots(c)
+    assert (slots.total, slots.per_client) == share
+    assert workers * slots.total <= total + workers - 1 or slots.total == 1
