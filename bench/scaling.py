@@ -50,6 +50,7 @@ from memory import (
     bench_config,
     fresh_spool,
     status_kib,
+    tree,
     stop,
     wait_smtp,
 )
@@ -122,10 +123,17 @@ async def load(port: int, sessions: int, n: int, start: int,
 
 
 def cpu_s(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime in seconds (/proc/PID/stat) summed over ``pid``'s process tree (the
+    supervisor and its intake workers; memory.tree)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -420,3 +420,35 @@ def test_the_data_limit_is_the_gateways_over_both_workers(peers, tmp_path):
             s.close()
     wait_for(lambda: len(delivered(sink)) == 6, 30, what="6 messages delivered")
     assert set(delivered(sink)) == {f"m{k}-a0" for k in range(6)}
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_a_doubling_backoff(peers, tmp_path):
+    """Four kill -9 of the same worker slot, each soon after its restart (within STABLE_AFTER):
+    the supervisor waits RESTART_FIRST (0.5 s), then 1, 2 and 4 s before starting it again
+    (its worker_exited lines say restart_in, and the next worker_started comes after at least
+    that long); the other worker serves throughout."""
+    sink = peers.sink(name="exchange")
+    port = free_port()
+    gw = peers.gateway(toml(port, tmp_path / "data", sink.port), port)
+    pids = wait_for(lambda: len(w := workers_of(gw)) == 2 and w, 20, what="2 workers")
+    def number(p: int) -> int | None:
+        argv = cmdline(p)
+        return int(argv[argv.index("--number") + 1]) if "--number" in argv else None
+    victim, k = pids[0], number(pids[0])
+    gaps = []
+    for _ in range(4):
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        assert _greeted(port) == 1           # the other worker greets meanwhile
+        new = wait_for(lambda: [p for p in workers_of(gw) if p not in pids and number(p) == k],
+                       20, interval=0.02, what=f"worker {k} restarted")
+        gaps.append(time.monotonic() - killed)
+        pids.append(new[0])
+        victim = new[0]
+    delays = [float(d) for d in re.findall(
+        rf"event='worker_exited' worker_number={k} pid=\d+ signal='SIGKILL' ran_s=[\d.]+ "
+        rf"restart_in=([\d.]+)", gw.log_text())]
+    assert delays == [0.5, 1.0, 2.0, 4.0], delays
+    assert all(g >= d for g, d in zip(gaps, delays)), (gaps, delays)
+    print(f"\nrestart delays {delays}, seen after {[round(g, 2) for g in gaps]} s")
+    assert gw.running
