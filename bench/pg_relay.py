@@ -30,6 +30,7 @@ seconds, and prints the top frames (self and inclusive share of all samples).
 
     python3 bench/pg_relay.py                      # 3 rounds of A B C, 3,000 messages each
     python3 bench/pg_relay.py --reps 4 --n 4000 --pyspy 20
+    python3 bench/pg_relay.py --workers 2          # server.workers = 2 in every gateway
 
 As root (smtp-sink -u postfix; the cluster runs as user postgres); ports 2700, 2701, 2600 free.
 Everything started (cluster, gateways, sink, py-spy) is stopped on exit, on error too, and on
@@ -113,10 +114,14 @@ def port_free(port: int) -> bool:
             return False
 
 
-def configs(kind: str, dsn: str) -> list[Path]:
+def configs(kind: str, dsn: str, workers: int = 1) -> list[Path]:
     """The gateway configuration file(s) of one run: A → [bench/gateway.toml as is], B → one on
-    PostgreSQL, C → two nodes on PostgreSQL (ports 2700/2701, their own data_dir and node)."""
+    PostgreSQL, C → two nodes on PostgreSQL (ports 2700/2701, their own data_dir and node).
+    ``workers`` > 1: ``server.workers = workers`` in every one of them."""
     base = bench_config(0, []).read_text()
+    if workers > 1:
+        base = base.replace("[server]\n", f"[server]\nworkers = {workers}\n", 1)
+        assert f"workers = {workers}" in base, "bench/gateway.toml changed shape"
     if kind == "A":
         out = BENCH_DIR / "pg-relay-A.toml"
         out.write_text(base)
@@ -158,7 +163,7 @@ def run(kind: str, rnd: int, cluster: pg.PgCluster, a, logdir: Path, spy_s: floa
     if kind != "A":
         cluster.sql(f"CREATE DATABASE {dbname}")
         dsn = cluster.dsn(dbname)
-    paths = configs(kind, dsn)
+    paths = configs(kind, dsn, a.workers)
     ports = list(PORTS[:len(paths)])
     load_start = os.getloadavg()[0]
     sink = Downstream(logdir)
@@ -218,7 +223,7 @@ def run(kind: str, rnd: int, cluster: pg.PgCluster, a, logdir: Path, spy_s: floa
                 print(f"pg_relay: drop {dbname}: {e}", file=sys.stderr)
     client = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     per = 1000 / max(1, delivered)
-    return {"kind": kind, "round": rnd, "gateways": len(gws), "n": n, "ok": ok, "failed": failed,
+    return {"kind": kind, "round": rnd, "gateways": len(gws), "workers": a.workers, "n": n, "ok": ok, "failed": failed,
             "delivered": delivered, "ingress_msg_s": round(ok / ingress_s, 1),
             "e2e_msg_s": round(delivered / e2e_s, 1), "p50_ms": round(pct(lat, 0.5), 2),
             "p99_ms": round(pct(lat, 0.99), 2), "gw_cpu_ms_per_msg": round(gw_cpu * per, 3),
@@ -316,6 +321,8 @@ def main() -> int:
     ap.add_argument("--max-s", type=float, default=120.0, help="bound per run")
     ap.add_argument("--pyspy", type=float, default=0, help="seconds of py-spy on one extra B run")
     ap.add_argument("--n-spy", type=int, default=8000, help="messages of the py-spy run")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="server.workers of every gateway (A, B and C; gateway/supervisor.py)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("pg_relay.py: run as root (smtp-sink -u postfix; the cluster runs as postgres)")
@@ -353,7 +360,8 @@ def main() -> int:
             spy = spy_top(BENCH_DIR / "pg-relay-spy.txt")
     finally:
         cleanup(cluster)
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}  load average {os.getloadavg()[0]:.2f}  rows: {out}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  workers {a.workers}  load average "
+          f"{os.getloadavg()[0]:.2f}  rows: {out}")
     print(table(rows))
     if spy:
         print(f"\npy-spy, one B gateway, {a.pyspy:.0f} s ({BENCH_DIR / 'pg-relay-spy.txt'}):\n{spy}")

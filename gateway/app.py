@@ -75,8 +75,9 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     keeper = journal.build(cfg, spool, qmgr, lambda: (watcher.current, watcher.enabled), log)
     if cfg.server.worker_count > 1:     # intake in worker processes (gateway.supervisor)
         from gateway.supervisor import WorkerPool, write_lock_path
-        spool.write_lock = write_lock_path(cfg)    # every writer of the file queues on it
-        intake = WorkerPool(cfg, log, qmgr.notify)
+        if cfg.spool.backend == "sqlite":
+            spool.write_lock = write_lock_path(cfg)    # every writer of the file queues on it
+        intake = WorkerPool(cfg, log, qmgr.notify, node_tag=getattr(spool, "node_tag", ""))
     else:
         handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,
                                 probe_mailbox=mailbox)

@@ -11,6 +11,9 @@ gateway started before its database, or during a database fail-over, comes up by
 Until then it has no SMTP listener, so clients get connection refused and retry, as with a
 stopped Postfix. The SQLite spool failing to open is a local fault (permissions, a corrupt
 file) and raises SpoolError at once.
+
+``open_worker_spool(cfg, K, node_tag)`` is the spool of intake worker K (``server.workers`` >
+1): the same storage, opened without recovery or registration (see its docstring).
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ from gateway.config_spool import node_name
 from spool import Spool, SpoolError
 
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0     # seconds between attempts to reach PostgreSQL at start-up
+#: PostgreSQL connections an intake worker's pool may hold (it keeps 1 open): a gateway with
+#: N workers uses up to spool.pool_size + N * WORKER_POOL_SIZE connections of max_connections.
+WORKER_POOL_SIZE = 2
 
 
 async def open_spool(cfg: Config, log=None, stop: asyncio.Event | None = None):
@@ -55,6 +61,39 @@ async def open_spool(cfg: Config, log=None, stop: asyncio.Event | None = None):
         wait = min(wait * 2, RETRY_MAX)
 
 
+async def open_worker_spool(cfg: Config, number: int, node_tag: str = ""):
+    """The spool of intake worker ``number`` K (gateway.worker), open, its ``id_tag``
+    spool.commit.node_tag(K) so no two workers of the gateway make the same queue ID.
+
+    SQLite: ``spool.Spool`` at ``server.data_dir/spool.db`` with ``recover=False`` (recovery ran
+    once, in the supervisor; a worker must never requeue another process's ``active`` messages)
+    and the file's write lock (gateway.supervisor.write_lock_path). Raises SpoolError.
+
+    PostgreSQL: a ``spool.pg.PgSpool`` of the supervisor's node (node_name) with the node tag
+    ``node_tag`` the supervisor got when it registered the node (PgSpool.open with node_tag:
+    no migration, the ``nodes`` row untouched, so ``mailgate cluster status`` keeps showing the
+    supervisor's start). The open does not touch the database, so a worker started or restarted
+    while PostgreSQL is down comes up and serves: each commit answers 451 4.3.0 (SpoolError)
+    until the pool, reconnecting with backoff in the background, reaches the database again.
+    Its pool holds at most WORKER_POOL_SIZE connections (intake needs one: the group commit's
+    writer); ``spool.pool_size`` is the supervisor's."""
+    from spool.commit import node_tag as tag_of
+    if cfg.spool.backend == "sqlite":
+        from gateway.supervisor import write_lock_path
+        spool = await Spool.open(cfg.spool_path, recover=False)
+        spool.write_lock = write_lock_path(cfg)
+    else:
+        from spool.pg import PgSpool
+        if not node_tag:
+            raise ValueError("a worker on the PostgreSQL spool needs its node's tag")
+        s = cfg.spool
+        spool = await PgSpool.open(s.dsn, node=node_name(cfg), min_size=1,
+                                   max_size=WORKER_POOL_SIZE, timeout=s.connect_timeout,
+                                   op_timeout=s.operation_timeout, node_tag=node_tag)
+    spool.id_tag = tag_of(number)
+    return spool
+
+
 def describe(cfg: Config) -> dict:
     """The spool for the ``spool_open`` log line: its path, or its host/port/dbname and node
     (never the DSN's password)."""
@@ -64,4 +103,4 @@ def describe(cfg: Config) -> dict:
     return {"backend": "postgresql", "database": where(cfg.spool.dsn), "node": node_name(cfg)}
 
 
-__all__ = ["open_spool", "describe"]
+__all__ = ["open_spool", "open_worker_spool", "describe", "WORKER_POOL_SIZE"]

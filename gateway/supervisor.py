@@ -7,7 +7,11 @@ the listening sockets: one accept queue per listener, shared by the workers (the
 each connection to one of them). Everything else stays in the supervisor, unchanged: the queue
 manager (claims, delivery), continuity (probes, controller, replay rate, leadership), the
 journal, the admin API and the webmail. A worker only receives: limits, policies and the group
-commit into the spool (its own writer thread and connection to the same WAL database).
+commit into the spool: on SQLite its own writer thread and connection to the same WAL database
+(every writer flocks write_lock_path around its write transaction); on PostgreSQL its own small
+pool as this gateway's node (the supervisor registered the node and passes its tag: a worker
+writes no ``nodes`` row, so ``mailgate cluster status`` shows one node, started when the
+supervisor started). The queue manager here claims what any worker committed.
 
 ``WorkerPool`` takes the place of gateway.intake.IntakeServer in gateway.app (``start()``,
 ``stop()``, ``serving``, ``proxy_refused``):
@@ -120,8 +124,12 @@ class WorkerPool:
     """N intake worker processes on listeners bound here. ``on_queued(None)`` is called when a
     worker reports commits (the queue manager's notify)."""
 
-    def __init__(self, cfg: Config, log, on_queued: Callable[[str | None], None]):
+    def __init__(self, cfg: Config, log, on_queued: Callable[[str | None], None],
+                 node_tag: str = ""):
         self.cfg, self.log, self.on_queued = cfg, log, on_queued
+        #: PostgreSQL spool: the tag of this node (the supervisor's PgSpool.node_tag), given to
+        #: every worker so it joins the node without registering it (gateway.spool_open)
+        self.node_tag = node_tag
         self.count = cfg.server.worker_count
         #: PROXY listeners' refusals, per reason, as the workers report them (gateway.worker)
         self.proxy_refused: Counter[str] = Counter()
@@ -166,6 +174,7 @@ class WorkerPool:
         argv = [sys.executable, "-m", "gateway.worker", "--number", str(slot.number),
                 "--notify", str(child.fileno()),
                 "--limits", f"{self.limits.fd}:{self.limits.slots}",
+                *(("--node-tag", self.node_tag) if self.node_tag else ()),
                 *(a for i, fd in listen for a in ("--listen", f"{i}:{fd}"))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}

@@ -1,14 +1,23 @@
 """An SMTP intake worker process (``server.workers`` > 1), started by gateway.supervisor:
 
-    python -m gateway.worker --number K --notify FD --limits FD:SLOTS --listen INDEX:FD [...] < CONFIG_JSON
+    python -m gateway.worker --number K --notify FD --limits FD:SLOTS [--node-tag TAG] --listen INDEX:FD [...] < CONFIG_JSON
 
 It serves the listening sockets the supervisor bound (inherited file descriptors: one accept
 queue per listener shared by every worker), with the same intake as a single-process gateway
-(gateway.intake: limits, policies, group commit into the SQLite spool before the 250). It does
-no delivery, no recovery and no continuity: those stay in the supervisor. Its spool connection
-opens with ``recover=False`` (recovery ran once, in the supervisor, before any worker started; a
-worker must never requeue another process's ``active`` messages), and every queue ID it makes
-carries its tag (spool.commit.node_tag(K)), so IDs of different workers can never be equal.
+(gateway.intake: limits, policies, group commit into the spool before the 250). It does no
+delivery, no recovery and no continuity: those stay in the supervisor. Its spool is the one the
+configuration names, opened by gateway.spool_open.open_worker_spool:
+
+- SQLite: its own connection to the WAL database, ``recover=False`` (recovery ran once, in the
+  supervisor, before any worker started; a worker must never requeue another process's
+  ``active`` messages), queuing on the file's write lock;
+- PostgreSQL: a pool of its own (at most 2 connections) as the supervisor's node, with the node
+  tag the supervisor passes (``--node-tag``): nothing is registered or migrated, and the open
+  needs no database, so a worker (re)started while PostgreSQL is down serves and answers
+  451 4.3.0 until the database is back, as a single-process gateway does.
+
+Every queue ID it makes carries its tag (spool.commit.node_tag(K), after the node's tag on
+PostgreSQL), so IDs of different workers can never be equal.
 
 The notify socket (one end of a socketpair; the supervisor holds the other): the worker writes
 ``R`` once it serves, ``q`` after durable commits (at most one byte per event-loop iteration)
@@ -19,9 +28,9 @@ End of file on it means the supervisor is gone: the worker stops as on SIGTERM.
 
 SIGTERM/SIGINT: stop accepting, refuse new transactions (421), let commits in flight finish
 (bounded: IntakeHandler.drain, 30 s), close the spool, exit 0. SIGHUP: reload the recipient
-directory now. Every log line carries ``worker=K``. The configuration comes as JSON on stdin
-(the supervisor's validated Config, so a worker restarted later runs the same configuration
-even if the file changed meanwhile).
+directory now. Every log line carries ``worker=K`` (and ``node`` on PostgreSQL). The
+configuration comes as JSON on stdin (the supervisor's validated Config, so a worker restarted
+later runs the same configuration even if the file changed meanwhile).
 """
 from __future__ import annotations
 
@@ -43,10 +52,9 @@ from gateway.intake.server import IntakeServer
 from gateway.intake.shared_limits import SharedConnectionLimits, SharedTable
 from gateway.logs import flush_logs, make_logger, route_stdlib
 from gateway.retry import supervise
-from gateway.supervisor import write_lock_path
+from gateway.config_spool import node_name
+from gateway.spool_open import open_worker_spool
 from policies.directory import DirectoryWatcher
-from spool import Spool
-from spool.commit import node_tag
 
 
 class ReportedCounter(Counter):
@@ -102,7 +110,8 @@ def worker_data_slots(cfg: Config) -> DataSlots:
 
 
 async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
-              notify: socket.socket, log, limits: tuple[int, int] | None = None) -> None:
+              notify: socket.socket, log, limits: tuple[int, int] | None = None,
+              node_tag: str = "") -> None:
     """Serve ``listen`` until SIGTERM/SIGINT or the supervisor goes away."""
     loop = asyncio.get_running_loop()
     stop, reload_now = asyncio.Event(), asyncio.Event()
@@ -125,9 +134,7 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
             stop.set()
     loop.add_reader(notify.fileno(), supervisor_said)
 
-    spool = await Spool.open(cfg.spool_path, recover=False)
-    spool.id_tag = node_tag(number)
-    spool.write_lock = write_lock_path(cfg)
+    spool = await open_worker_spool(cfg, number, node_tag)
     try:
         watcher = DirectoryWatcher(cfg.directory.file)
         handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log)
@@ -153,7 +160,7 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await spool.close()
-        log.info("worker_stopped", pid=os.getpid(), **spool.lock_stats())
+        log.info("worker_stopped", pid=os.getpid(), **getattr(spool, "lock_stats", dict)())
 
 
 def _listen_arg(spec: str) -> tuple[int, int]:
@@ -167,11 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notify", type=int, required=True, help="fd of the socket to the supervisor")
     ap.add_argument("--limits", type=_listen_arg, default=None,
                     help="FD:SLOTS, the supervisor's shared connection-limit table")
+    ap.add_argument("--node-tag", default="",
+                    help="PostgreSQL spool: the tag the supervisor's node registration gave")
     ap.add_argument("--listen", type=_listen_arg, action="append", default=[],
                     help="INDEX:FD, a listening socket for listener INDEX of smtp.all_listeners()")
     a = ap.parse_args(argv)
     cfg = Config.model_validate_json(sys.stdin.buffer.read())
-    log = make_logger(cfg.log.level, cfg.log.format, batched=True, worker=a.number)
+    node = {"node": node_name(cfg)} if cfg.spool.backend == "postgresql" else {}
+    log = make_logger(cfg.log.level, cfg.log.format, batched=True, worker=a.number, **node)
     route_stdlib(log, cfg.log.level)
     listen: dict[int, list[socket.socket]] = {}
     for index, fd in a.listen:
@@ -179,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     notify = socket.socket(fileno=a.notify)
     from gateway import eventloop
     try:
-        eventloop.run(run(cfg, a.number, listen, notify, log, a.limits), cfg.server.event_loop, log)
+        eventloop.run(run(cfg, a.number, listen, notify, log, a.limits,
+                                  a.node_tag), cfg.server.event_loop, log)
     except Exception as e:     # logged with worker=K; the supervisor restarts the worker
         log.error("worker_failed", error=f"{type(e).__name__}: {e}")
         return 1

@@ -40,8 +40,12 @@ _B32 = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
 def new_queue_id(now_us: int | None = None, node_tag: str = "") -> str:
     """A 14-character queue ID: 10 characters of microsecond time (so IDs sort by arrival),
     then 4 random ones. Upper-case letters without vowels, like Postfix's long queue IDs.
-    ``node_tag`` (node_tag(), 2 characters) goes between the two on a cluster: IDs made by
-    different nodes can then never be equal (16 characters)."""
+    ``node_tag`` goes between the two, so IDs made with different tags can never be equal:
+    on a cluster node the node's tag (node_tag(), 2 characters: 16-character IDs); in intake
+    worker K of a SQLite gateway node_tag(K) (16 characters); in intake worker K of a
+    PostgreSQL node the node's tag then node_tag(K) (4 characters: 18-character IDs, e.g.
+    ``1B2C3D4F5G`` + ``0H`` + ``02`` + ``KLMN``). Nothing parses an ID: it is an opaque key of
+    up to 64 characters (the admin API's pattern)."""
     t = now_us if now_us is not None else time.time_ns() // 1000
     head = []
     for _ in range(10):

@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable
 
 
 from spool.claims import CLAIM_TTL
-from spool.commit import NewMessage, new_queue_id, node_tag
+from spool.commit import NewMessage, new_queue_id, node_tag as node_tag_of
 from spool.pg import db as _db
 from spool.pg import lease as _lease
 from spool.pg import nodes as _nodes
@@ -70,6 +70,10 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
         self._queue: asyncio.Queue = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self.node_tag = ""
+        #: A tag of this process within its node, after ``node_tag`` in every queue ID it makes:
+        #: intake worker K of a gateway sets spool.commit.node_tag(K) (gateway.worker), so the
+        #: IDs of two workers of one node can never be equal; "" in the supervisor.
+        self.id_tag = ""
         self.batches = 0
         self.batched_ops = 0
         self.stale_claims = 0
@@ -84,16 +88,29 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
 
     @classmethod
     async def open(cls, dsn: str, *, node: str, min_size: int = 2, max_size: int = 10,
-                   timeout: float = 5.0, op_timeout: float = 30.0) -> "PgSpool":
+                   timeout: float = 5.0, op_timeout: float = 30.0,
+                   node_tag: str | None = None) -> "PgSpool":
         """Connect (waiting at most ``timeout`` s), migrate, register ``node`` (its tag in queue
         IDs), start the writer. Each later operation is bounded by ``op_timeout`` s. Raises
         SpoolError if the database cannot be reached or used, ValueError for an empty node
-        name."""
+        name.
+
+        ``node_tag`` given: join node ``node`` as another process of it (an intake worker,
+        gateway.worker) whose registration the node's supervisor did and passed on. Nothing is
+        migrated and the ``nodes`` row is not written (its ``started_at`` stays the node's),
+        and the pool is opened without waiting: this open never touches the database, so it
+        succeeds while PostgreSQL is down (the pool keeps connecting in the background;
+        operations raise SpoolError until it answers)."""
         if not node:
             raise ValueError("a PostgreSQL spool needs a node name")
         pool = _db.make_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout)
         self = cls(dsn, node, pool)
         self.op_timeout = op_timeout
+        if node_tag is not None:
+            self.node_tag = node_tag
+            await pool.open(wait=False)
+            self._writer = asyncio.create_task(self._write_loop(), name=f"pg-spool-writer-{node}")
+            return self
         try:
             await pool.open(wait=True, timeout=timeout)
             async with pool.connection() as conn:
@@ -102,7 +119,7 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
                     "INSERT INTO nodes (name, started_at, last_seen) VALUES (%s, clock_timestamp(),"
                     " clock_timestamp()) ON CONFLICT (name) DO UPDATE SET started_at ="
                     " excluded.started_at, last_seen = excluded.last_seen RETURNING id", (node,))
-                self.node_tag = node_tag((await cur.fetchone())[0])
+                self.node_tag = node_tag_of((await cur.fetchone())[0])
         except Exception as e:
             await pool.close()
             raise SpoolError(f"cannot open spool {_db.where(dsn)}: {type(e).__name__}: {e}") from e
@@ -117,8 +134,9 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
 
     # -- the queue core (spool.api.QueueSpool) -------------------------------------------------
     def new_queue_id(self) -> str:
-        """A 16-character queue ID with this node's tag (unique across the cluster)."""
-        return new_queue_id(node_tag=self.node_tag)
+        """A queue ID with this node's tag (unique across the cluster): 16 characters, or 18 in
+        an intake worker (its ``id_tag`` after the node's; spool.commit.new_queue_id)."""
+        return new_queue_id(node_tag=self.node_tag + self.id_tag)
 
     async def commit(self, msg: NewMessage) -> str:
         return await self.write(_q.insert_message, msg, self.node)

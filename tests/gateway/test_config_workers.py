@@ -1,5 +1,6 @@
 """``[server] workers`` (gateway/config.py): "auto" or 1..64, the errors naming key and file, and
-the combinations the worker processes do not support (PostgreSQL spool, round-trip probe)."""
+the combinations the worker processes do not support (round-trip probe; the PostgreSQL spool
+is accepted)."""
 from __future__ import annotations
 
 import os
@@ -33,10 +34,13 @@ def test_bad_values_name_the_key_and_file(value):
     assert '"auto" or a number of processes from 1 to 64' in str(e.value)
 
 
-def test_postgresql_and_roundtrip_probe_need_one_process():
-    with pytest.raises(ConfigError, match=r"gw\.toml: server\.workers: .*spool\.backend"):
-        cfg('[server]\nworkers = 2\n[spool]\nbackend = "postgresql"\n'
+def test_postgresql_spool_is_accepted_with_workers():
+    c = cfg('[server]\nworkers = 2\n[spool]\nbackend = "postgresql"\n'
             'dsn = "postgresql://gw@db/mailgate"\n[webmail]\nenabled = false\n')
+    assert c.server.worker_count == 2 and c.spool.backend == "postgresql"
+
+
+def test_roundtrip_probe_needs_one_process():
     with pytest.raises(ConfigError, match=r"gw\.toml: server\.workers: .*probes\.roundtrip"):
         cfg('[server]\nworkers = 2\n[probes]\nroundtrip = true\nroundtrip_to = "canary@example.com"\n'
             'roundtrip_return = "probe-return@example.com"\n')

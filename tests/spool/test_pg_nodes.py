@@ -96,3 +96,44 @@ async def test_claims_held_and_queued_per_node(pg_dsn):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_process_joining_a_node_with_its_tag_registers_nothing(pg_dsn):
+    """PgSpool.open(node_tag=...) (an intake worker, gateway.worker): the supervisor's nodes row
+    is not rewritten (started_at, last_seen), its commits are the node's, its queue IDs carry the
+    node's tag then its id_tag; an unreachable database does not fail the open."""
+    from spool.commit import node_tag
+    a = await PgSpool.open(pg_dsn, node="node-a")
+    try:
+        [before] = await a.nodes()
+        await asyncio.sleep(0.05)
+        w = await PgSpool.open(pg_dsn, node="node-a", min_size=1, max_size=2, node_tag=a.node_tag)
+        w.id_tag = node_tag(2)
+        try:
+            qid = w.new_queue_id()
+            assert len(qid) == 18 and qid[10:12] == a.node_tag and qid[12:14] == "02", qid
+            m = msg(1)
+            got = await w.commit(NewMessage(**{**m.__dict__, "queue_id": qid}))
+            assert got == qid
+            [after] = await a.nodes()
+            assert (after.started_at, after.last_seen) == (before.started_at, before.last_seen)
+            assert after.queued == 1                          # the node's mail, seen by the node
+            assert (await a.get(qid)).queue_id == qid
+            assert w.pool.max_size == 2
+        finally:
+            await w.close()
+    finally:
+        await a.close()
+    # nothing listens on port 1: the open succeeds, the first commit raises SpoolError
+    from spool import SpoolError
+    down = await PgSpool.open("host=127.0.0.1 port=1 dbname=x", node="node-a", min_size=1,
+                              max_size=2, timeout=0.5, node_tag="01")
+    try:
+        try:
+            await down.commit(msg(2))
+        except SpoolError:
+            pass
+        else:
+            raise AssertionError("a commit without a database did not fail")
+    finally:
+        await down.close()
