@@ -76,7 +76,7 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
     if cfg.server.worker_count > 1:     # intake in worker processes (gateway.supervisor)
         from gateway.supervisor import WorkerPool, write_lock_path
         spool.write_lock = write_lock_path(cfg)    # every writer of the file queues on it
-        intake = WorkerPool(cfg, log, qmgr.notify)
+        intake = WorkerPool(cfg, log, qmgr.notify, mailbox=mailbox)   # probe tokens to workers
     else:
         handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,
                                 probe_mailbox=mailbox)

@@ -346,17 +346,13 @@ def parse(raw: dict, source: str, base: Path | None = None) -> Config:
 
 def _worker_checks(cfg: Config) -> list[tuple[str, str]]:
     """server.workers > 1 needs what the worker processes support: the SQLite spool (a cluster
-    on PostgreSQL scales by gateways instead) and no round-trip probe (its mailbox lives in the
-    process that sends the probe)."""
+    on PostgreSQL scales by gateways instead)."""
     if cfg.server.worker_count == 1:
         return []
     errors = []
     if cfg.spool.backend != "sqlite":
         errors.append(("server.workers", "more than 1 worker needs spool.backend = \"sqlite\" "
                        "(on PostgreSQL run one gateway per core instead: docs/cluster.md)"))
-    if cfg.probes.roundtrip:
-        errors.append(("server.workers", "more than 1 worker is not supported with "
-                       "probes.roundtrip = true yet"))
     return errors
 
 

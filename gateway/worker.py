@@ -10,12 +10,20 @@ opens with ``recover=False`` (recovery ran once, in the supervisor, before any w
 worker must never requeue another process's ``active`` messages), and every queue ID it makes
 carries its tag (spool.commit.node_tag(K)), so IDs of different workers can never be equal.
 
-The notify socket (one end of a socketpair; the supervisor holds the other): the worker writes
-``R`` once it serves, ``q`` after durable commits (at most one byte per event-loop iteration)
-so the supervisor's queue manager wakes at once instead of at its next scan, and ``p`` + one
-byte K for each connection a PROXY listener refused (K: the index of its reason in
-gateway.intake.proxy.REASONS), which the supervisor adds to its ``proxy_refused`` for /metrics.
-End of file on it means the supervisor is gone: the worker stops as on SIGTERM.
+The notify socket (one end of a socketpair; the supervisor holds the other; frames as
+gateway.notify_wire reads and writes them): the worker writes ``R`` once it serves, ``q`` after
+durable commits (at most one per event-loop iteration) so the supervisor's queue manager wakes
+at once instead of at its next scan, and ``p`` + one byte K for each connection a PROXY
+listener refused (K: the index of its reason in gateway.intake.proxy.REASONS), which the
+supervisor adds to its ``proxy_refused`` for /metrics. With ``probes.roundtrip`` the
+supervisor sends the tokens its round-trip probe awaits (``E``) and those whose check ended
+(``F``): the set at the worker's start is on the socket before the worker serves (it is read
+before the listeners start); this worker's RelayedProbeMailbox consumes returning probes as one
+process does (the return address alone in its transaction, the probe's envelope, bounces, late,
+unknown and forged mail: each logged ``probe_consumed`` with ``worker=K``; its own recipient
+directory for ``disabled``) and writes ``C`` + what it consumed for an awaited token, which the
+supervisor's probe takes as its result. End of file on it means the supervisor is gone: the
+worker stops as on SIGTERM.
 
 SIGTERM/SIGINT: stop accepting, refuse new transactions (421), let commits in flight finish
 (bounded: IntakeHandler.drain, 30 s), close the spool, exit 0. SIGHUP: reload the recipient
@@ -35,12 +43,14 @@ from collections import Counter
 from collections.abc import Callable
 
 from gateway.config import Config
+from gateway.health.roundtrip_probe import RelayedProbeMailbox
 from gateway.intake.directory import RcptContextSource, watch_directory
 from gateway.intake.handler import IntakeHandler
 from gateway.intake.proxy import REASONS
 from gateway.intake.server import IntakeServer
 from gateway.intake.shared_limits import SharedConnectionLimits, SharedTable
 from gateway.logs import flush_logs, make_logger, route_stdlib
+from gateway.notify_wire import FrameReader, FrameWriter, WireError, consumed_frame
 from gateway.retry import supervise
 from gateway.supervisor import write_lock_path
 from policies.directory import DirectoryWatcher
@@ -64,18 +74,21 @@ class ReportedCounter(Counter):
 
 
 class Notifier:
-    """Tells the supervisor over the notify socket; a full or broken socket drops the byte (the
-    queue manager's periodic scan finds the message anyway)."""
+    """Tells the supervisor over the notify socket (a FrameWriter: what a full socket does not
+    take is sent when it can; ``q`` and ``p`` are dropped past its limit, and on a broken socket,
+    since the queue manager's periodic scan finds the message anyway)."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        self.writer = FrameWriter(sock)
         self._pending = False
 
     def send(self, what: bytes) -> None:
-        try:
-            self.sock.send(what)
-        except (BlockingIOError, OSError):
-            pass
+        self.writer.send(what, droppable=what[:1] in (b"q", b"p"))
+
+    def probe_consumed(self, token: str, ok: bool, detail: str) -> None:
+        """RelayedProbeMailbox's report: a return (or bounce) of a token the supervisor awaits."""
+        self.writer.send(consumed_frame(token, ok, detail))
 
     def queued(self, _queue_id: str | None = None) -> None:
         """IntakeHandler's on_queued: one ``q`` per loop iteration, however many commits."""
@@ -98,26 +111,46 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
     loop.add_signal_handler(signal.SIGHUP, reload_now.set)
     notify.setblocking(False)
     notifier = Notifier(notify)
+    watcher = DirectoryWatcher(cfg.directory.file)
+    mailbox = (RelayedProbeMailbox(cfg.probes.roundtrip_return, notifier.probe_consumed,
+                                   directory=lambda: watcher.current, log=log)
+               if cfg.probes.roundtrip else None)
+    frames = FrameReader()
 
     def supervisor_said() -> None:
         try:
-            data = notify.recv(64)
+            data = notify.recv(65536)
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if not data:
             loop.remove_reader(notify.fileno())
+            notifier.writer.close()
             log.warning("supervisor_gone", hint="the supervisor closed its end: stopping")
             stop.set()
+            return
+        try:
+            said = frames.feed(data)
+        except WireError as e:
+            log.error("supervisor_wire_error", error=str(e))
+            return
+        for kind, payload in said:
+            if mailbox is None:
+                continue
+            if kind == "E":
+                mailbox.track(payload.decode("ascii", "replace"))
+            elif kind == "F":
+                mailbox.forget(payload.decode("ascii", "replace"))
     loop.add_reader(notify.fileno(), supervisor_said)
+    supervisor_said()      # the probe's tokens, written before our configuration: read them now
 
     spool = await Spool.open(cfg.spool_path, recover=False)
     spool.id_tag = node_tag(number)
     spool.write_lock = write_lock_path(cfg)
     try:
-        watcher = DirectoryWatcher(cfg.directory.file)
-        handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log)
+        handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log,
+                                probe_mailbox=mailbox)
         intake = IntakeServer(cfg, handler)
         intake.proxy_refused = ReportedCounter(notifier.send)     # summed by the supervisor
         if limits is not None:           # the gateway's connection limits, over every worker

@@ -1,5 +1,6 @@
 """``[server] workers`` (gateway/config.py): "auto" or 1..64, the errors naming key and file, and
-the combinations the worker processes do not support (PostgreSQL spool, round-trip probe)."""
+the combinations the worker processes do not support (PostgreSQL spool); the round-trip probe
+works with workers (gateway.supervisor relays its tokens)."""
 from __future__ import annotations
 
 import os
@@ -31,10 +32,13 @@ def test_bad_values_name_the_key_and_file(value):
     assert '"auto" or a number of processes from 1 to 64' in str(e.value)
 
 
-def test_postgresql_and_roundtrip_probe_need_one_process():
+def test_postgresql_needs_one_process():
     with pytest.raises(ConfigError, match=r"gw\.toml: server\.workers: .*spool\.backend"):
         cfg('[server]\nworkers = 2\n[spool]\nbackend = "postgresql"\n'
             'dsn = "postgresql://gw@db/mailgate"\n[webmail]\nenabled = false\n')
-    with pytest.raises(ConfigError, match=r"gw\.toml: server\.workers: .*probes\.roundtrip"):
-        cfg('[server]\nworkers = 2\n[probes]\nroundtrip = true\nroundtrip_to = "canary@example.com"\n'
+
+
+def test_roundtrip_probe_with_workers_is_accepted():
+    c = cfg('[server]\nworkers = 2\n[probes]\nroundtrip = true\nroundtrip_to = "canary@example.com"\n'
             'roundtrip_return = "probe-return@example.com"\n')
+    assert c.server.worker_count == 2 and c.probes.roundtrip
