@@ -77,7 +77,8 @@ async def serve(cfg: Config, log, stop: asyncio.Event | None = None) -> None:
         from gateway.supervisor import WorkerPool, write_lock_path
         if cfg.spool.backend == "sqlite":
             spool.write_lock = write_lock_path(cfg)    # every writer of the file queues on it
-        intake = WorkerPool(cfg, log, qmgr.notify, node_tag=getattr(spool, "node_tag", ""))
+        intake = WorkerPool(cfg, log, qmgr.notify, node_tag=getattr(spool, "node_tag", ""),
+                            mailbox=mailbox)           # probe tokens to workers
     else:
         handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), qmgr.notify, log,
                                 probe_mailbox=mailbox)

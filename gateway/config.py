@@ -309,14 +309,6 @@ class Config(_Section):
     spool: SpoolConfig = SpoolConfig()
     source: str = "<defaults>"        # the file this came from (set by load())
 
-    @model_validator(mode="after")
-    def _auto_workers(self):
-        """``workers = "auto"`` with what worker processes do not support yet is one process
-        (an explicit number > 1 there is refused by _worker_checks instead)."""
-        if self.server.workers == "auto" and _worker_checks(self, explicit=False):
-            object.__setattr__(self, "server", self.server.model_copy(update={"workers": 1}))
-        return self
-
     @property
     def spool_path(self) -> Path:
         return self.server.data_dir / "spool.db"
@@ -349,20 +341,8 @@ def parse(raw: dict, source: str, base: Path | None = None) -> Config:
         cfg = Config.model_validate({**raw, "source": source})
     except ValidationError as e:
         _raise_errors(source, [(checks.dotted(err["loc"]), err["msg"]) for err in e.errors()])
-    _raise_errors(source, checks.across_keys(cfg) + _spool_checks(cfg) + _worker_checks(cfg))
+    _raise_errors(source, checks.across_keys(cfg) + _spool_checks(cfg))
     return _resolve_paths(cfg, base) if base is not None else cfg
-
-
-def _worker_checks(cfg: Config, explicit: bool = True) -> list[tuple[str, str]]:
-    """server.workers > 1 needs what the worker processes support: no round-trip probe (its
-    mailbox lives in the process that sends the probe). Both spool backends are supported."""
-    if explicit and cfg.server.worker_count == 1:
-        return []
-    errors = []
-    if cfg.probes.roundtrip:
-        errors.append(("server.workers", "more than 1 worker is not supported with "
-                       "probes.roundtrip = true yet"))
-    return errors
 
 
 def _raise_errors(source: str, errors: list[tuple[str, str]]) -> None:

@@ -16,11 +16,18 @@ supervisor started). The queue manager here claims what any worker committed.
 ``WorkerPool`` takes the place of gateway.intake.IntakeServer in gateway.app (``start()``,
 ``stop()``, ``serving``, ``proxy_refused``):
 
-- each worker gets one end of a socketpair: ``R`` when it serves, ``q`` after commits (the
-  queue manager's ``notify``: delivery starts at once; its POLL_INTERVAL scan stays the
-  fallback), ``p`` + a reason index per connection a PROXY listener refused (summed in
-  ``proxy_refused``, which /metrics shows); end of file on either side means the other process
-  is gone;
+- each worker gets one end of a socketpair (frames: gateway.notify_wire): ``R`` when it
+  serves, ``q`` after commits (the queue manager's ``notify``: delivery starts at once; its
+  POLL_INTERVAL scan stays the fallback), ``p`` + a reason index per connection a PROXY listener
+  refused (summed in ``proxy_refused``, which /metrics shows); end of file on either side means
+  the other process is gone;
+- the round-trip probe (``mailbox``: the supervisor's gateway.health.ProbeMailbox, where the
+  probe awaits its tokens): every token it awaits and every one that ended goes to every worker
+  (``E``/``F`` + token), and a worker started (or restarted) gets the current set (recently
+  ended, then awaited) at its spawn, written before its configuration on stdin, so it has the
+  set before it serves. A worker's intake consumes returns as in one process
+  (RelayedProbeMailbox) and reports those of awaited tokens (``C`` + JSON), which settle the
+  probe's future here (the latency ends at this process's receipt of the report);
 - a worker that exits while the gateway runs is logged (``worker_exited`` with its exit code or
   signal) and started again after a backoff: RESTART_FIRST s, doubling up to RESTART_MAX s for
   a worker that keeps dying within STABLE_AFTER s of its start. The listening sockets stay open
@@ -54,6 +61,7 @@ from gateway.config import Config, parse_listen
 from gateway.intake.proxy import REASONS
 from gateway.intake.server import LISTEN_BACKLOG
 from gateway.intake.shared_limits import SharedTable
+from gateway.notify_wire import FrameReader, FrameWriter, WireError, frame, parse_consumed
 
 RESTART_FIRST = 0.5     # seconds before a dead worker is started again
 RESTART_MAX = 30.0      # the longest wait, for a worker that keeps dying
@@ -113,7 +121,7 @@ class _Slot:
         self.started_at = 0.0
         self.failures = 0          # deaths in a row, each within STABLE_AFTER s of its start
         self.ready = False
-        self.pending_p = False     # the last read ended with a "p" (its reason byte follows)
+        self.writer: FrameWriter | None = None     # frames to the worker (probe tokens)
 
     @property
     def alive(self) -> bool:
@@ -122,14 +130,19 @@ class _Slot:
 
 class WorkerPool:
     """N intake worker processes on listeners bound here. ``on_queued(None)`` is called when a
-    worker reports commits (the queue manager's notify)."""
+    worker reports commits (the queue manager's notify). ``mailbox``: the round-trip probe's
+    ProbeMailbox, whose tokens the workers get (see the module doc), or None."""
 
     def __init__(self, cfg: Config, log, on_queued: Callable[[str | None], None],
-                 node_tag: str = ""):
+                 node_tag: str = "", mailbox=None):
         self.cfg, self.log, self.on_queued = cfg, log, on_queued
         #: PostgreSQL spool: the tag of this node (the supervisor's PgSpool.node_tag), given to
         #: every worker so it joins the node without registering it (gateway.spool_open)
         self.node_tag = node_tag
+        self.mailbox = mailbox
+        if mailbox is not None:
+            mailbox.on_change = self._probe_changed
+        self.probe_reports = 0     # "C" messages received from the workers
         self.count = cfg.server.worker_count
         #: PROXY listeners' refusals, per reason, as the workers report them (gateway.worker)
         self.proxy_refused: Counter[str] = Counter()
@@ -187,14 +200,20 @@ class WorkerPool:
             raise
         finally:
             child.close()
+        slot.proc, slot.sock, slot.ready = proc, parent, False
+        slot.writer = FrameWriter(parent)
+        if self.mailbox is not None:   # on the socket before the worker has read its config
+            ended, awaited = self.mailbox.snapshot()
+            slot.writer.send(b"".join([*(frame(b"F", t.encode()) for t in ended),
+                                       *(frame(b"E", t.encode()) for t in awaited)]))
         try:
             proc.stdin.write(self._config)
             proc.stdin.close()
         except OSError:            # it died at once: _watch reports it
             pass
-        slot.proc, slot.sock, slot.ready = proc, parent, False
         slot.started_at = time.monotonic()
-        asyncio.get_running_loop().add_reader(parent.fileno(), self._readable, slot, parent)
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._readable, slot, parent,
+                                              FrameReader())
         self._track(asyncio.ensure_future(self._watch(slot, proc)))
         self.log.info("worker_started", worker_number=slot.number, pid=proc.pid)
 
@@ -202,9 +221,9 @@ class WorkerPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _readable(self, slot: _Slot, sock: socket.socket) -> None:
+    def _readable(self, slot: _Slot, sock: socket.socket, reader: FrameReader) -> None:
         try:
-            data = sock.recv(4096)
+            data = sock.recv(65536)
         except BlockingIOError:
             return
         except OSError:
@@ -212,26 +231,51 @@ class WorkerPool:
         if not data:                   # the worker is gone (its exit is handled by _watch)
             self._close_sock(sock)
             return
-        if b"R" in data and slot.sock is sock:
-            slot.ready = True
-            self.log.info("worker_ready", worker_number=slot.number, pid=slot.proc.pid)
-        if b"q" in data:
+        try:
+            frames = reader.feed(data)
+        except WireError as e:         # a bug on one side: what follows cannot be read in step
+            self.log.error("worker_wire_error", worker_number=slot.number, error=str(e))
+            return
+        queued = False
+        for kind, payload in frames:
+            if kind == "R" and slot.sock is sock:
+                slot.ready = True
+                self.log.info("worker_ready", worker_number=slot.number, pid=slot.proc.pid)
+            elif kind == "q":
+                queued = True
+            elif kind == "p":          # a PROXY refusal in that worker
+                if payload[0] < len(REASONS):
+                    self.proxy_refused[REASONS[payload[0]]] += 1
+            elif kind == "C":
+                self._probe_report(slot, payload)
+        if queued:                     # one wake-up per read, however many commits
             self.wakeups += 1
             self.on_queued(None)
-        if slot.pending_p:             # a "p" whose reason byte came in this read
-            data, slot.pending_p = b"p" + data, False
-        i = data.find(b"p")
-        while i >= 0:                  # "p" + reason index: a PROXY refusal in that worker
-            if i + 1 == len(data):
-                slot.pending_p = True
-                break
-            k = data[i + 1]
-            if k < len(REASONS):
-                self.proxy_refused[REASONS[k]] += 1
-            i = data.find(b"p", i + 2)
+
+    def _probe_report(self, slot: _Slot, payload: bytes) -> None:
+        """A worker consumed a return (or a bounce) of a token the probe awaited: settle it."""
+        try:
+            token, ok, detail = parse_consumed(payload)
+        except WireError as e:
+            self.log.error("worker_wire_error", worker_number=slot.number, error=str(e))
+            return
+        self.probe_reports += 1
+        if self.mailbox is None or not self.mailbox.settle(token, ok, detail):
+            self.log.info("probe_report_late", worker_number=slot.number, token=token, ok=ok)
+
+    def _probe_changed(self, what: str, token: str) -> None:
+        """The supervisor's mailbox awaits ``token`` (expect) or no longer (forget): tell every
+        worker whose socket is open (ready or not: a starting worker reads it after its set)."""
+        data = frame(b"E" if what == "expect" else b"F", token.encode())
+        for slot in self._slots:
+            if slot.writer is not None and slot.sock is not None and slot.sock.fileno() >= 0:
+                slot.writer.send(data)
 
     def _close_sock(self, sock: socket.socket) -> None:
         if sock.fileno() >= 0:
+            for slot in self._slots:
+                if slot.sock is sock and slot.writer is not None:
+                    slot.writer.close()
             asyncio.get_running_loop().remove_reader(sock.fileno())
             sock.close()
 

@@ -19,12 +19,20 @@ configuration names, opened by gateway.spool_open.open_worker_spool:
 Every queue ID it makes carries its tag (spool.commit.node_tag(K), after the node's tag on
 PostgreSQL), so IDs of different workers can never be equal.
 
-The notify socket (one end of a socketpair; the supervisor holds the other): the worker writes
-``R`` once it serves, ``q`` after durable commits (at most one byte per event-loop iteration)
-so the supervisor's queue manager wakes at once instead of at its next scan, and ``p`` + one
-byte K for each connection a PROXY listener refused (K: the index of its reason in
-gateway.intake.proxy.REASONS), which the supervisor adds to its ``proxy_refused`` for /metrics.
-End of file on it means the supervisor is gone: the worker stops as on SIGTERM.
+The notify socket (one end of a socketpair; the supervisor holds the other; frames as
+gateway.notify_wire reads and writes them): the worker writes ``R`` once it serves, ``q`` after
+durable commits (at most one per event-loop iteration) so the supervisor's queue manager wakes
+at once instead of at its next scan, and ``p`` + one byte K for each connection a PROXY
+listener refused (K: the index of its reason in gateway.intake.proxy.REASONS), which the
+supervisor adds to its ``proxy_refused`` for /metrics. With ``probes.roundtrip`` the
+supervisor sends the tokens its round-trip probe awaits (``E``) and those whose check ended
+(``F``): the set at the worker's start is on the socket before the worker serves (it is read
+before the listeners start); this worker's RelayedProbeMailbox consumes returning probes as one
+process does (the return address alone in its transaction, the probe's envelope, bounces, late,
+unknown and forged mail: each logged ``probe_consumed`` with ``worker=K``; its own recipient
+directory for ``disabled``) and writes ``C`` + what it consumed for an awaited token, which the
+supervisor's probe takes as its result. End of file on it means the supervisor is gone: the
+worker stops as on SIGTERM.
 
 SIGTERM/SIGINT: stop accepting, refuse new transactions (421), let commits in flight finish
 (bounded: IntakeHandler.drain, 30 s), close the spool, exit 0. SIGHUP: reload the recipient
@@ -51,6 +59,7 @@ from gateway.intake.proxy import REASONS
 from gateway.intake.server import IntakeServer
 from gateway.intake.shared_limits import SharedConnectionLimits, SharedTable
 from gateway.logs import flush_logs, make_logger, route_stdlib
+from gateway.notify_wire import FrameReader, FrameWriter, WireError, consumed_frame
 from gateway.retry import supervise
 from gateway.config_spool import node_name
 from gateway.spool_open import open_worker_spool
@@ -73,18 +82,21 @@ class ReportedCounter(Counter):
 
 
 class Notifier:
-    """Tells the supervisor over the notify socket; a full or broken socket drops the byte (the
-    queue manager's periodic scan finds the message anyway)."""
+    """Tells the supervisor over the notify socket (a FrameWriter: what a full socket does not
+    take is sent when it can; ``q`` and ``p`` are dropped past its limit, and on a broken socket,
+    since the queue manager's periodic scan finds the message anyway)."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        self.writer = FrameWriter(sock)
         self._pending = False
 
     def send(self, what: bytes) -> None:
-        try:
-            self.sock.send(what)
-        except (BlockingIOError, OSError):
-            pass
+        self.writer.send(what, droppable=what[:1] in (b"q", b"p"))
+
+    def probe_consumed(self, token: str, ok: bool, detail: str) -> None:
+        """RelayedProbeMailbox's report: a return (or bounce) of a token the supervisor awaits."""
+        self.writer.send(consumed_frame(token, ok, detail))
 
     def queued(self, _queue_id: str | None = None) -> None:
         """IntakeHandler's on_queued: one ``q`` per loop iteration, however many commits."""
@@ -120,24 +132,46 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
     loop.add_signal_handler(signal.SIGHUP, reload_now.set)
     notify.setblocking(False)
     notifier = Notifier(notify)
+    watcher = DirectoryWatcher(cfg.directory.file)
+    mailbox = None
+    if cfg.probes.roundtrip:   # imported only then: gateway.health costs ~0.2 s of start-up
+        from gateway.health.roundtrip_probe import RelayedProbeMailbox
+        mailbox = RelayedProbeMailbox(cfg.probes.roundtrip_return, notifier.probe_consumed,
+                                      directory=lambda: watcher.current, log=log)
+    frames = FrameReader()
 
     def supervisor_said() -> None:
         try:
-            data = notify.recv(64)
+            data = notify.recv(65536)
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if not data:
             loop.remove_reader(notify.fileno())
+            notifier.writer.close()
             log.warning("supervisor_gone", hint="the supervisor closed its end: stopping")
             stop.set()
+            return
+        try:
+            said = frames.feed(data)
+        except WireError as e:
+            log.error("supervisor_wire_error", error=str(e))
+            return
+        for kind, payload in said:
+            if mailbox is None:
+                continue
+            if kind == "E":
+                mailbox.track(payload.decode("ascii", "replace"))
+            elif kind == "F":
+                mailbox.forget(payload.decode("ascii", "replace"))
     loop.add_reader(notify.fileno(), supervisor_said)
+    supervisor_said()      # the probe's tokens, written before our configuration: read them now
 
     spool = await open_worker_spool(cfg, number, node_tag)
     try:
-        watcher = DirectoryWatcher(cfg.directory.file)
-        handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log)
+        handler = IntakeHandler(cfg, spool, RcptContextSource(cfg, watcher), notifier.queued, log,
+                                probe_mailbox=mailbox)
         intake = IntakeServer(cfg, handler)
         intake.proxy_refused = ReportedCounter(notifier.send)     # summed by the supervisor
         intake.data_slots = worker_data_slots(cfg)     # this worker's share of the DATA slots

@@ -19,6 +19,13 @@ With ``directory`` (a callable returning the current policies.directory.Director
 is disabled while the directory lists the return address (checked again after every reload,
 logged once as ``probe_mailbox_disabled``): mail to it is then that recipient's, and the probe
 fails at once without submitting, never as critical. Reads and writes no queue state.
+
+With ``server.workers`` > 1 the returning message reaches whichever intake worker the kernel
+gave the connection to, while the probe awaits it in the supervisor: the supervisor's mailbox
+calls ``on_change("expect"|"forget", token)`` for every token (gateway.supervisor sends them to
+every worker), each worker runs a ``RelayedProbeMailbox`` (the same ``consume``: every check
+above, its own directory) that reports what would resolve an awaited token instead of resolving
+it, and the supervisor ``settle``s the probe's future with that report.
 """
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ from gateway.delivery.transport import client_tls_context
 
 from .result import check_budget, ProbeResult, describe, failure
 
-__all__ = ["RoundTripProbe", "ProbeMailbox", "Consumed", "PROBE_HEADER"]
+__all__ = ["RoundTripProbe", "ProbeMailbox", "RelayedProbeMailbox", "Consumed", "PROBE_HEADER"]
 
 PROBE_HEADER = "X-Mailgate-Probe"
 SUBJECT_PREFIX = "mailgate round-trip probe"
@@ -73,6 +80,8 @@ class ProbeMailbox:
         self._directory, self._log = directory, log
         self._checked: object = None             # the Directory last checked
         self._disabled: str | None = None
+        #: called with ("expect" | "forget", token) after each change (gateway.supervisor)
+        self.on_change: Callable[[str, str], None] | None = None
 
     @property
     def disabled(self) -> str | None:
@@ -99,18 +108,38 @@ class ProbeMailbox:
         """Register ``token``; the future gets (ok, detail, monotonic time) when it comes back."""
         fut = asyncio.get_running_loop().create_future()
         self._awaited[token] = fut
+        if self.on_change is not None:
+            self.on_change("expect", token)
         return fut
 
     def forget(self, token: str) -> None:
         """The check that awaited ``token`` ended (passed or not)."""
         self._awaited.pop(token, None)
         self._ended[token] = None
+        self._ended.move_to_end(token)
         while len(self._ended) > self._remember:
             self._ended.popitem(last=False)
+        if self.on_change is not None:
+            self.on_change("forget", token)
 
     @property
     def awaited(self) -> int:
         return len(self._awaited)
+
+    def snapshot(self) -> tuple[list[str], list[str]]:
+        """(recently ended tokens, oldest first; awaited tokens): what a worker started now needs
+        to consume as this process would."""
+        return list(self._ended), list(self._awaited)
+
+    def settle(self, token: str, ok: bool, detail: str = "") -> bool:
+        """Resolve the check awaiting ``token`` with what another process's intake consumed (a
+        worker's RelayedProbeMailbox): ok for a return, else ``detail`` (``bounced: SUBJECT``).
+        The time is this process's monotonic clock now. False if no check awaits it any more."""
+        fut = self._awaited.get(token)
+        if fut is None or fut.done():
+            return False
+        self._resolve(token, ok, detail)
+        return True
 
     def consume(self, envelope, data: bytes) -> Consumed | None:
         """None if ``data`` is not a probe message (intake queues it as usual); otherwise what was
@@ -141,6 +170,31 @@ class ProbeMailbox:
         fut = self._awaited.get(token)
         if fut is not None and not fut.done():
             fut.set_result((ok, detail, time.monotonic()))
+
+
+class RelayedProbeMailbox(ProbeMailbox):
+    """An intake worker's mailbox (server.workers > 1): it awaits the tokens the supervisor's
+    mailbox sends (``track``, ``forget``), consumes exactly as ProbeMailbox does, and passes what
+    would resolve an awaited token to ``report(token, ok, detail)`` (gateway.worker sends it to
+    the supervisor, which ``settle``s the probe's future)."""
+
+    def __init__(self, return_address: str, report: Callable[[str, bool, str], None],
+                 remember: int = 64, *, directory: Callable[[], object] | None = None,
+                 log=None) -> None:
+        super().__init__(return_address, remember, directory=directory, log=log)
+        self._report = report
+
+    def track(self, token: str) -> None:
+        """The supervisor's probe awaits ``token``."""
+        self._awaited[token] = None
+        self._ended.pop(token, None)
+
+    def expect(self, token: str) -> asyncio.Future:
+        raise TypeError("a worker's mailbox awaits the supervisor's tokens: use track()")
+
+    def _resolve(self, token: str, ok: bool, detail: str) -> None:
+        if token in self._awaited:
+            self._report(token, ok, detail)
 
 
 class RoundTripProbe:

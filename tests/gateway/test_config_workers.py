@@ -1,6 +1,6 @@
 """``[server] workers`` (gateway/config.py): "auto" or 1..64, the errors naming key and file, and
-the combinations the worker processes do not support (round-trip probe; the PostgreSQL spool
-is accepted)."""
+the combinations of other keys they run with (both spool backends, the round-trip probe), and
+each worker's share of the DATA slots."""
 from __future__ import annotations
 
 import os
@@ -40,12 +40,6 @@ def test_postgresql_spool_is_accepted_with_workers():
     assert c.server.worker_count == 2 and c.spool.backend == "postgresql"
 
 
-def test_roundtrip_probe_needs_one_process():
-    with pytest.raises(ConfigError, match=r"gw\.toml: server\.workers: .*probes\.roundtrip"):
-        cfg('[server]\nworkers = 2\n[probes]\nroundtrip = true\nroundtrip_to = "canary@example.com"\n'
-            'roundtrip_return = "probe-return@example.com"\n')
-
-
 @pytest.mark.parametrize("workers, total, per_client, share", [
     (1, 32, 8, (32, 8)), (2, 32, 8, (16, 4)), (3, 32, 8, (11, 3)), (64, 32, 8, (1, 1))])
 def test_each_worker_gets_its_share_of_the_data_slots(workers, total, per_client, share):
@@ -57,3 +51,9 @@ def test_each_worker_gets_its_share_of_the_data_slots(workers, total, per_client
     slots = worker_data_slots(c)
     assert (slots.total, slots.per_client) == share
     assert workers * slots.total <= total + workers - 1 or slots.total == 1
+
+
+def test_roundtrip_probe_with_workers_is_accepted():
+    c = cfg('[server]\nworkers = 2\n[probes]\nroundtrip = true\nroundtrip_to = "canary@example.com"\n'
+            'roundtrip_return = "probe-return@example.com"\n')
+    assert c.server.worker_count == 2 and c.probes.roundtrip
