@@ -327,6 +327,8 @@ def test_the_per_client_connection_limit_holds_over_both_workers(peers, tmp_path
     gw = peers.gateway(toml(port, tmp_path / "data", sink.port).replace(
         "max_connections_per_client = 1000", "max_connections_per_client = 3"), port)
     pids = wait_for(lambda: len(w := workers_of(gw)) == 2 and w, 20, what="2 workers")
+    wait_for(lambda: gw.log_text().count("event='worker_ready'") == 2, 20, what="2 workers ready")
+    time.sleep(0.5)     # the start-up check's session (QUIT) is released by its worker
     socks, greetings = [], []
     for _ in range(6):
         s = socket.create_connection(("127.0.0.1", port), 5)
