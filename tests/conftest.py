@@ -30,7 +30,7 @@ def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example
                 directory: Path | None = None, trusted=(), dns_port: int | None = None,
                 mx_port: int = 25, smarthost_port: int | None = None, minimal_backoff: float = 2.0,
                 maximal_backoff: float = 4.0, continuity: str | None = "off", extra: str = "",
-                event_loop: str | None = None) -> str:
+                event_loop: str | None = None, workers: int | None = None) -> str:
     """A gateway configuration for tests: SMTP on 127.0.0.1:port, routes to ``smarthost``,
     DNS from the test server when ``dns_port`` is given. ``smarthost_port`` is the port for a
     smarthost given as a name (MX-priority smarthosts); the backoffs are seconds. ``extra`` is
@@ -40,6 +40,7 @@ def config_toml(*, port: int, data_dir: Path, smarthost: str, accepted=("example
     lines = [
         "[server]", 'hostname = "gw.test"', f'data_dir = "{data_dir}"',
         *([f'event_loop = "{event_loop}"'] if event_loop else []),
+        *([f"workers = {workers}"] if workers is not None else []),   # None: the default, "auto"
         "[smtp]", f'listen = ["127.0.0.1:{port}"]',
         "[relay]", f"accepted_domains = {list(accepted)!r}".replace("'", '"'),
         f"trusted_networks = {list(trusted)!r}".replace("'", '"'),

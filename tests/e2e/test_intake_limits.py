@@ -31,19 +31,21 @@ def with_smtp_keys(toml: str, **keys) -> str:
     return toml.replace("[smtp]\n", "[smtp]\n" + "".join(f"{k} = {v!r}\n" for k, v in keys.items()), 1)
 
 
-def start(peers: Peers, name: str, **smtp):
+def start(peers: Peers, name: str, workers: int | None = None, **smtp):
     sink = peers.sink("127.0.0.51", None, f"exchange-{name}")
     port = free_port()
     toml = config_toml(port=port, data_dir=peers.base / f"data-{name}",
-                       smarthost=f"[127.0.0.51]:{sink.port}")
+                       smarthost=f"[127.0.0.51]:{sink.port}", workers=workers)
     return peers.gateway(with_smtp_keys(toml, **smtp), port, name=name), sink
 
 
 @pytest.fixture(scope="module")
 def slots_gw(tmp_path_factory):
-    """Four DATA slots in all, one per client address; the rate limit out of the way."""
+    """Four DATA slots in all, one per client address; the rate limit out of the way. One
+    process: these tests count one IntakeServer's slots exactly (with workers each gets its
+    share: tests/e2e/test_workers.py)."""
     peers = Peers(tmp_path_factory.mktemp("intake-slots"))
-    yield start(peers, "slots", max_concurrent_data=GLOBAL_SLOTS, max_concurrent_data_per_client=1,
+    yield start(peers, "slots", workers=1, max_concurrent_data=GLOBAL_SLOTS, max_concurrent_data_per_client=1,
                 min_data_rate_grace=600.0)
     peers.close()
 
@@ -52,7 +54,7 @@ def slots_gw(tmp_path_factory):
 def slow_gw(tmp_path_factory):
     """One DATA slot; 500 bytes/s after a 1 s grace; 2 s without a byte is a timeout."""
     peers = Peers(tmp_path_factory.mktemp("intake-slow"))
-    yield start(peers, "slow", max_concurrent_data=1, max_concurrent_data_per_client=1,
+    yield start(peers, "slow", workers=1, max_concurrent_data=1, max_concurrent_data_per_client=1,
                 min_data_rate=500.0, min_data_rate_grace=1.0, data_read_timeout=2.0)
     peers.close()
 

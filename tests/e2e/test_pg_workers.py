@@ -172,7 +172,9 @@ def test_postgresql_stopped_under_two_workers_gives_4xx_then_both_take_mail_agai
         for t in threads:
             t.join(60)
     assert during and all(400 <= c < 500 or c <= 0 for c in during), Counter(during)
-    assert sum(400 <= c < 500 for c in during) >= 5, Counter(during)
+    # several sessions answered while it was down (each waits up to the pool's connect and
+    # operation timeouts, so on a loaded machine 4 clients get only a few answers in those ~10 s)
+    assert sum(400 <= c < 500 for c in during) >= 3, Counter(during)
     assert not [c for _n, c, _d, _t in codes if c >= 500], Counter(c for _n, c, _d, _t in codes)
     acked = {str(n) for n, c, _d, _t in codes if c == 250}
     got = wait_for(lambda: (c := subjects(sink)) and acked <= set(c) and c, 90,

@@ -17,7 +17,7 @@ from tests.support.peers import free_port, wait_for
 CANARY = "canary@example.com"
 RETURN = "mailgate-probe@example.net"       # an accepted domain routed to the "other" sink:
 PROBE_CONSUMED = (250, b"2.0.0 Ok: probe consumed")  # were it not consumed, it would land there
-QUEUED = re.compile(rb"^2\.0\.0 Ok: queued as ([0-9B-Z]{14})$")
+QUEUED = re.compile(rb"^2\.0\.0 Ok: queued as ([0-9B-Z]{14}(?:[0-9B-Z]{2}){0,2})$")  # 16: a worker's, 18: on PostgreSQL
 PROBES = """
 [[routing.routes]]
 domain = "example.net"

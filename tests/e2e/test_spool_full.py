@@ -107,8 +107,19 @@ def test_a_full_disk_answers_452_keeps_the_gateway_up_and_it_recovers_sending_no
     time.sleep(5.0)
     assert gw.running, gw.log_text()[-3000:]
     assert greets(port)
-    code, text = send(port, "while-full")
-    assert (code, text[:5]) == (452, "4.3.1"), (code, text)
+    # still full: refused with 452 4.3.1. A commit that still fits (a WAL frame another
+    # process's checkpoint or rollback gave back: with workers each has its own connection) is
+    # durable, so its 250 is right; it must then be delivered once like the others
+    got = []
+    for _ in range(5):
+        token = uuid.uuid4().hex[:12]
+        code, text = send(port, token)
+        got.append((code, text[:5]))
+        if code == 250:
+            accepted.append(token)
+        else:
+            break
+    assert got[-1] == (452, "4.3.1"), got
 
     disk.free()
     token = uuid.uuid4().hex[:12]

@@ -66,7 +66,6 @@ def test_queue_list_and_show_read_the_postgresql_queue(pg_dsn, tmp_path):
     text = mailgate(cfg, "queue", "list")
     assert text.returncode == 0
     assert ids["queued"] in text.stdout and "<alice@remote.test>" in text.stdout
-    assert len(ids["deferred"]) == 16                      # a cluster's IDs: the column fits them
     assert f"{ids['deferred']} deferred " in text.stdout, text.stdout
     assert text.stdout.splitlines()[-1].startswith("-- ")
     assert "incoming: 1" in text.stdout and "deferred: 1" in text.stdout \
