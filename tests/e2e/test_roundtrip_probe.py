@@ -37,9 +37,10 @@ roundtrip_deadline = {deadline}
 """
 
 
-def start(peers, tmp_path, *forwarder_args, deadline=3.0, directory=None):
+def start(peers, tmp_path, *forwarder_args, deadline=3.0, directory=None, workers=None):
     """(gateway, forwarder, other sink): the forwarder is the default smarthost and the
-    submission target; the other sink is where example.net mail goes."""
+    submission target; the other sink is where example.net mail goes. ``workers``:
+    server.workers (None: the default)."""
     port = free_port()
     other = peers.sink("127.0.0.31", None, "other")
     fwd = ForwarderProc("127.0.0.21", free_port(), tmp_path / "fwd", "exchange", canary=CANARY,
@@ -48,7 +49,7 @@ def start(peers, tmp_path, *forwarder_args, deadline=3.0, directory=None):
     fwd.start()
     toml = config_toml(port=port, data_dir=tmp_path / "data", smarthost=f"[127.0.0.21]:{fwd.port}",
                        accepted=("example.com", "example.net"), continuity=None, directory=directory,
-                       extra=PROBES.format(other=other.port, canary=CANARY, ret=RETURN,
+                       workers=workers, extra=PROBES.format(other=other.port, canary=CANARY, ret=RETURN,
                                            deadline=deadline))
     return peers.gateway(toml, port), fwd, other
 

@@ -15,12 +15,10 @@ import re
 import signal
 from collections import Counter
 
-from tests.conftest import config_toml
-from tests.e2e.test_roundtrip_probe import (CANARY, PROBES, RETURN, probe_messages, queue_all,
-                                            roundtrip_results)
+from tests.e2e.test_roundtrip_probe import RETURN, probe_messages, queue_all, roundtrip_results
+from tests.e2e.test_roundtrip_probe import start as roundtrip_start
 from tests.e2e.test_workers import workers_of
-from tests.support.forwarder import ForwarderProc
-from tests.support.peers import free_port, wait_for
+from tests.support.peers import wait_for
 
 
 
@@ -34,20 +32,10 @@ def fields(event: str, text: str) -> list[dict[str, str]]:
 
 
 def start(peers, tmp_path, *forwarder_args, deadline=5.0):
-    """(gateway with 2 workers, forwarder): the forwarder is the smarthost and the submission
-    target; example.net (the return address's domain) goes to a sink that must stay empty."""
-    port = free_port()
-    other = peers.sink("127.0.0.31", None, "other")
-    fwd = ForwarderProc("127.0.0.21", free_port(), tmp_path / "fwd", "exchange", canary=CANARY,
-                        relay=f"127.0.0.1:{port}", return_to=RETURN, extra=forwarder_args)
-    peers.procs.append(fwd)
-    fwd.start()
-    toml = config_toml(port=port, data_dir=tmp_path / "data", smarthost=f"[127.0.0.21]:{fwd.port}",
-                       accepted=("example.com", "example.net"), continuity=None,
-                       extra=PROBES.format(other=other.port, canary=CANARY, ret=RETURN,
-                                           deadline=deadline))
-    toml = toml.replace("[server]\n", "[server]\nworkers = 2\n", 1)
-    gw = peers.gateway(toml, port)
+    """(gateway with 2 workers, forwarder, other sink): test_roundtrip_probe's set-up (the
+    forwarder is the smarthost and the submission target; example.net mail goes to a sink that
+    must stay empty) with server.workers = 2, both workers running."""
+    gw, fwd, other = roundtrip_start(peers, tmp_path, *forwarder_args, deadline=deadline, workers=2)
     wait_for(lambda: len(workers_of(gw)) == 2, 20, what="two workers")
     return gw, fwd, other
 
