@@ -91,7 +91,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=3000, help="messages per run (64 KiB runs use half)")
     ap.add_argument("--max-run-s", type=float, default=180.0)
     ap.add_argument("--workers", type=int, default=None,
-                    help="server.workers for the gateway (default: bench/gateway.toml's, 1)")
+                    help="server.workers for the gateway (default: bench/gateway.toml's: the default \"auto\", one per CPU)")
     ap.add_argument("--out", default=None, help="JSON lines (default /tmp/mailgate-bench/run-TIME.jsonl)")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -110,7 +110,7 @@ def main() -> int:
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}  workers {a.workers or 1}  load average before "
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  workers {a.workers or 'auto'}  load average before "
           f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (1 min)  rows: {out}")
     print(summarize(rows))
     return 0
