@@ -191,6 +191,10 @@ class WorkerPool:
                 *(a for i, fd in listen for a in ("--listen", f"{i}:{fd}"))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        # the worker starts with SIGHUP blocked (the mask is inherited across exec): a reload
+        # forwarded while it is still importing would otherwise kill it (SIGHUP's default
+        # action); it unblocks SIGHUP once its handler is installed, and a pending one reloads
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env,
                                     pass_fds=[child.fileno(), self.limits.fd,
@@ -199,6 +203,7 @@ class WorkerPool:
             parent.close()
             raise
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             child.close()
         slot.proc, slot.sock, slot.ready = proc, parent, False
         slot.writer = FrameWriter(parent)

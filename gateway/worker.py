@@ -130,6 +130,7 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_now.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})   # blocked by the supervisor
     notify.setblocking(False)
     notifier = Notifier(notify)
     watcher = DirectoryWatcher(cfg.directory.file)

@@ -454,3 +454,23 @@ def test_a_worker_that_keeps_dying_is_restarted_with_a_doubling_backoff(peers, t
     assert all(g >= d for g, d in zip(gaps, delays)), (gaps, delays)
     print(f"\nrestart delays {delays}, seen after {[round(g, 2) for g in gaps]} s")
     assert gw.running
+
+
+def test_a_reload_while_a_worker_is_starting_does_not_kill_it(peers, tmp_path):
+    """SIGHUP to the supervisor is forwarded to every worker, also to one still importing its
+    modules (restarted a moment ago): it starts with SIGHUP blocked and takes the reload once
+    its handler is in place, instead of dying of SIGHUP's default action. The same worker
+    process is still serving seconds later."""
+    sink = peers.sink(name="exchange")
+    port = free_port()
+    gw = peers.gateway(toml(port, tmp_path / "data", sink.port), port)
+    pids = wait_for(lambda: len(w := workers_of(gw)) == 2 and w, 20, what="2 workers")
+    os.kill(pids[0], signal.SIGKILL)
+    (new,) = wait_for(lambda: [p for p in workers_of(gw) if p not in pids], 20, interval=0.01,
+                      what="the replacement worker spawned")
+    gw.p.send_signal(signal.SIGHUP)              # at once: the new worker is still importing
+    wait_for(lambda: re.search(rf"event='worker_ready' .*pid={new}\b", gw.log_text()), 20,
+             what="the replacement worker ready")
+    time.sleep(1.0)
+    assert new in workers_of(gw) and alive(new), gw.log_text()[-2000:]
+    assert len(workers_of(gw)) == 2 and gw.running
