@@ -182,6 +182,7 @@ def test_sighup_reloads_the_directory(peers, tmp_path):
     extra = f'[directory]\nfile = "{directory}"\nreload_interval = 3600.0\n'
     gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data",
                                    smarthost=f"[127.0.0.14]:{sink.port}", extra=extra), port)
+    gw.wait_workers_ready()      # a worker still starting would read the file written next
     write_directory(directory, with_new_user("hup@example.com"))
     time.sleep(1.5)
     assert rcpt(port, "hup@example.com") == USER_UNKNOWN   # no polling within the hour

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -112,6 +113,21 @@ class GatewayProc(Proc):
         super().start()
         wait_smtp("127.0.0.1", self.port, proc=self.p)
         return self
+
+    def wait_workers_ready(self, timeout: float = 30.0) -> int:
+        """With ``server.workers`` > 1 the 220 above comes from the first worker ready; wait
+        until every worker of the newest start has said ``worker_ready`` (so each has loaded
+        the recipient directory as it is now). Returns the number of workers (1: one process,
+        no wait). Raises AssertionError after ``timeout`` s."""
+        def ready():
+            text = self.log_text()
+            start = text.rfind("event='workers_started'")
+            if start < 0:
+                return 1 if "event='listening'" in text else None
+            m = re.search(r"workers=(\d+)", text[start:])
+            n = int(m.group(1)) if m else 0
+            return n if text.count("event='worker_ready'", start) >= n > 0 else None
+        return wait_for(ready, timeout, what="every intake worker ready")
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(self.config), *args],
