@@ -43,7 +43,7 @@ def start(peers: Peers, name: str, workers: int | None = None, **smtp):
 def slots_gw(tmp_path_factory):
     """Four DATA slots in all, one per client address; the rate limit out of the way. One
     process: these tests count one IntakeServer's slots exactly (with workers each gets its
-    share: tests/e2e/test_workers.py)."""
+    share: tests/e2e/test_workers_limits.py)."""
     peers = Peers(tmp_path_factory.mktemp("intake-slots"))
     yield start(peers, "slots", workers=1, max_concurrent_data=GLOBAL_SLOTS, max_concurrent_data_per_client=1,
                 min_data_rate_grace=600.0)
