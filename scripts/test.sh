@@ -27,7 +27,10 @@ DEBIAN_PACKAGES=(dnsmasq-base swaks libnet-ssleay-perl libio-socket-ssl-perl
 
 need=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+  # Output captured first, never piped into `grep -q`: grep exits at its first match, the writer
+  # may then die of SIGPIPE, and under pipefail the check fails though the package is there.
+  status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+  [[ "$status" == *"install ok installed"* ]] || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -50,7 +53,8 @@ support="$(swaks --support 2>&1 || true)"
 grep -q "=== TLS supported" <<<"$support" \
   || fail "swaks has no TLS: $(grep TLS <<<"$support") (install libnet-ssleay-perl libio-socket-ssl-perl)"
 [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] || fail "smtp-sink/smtp-source not found (postfix)"
-/usr/sbin/haproxy -v 2>/dev/null | grep -Eq "^HAProxy version (2\.[6-9]|[3-9]\.)" \
+haproxy_version="$(/usr/sbin/haproxy -v 2>/dev/null || true)"   # captured: see dpkg-query above
+grep -Eq "^HAProxy version (2\.[6-9]|[3-9]\.)" <<<"$haproxy_version" \
   || fail "HAProxy >= 2.6 not found at /usr/sbin/haproxy (haproxy; tests/e2e/test_haproxy.py)"
 python3 - <<'EOF' || fail "Python test dependencies do not import"
 import aiosmtpd, aiosmtplib, dns.asyncresolver, pytest, pytest_asyncio, trustme  # noqa: F401
