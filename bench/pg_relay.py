@@ -117,11 +117,10 @@ def port_free(port: int) -> bool:
 def configs(kind: str, dsn: str, workers: int = 1) -> list[Path]:
     """The gateway configuration file(s) of one run: A → [bench/gateway.toml as is], B → one on
     PostgreSQL, C → two nodes on PostgreSQL (ports 2700/2701, their own data_dir and node).
-    ``workers`` > 1: ``server.workers = workers`` in every one of them."""
+    ``server.workers = workers`` in every one of them (also 1: the default is one per CPU)."""
     base = bench_config(0, []).read_text()
-    if workers > 1:
-        base = base.replace("[server]\n", f"[server]\nworkers = {workers}\n", 1)
-        assert f"workers = {workers}" in base, "bench/gateway.toml changed shape"
+    base = base.replace("[server]\n", f"[server]\nworkers = {workers}\n", 1)
+    assert f"workers = {workers}" in base, "bench/gateway.toml changed shape"
     if kind == "A":
         out = BENCH_DIR / "pg-relay-A.toml"
         out.write_text(base)
@@ -321,8 +320,9 @@ def main() -> int:
     ap.add_argument("--max-s", type=float, default=120.0, help="bound per run")
     ap.add_argument("--pyspy", type=float, default=0, help="seconds of py-spy on one extra B run")
     ap.add_argument("--n-spy", type=int, default=8000, help="messages of the py-spy run")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="server.workers of every gateway (A, B and C; gateway/supervisor.py)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="server.workers of every gateway (A, B and C; gateway/supervisor.py; "
+                         "default one per CPU, as shipped)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("pg_relay.py: run as root (smtp-sink -u postfix; the cluster runs as postgres)")

@@ -9,6 +9,12 @@ CPU ms per message of each server's process tree. Raw rows go to a JSON-lines fi
     sudo python3 bench/run.py                       # 4 KiB x 50 sessions, 3 pairs (the target)
     sudo python3 bench/run.py --cells 4096x50,65536x50,1024x10 --reps 5
     sudo python3 bench/run.py --workers 2           # server.workers = 2 (gateway/supervisor.py)
+    sudo python3 bench/run.py --backend postgresql  # the PostgreSQL spool (bench/pg_gateway.py)
+
+With ``--backend postgresql`` the gateway command is bench/pg_gateway.py: a throwaway
+PostgreSQL 15 cluster (fsync on) whose postmaster runs as a child of that command, so the
+"gateway CPU ms/msg" column is the gateway's and its database's together (Postfix's column
+counts its whole process tree the same way); a new cluster per cell.
 
 Needs root (compare.py runs smtp-sink -u postfix and a private Postfix master) and the free
 ports 2525 (Postfix), 2600 (smtp-sink), 2700 (the gateway, bench/gateway.toml).
@@ -92,6 +98,8 @@ def main() -> int:
     ap.add_argument("--max-run-s", type=float, default=180.0)
     ap.add_argument("--workers", type=int, default=None,
                     help="server.workers for the gateway (default: bench/gateway.toml's: the default \"auto\", one per CPU)")
+    ap.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite",
+                    help="spool.backend of the gateway (postgresql: bench/pg_gateway.py)")
     ap.add_argument("--out", default=None, help="JSON lines (default /tmp/mailgate-bench/run-TIME.jsonl)")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -100,17 +108,21 @@ def main() -> int:
     out = Path(a.out or BENCH_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
     config = REPO / CONFIG if a.workers is None else workers_config(a.workers)
     gateway_cmd = f"{sys.executable} -m gateway.cli --config {config} serve"
+    if a.backend == "postgresql":
+        gateway_cmd = (f"{sys.executable} {REPO / 'bench' / 'pg_gateway.py'} --workers "
+                       f"{a.workers or os.cpu_count() or 1}")
     load_before = os.getloadavg()
     for cell in a.cells.split(","):
         size, conc = cell.lower().split("x")
-        fresh_spool(config)
+        if a.backend == "sqlite":
+            fresh_spool(config)         # pg_gateway.py starts every cell on a new cluster
         cmd = [sys.executable, str(COMPARE), "--gateway-cmd", gateway_cmd, "--gateway-port", "2700",
                "--sizes", size, "--conc", conc, "--reps", str(a.reps), "--n", str(a.n),
                "--max-run-s", str(a.max_run_s), "--dir", str(BENCH_DIR), "--out", str(out)]
         print("+", " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}  workers {a.workers or 'auto'}  load average before "
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {a.backend}  workers {a.workers or 'auto'}  load average before "
           f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (1 min)  rows: {out}")
     print(summarize(rows))
     return 0

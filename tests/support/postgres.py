@@ -89,10 +89,19 @@ class PgCluster:
         self.logfile.touch()
         self._chown(self.logfile)
 
+    def server_options(self) -> list[str]:
+        """The postgres server's options: SERVER_SETTINGS, the port, the socket directory."""
+        opts = [x for k, v in SERVER_SETTINGS.items() for x in ("-c", f"{k}={v}")]
+        return [*opts, "-p", str(self.port), "-c", f"unix_socket_directories={self.sockdir}"]
+
+    def foreground_argv(self) -> list[str]:
+        """The command that runs the server in the foreground (as ``self.user``), for a caller
+        that wants the postmaster as its own child (bench/pg_gateway.py: one process tree)."""
+        return self._cmd(str(PG_BIN / "postgres"), "-D", str(self.datadir), *self.server_options())
+
     def start(self, timeout: float = 30.0) -> None:
         """pg_ctl start (waits until it accepts connections)."""
-        opts = " ".join(f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
-        opts += f" -p {self.port} -c unix_socket_directories={self.sockdir}"
+        opts = " ".join(self.server_options())
         subprocess.run(self._cmd(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l",
                                  str(self.logfile), "-o", opts, "-w", "-t", str(int(timeout)),
                                  "start"), check=True, capture_output=True, text=True)
