@@ -35,6 +35,10 @@ class SpoolConfig(BaseModel):
     dsn: str = ""                   # postgresql: "host=db1 dbname=mailgate user=mailgate" or a URI
     node: str = Field("", max_length=63)   # this gateway's node name; "": server.hostname
     pool_size: int = Field(10, ge=2, le=200)            # postgresql: connections per gateway
+    #   (its supervisor: queue manager, continuity, admin API, webmail)
+    worker_pool_size: int = Field(2, ge=1, le=50)       # postgresql: connections per intake
+    #   worker at most (it keeps 1 open; intake's group commit writes through one): a gateway
+    #   uses up to pool_size + server.workers x worker_pool_size
     connect_timeout: float = Field(5.0, gt=0, le=120)   # postgresql: seconds to get a connection
     #   (after that an SMTP client gets 451 4.3.0; the pool keeps trying in the background)
     operation_timeout: float = Field(30.0, gt=0, le=600)   # postgresql: seconds one operation

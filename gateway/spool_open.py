@@ -24,8 +24,8 @@ from gateway.config_spool import node_name
 from spool import Spool, SpoolError
 
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0     # seconds between attempts to reach PostgreSQL at start-up
-#: PostgreSQL connections an intake worker's pool may hold (it keeps 1 open): a gateway with
-#: N workers uses up to spool.pool_size + N * WORKER_POOL_SIZE connections of max_connections.
+#: The default of spool.worker_pool_size: PostgreSQL connections an intake worker's pool may
+#: hold (it keeps 1 open): a gateway with N workers uses up to spool.pool_size + N * this.
 WORKER_POOL_SIZE = 2
 
 
@@ -75,8 +75,8 @@ async def open_worker_spool(cfg: Config, number: int, node_tag: str = ""):
     supervisor's start). The open does not touch the database, so a worker started or restarted
     while PostgreSQL is down comes up and serves: each commit answers 451 4.3.0 (SpoolError)
     until the pool, reconnecting with backoff in the background, reaches the database again.
-    Its pool holds at most WORKER_POOL_SIZE connections (intake needs one: the group commit's
-    writer); ``spool.pool_size`` is the supervisor's."""
+    Its pool holds at most ``spool.worker_pool_size`` connections (default WORKER_POOL_SIZE, 2;
+    intake needs one: the group commit's writer); ``spool.pool_size`` is the supervisor's."""
     from spool.commit import node_tag as tag_of
     if cfg.spool.backend == "sqlite":
         from gateway.supervisor import write_lock_path
@@ -88,7 +88,7 @@ async def open_worker_spool(cfg: Config, number: int, node_tag: str = ""):
             raise ValueError("a worker on the PostgreSQL spool needs its node's tag")
         s = cfg.spool
         spool = await PgSpool.open(s.dsn, node=node_name(cfg), min_size=1,
-                                   max_size=WORKER_POOL_SIZE, timeout=s.connect_timeout,
+                                   max_size=s.worker_pool_size, timeout=s.connect_timeout,
                                    op_timeout=s.operation_timeout, node_tag=node_tag)
     spool.id_tag = tag_of(number)
     return spool

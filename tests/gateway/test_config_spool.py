@@ -28,6 +28,7 @@ def test_the_default_is_sqlite_named_by_hostname():
 def test_a_complete_postgresql_spool_is_accepted():
     cfg = parse(PG_OK, "t.toml")
     assert (cfg.spool.backend, node_name(cfg), cfg.spool.pool_size) == ("postgresql", "mx1", 10)
+    assert cfg.spool.worker_pool_size == 2
 
 
 @pytest.mark.parametrize("change, key, words", [
@@ -37,6 +38,8 @@ def test_a_complete_postgresql_spool_is_accepted():
     ({"spool": {"backend": "sqlite", "dsn": "host=db1"}}, "spool.dsn", "only used with"),
     ({"spool": {"backend": "postgresql", "dsn": "host=db1", "pool_size": 1}}, "spool.pool_size",
      "greater than or equal to 2"),
+    ({"spool": {"backend": "postgresql", "dsn": "host=db1", "worker_pool_size": 0}},
+     "spool.worker_pool_size", "greater than or equal to 1"),
     ({"delivery": {"claim_ttl": 1.0}}, "delivery.claim_ttl", "greater than or equal to 5"),
 ])
 def test_a_bad_spool_setting_names_the_file_and_key(change, key, words):
