@@ -39,10 +39,10 @@ supervisor started). The queue manager here claims what any worker committed.
   deliveries as in one process and exits 0;
 - ``reload()`` (SIGHUP): forwarded to every worker (each reloads its recipient directory).
 
-The [smtp] connection limits (max_connections, max_connections_per_client) are the gateway's:
-counted over every worker in one shared memory table (gateway.intake.shared_limits; a dead
-worker's sessions are cleared from it before its restart). The DATA slots (max_concurrent_data
-and its per-client limit) apply per worker process.
+The [smtp] connection limits (max_connections, max_connections_per_client) and DATA limits
+(max_concurrent_data and its per-client limit) are the gateway's: counted over every worker in
+one shared memory table (gateway.intake.shared_limits; a dead worker's sessions and transfers
+are cleared from it before its restart).
 """
 from __future__ import annotations
 

@@ -54,10 +54,9 @@ from collections.abc import Callable
 from gateway.config import Config
 from gateway.intake.directory import RcptContextSource, watch_directory
 from gateway.intake.handler import IntakeHandler
-from gateway.intake.limits import DataSlots
 from gateway.intake.proxy import REASONS
 from gateway.intake.server import IntakeServer
-from gateway.intake.shared_limits import SharedConnectionLimits, SharedTable
+from gateway.intake.shared_limits import SharedConnectionLimits, SharedDataSlots, SharedTable
 from gateway.logs import flush_logs, make_logger, route_stdlib
 from gateway.notify_wire import FrameReader, FrameWriter, WireError, consumed_frame
 from gateway.retry import supervise
@@ -109,20 +108,8 @@ class Notifier:
         self.send(b"q")
 
 
-def worker_data_slots(cfg: Config) -> DataSlots:
-    """This worker's share of ``smtp.max_concurrent_data`` and its per-client limit: each of the
-    N workers gets ceil(limit / N) (at least 1), so the DATA transfers buffered by the whole
-    gateway stay within the configured limit (plus at most N - 1 for rounding) whatever N is,
-    and the memory bound of one process (bench/README.md "Memory") holds for the gateway.
-    A transfer beyond its worker's share waits for a slot of that worker (it is never refused),
-    as in one process."""
-    n, s = cfg.server.worker_count, cfg.smtp
-    return DataSlots(max(1, -(-s.max_concurrent_data // n)),
-                     max(1, -(-s.max_concurrent_data_per_client // n)))
-
-
 async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
-              notify: socket.socket, log, limits: tuple[int, int] | None = None,
+              notify: socket.socket, log, limits: tuple[int, int],
               node_tag: str = "") -> None:
     """Serve ``listen`` until SIGTERM/SIGINT or the supervisor goes away."""
     loop = asyncio.get_running_loop()
@@ -175,12 +162,13 @@ async def run(cfg: Config, number: int, listen: dict[int, list[socket.socket]],
                                 probe_mailbox=mailbox)
         intake = IntakeServer(cfg, handler)
         intake.proxy_refused = ReportedCounter(notifier.send)     # summed by the supervisor
-        intake.data_slots = worker_data_slots(cfg)     # this worker's share of the DATA slots
-        if limits is not None:           # the gateway's connection limits, over every worker
-            fd, slots = limits
-            intake.limits = SharedConnectionLimits(
-                SharedTable(fd, cfg.server.worker_count, slots), number,
-                cfg.smtp.max_connections, cfg.smtp.max_connections_per_client)
+        # the gateway's connection and DATA limits, counted over every worker
+        table = SharedTable(limits[0], cfg.server.worker_count, limits[1])
+        s = cfg.smtp
+        intake.limits = SharedConnectionLimits(table, number, s.max_connections,
+                                               s.max_connections_per_client)
+        intake.data_slots = SharedDataSlots(table, number, s.max_concurrent_data,
+                                            s.max_concurrent_data_per_client)
         bound = await intake.start(listen)
         log.info("worker_listening", pid=os.getpid(), addresses=[f"{h}:{p}" for h, p in bound],
                  directory_entries=len(watcher.current) if watcher.enabled else None)
@@ -207,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gateway.worker", description=__doc__.split("\n")[0])
     ap.add_argument("--number", type=int, required=True, help="this worker's number K (1..N)")
     ap.add_argument("--notify", type=int, required=True, help="fd of the socket to the supervisor")
-    ap.add_argument("--limits", type=_listen_arg, default=None,
-                    help="FD:SLOTS, the supervisor's shared connection-limit table")
+    ap.add_argument("--limits", type=_listen_arg, required=True,
+                    help="FD:SLOTS, the supervisor's shared table of connection and DATA limits")
     ap.add_argument("--node-tag", default="",
                     help="PostgreSQL spool: the tag the supervisor's node registration gave")
     ap.add_argument("--listen", type=_listen_arg, action="append", default=[],

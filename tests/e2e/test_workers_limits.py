@@ -1,7 +1,7 @@
 """Intake workers (``server.workers = 2``) and the gateway's limits, end to end: PROXY refusals
 counted in the workers show on the supervisor's /metrics; the per-client connection limit and
-the DATA limit hold over both workers (gateway.intake.shared_limits,
-gateway.worker.worker_data_slots). Real gateway processes and sinks (tests/e2e/test_workers.py
+the DATA limit hold over both workers, and a DATA slot is the gateway's, taken by whichever
+worker needs it (gateway.intake.shared_limits). Real gateway processes and sinks (tests/e2e/test_workers.py
 has the helpers and the delivery, crash and restart tests)."""
 from __future__ import annotations
 
@@ -110,10 +110,11 @@ def _line(s: socket.socket) -> bytes:
 
 
 def test_the_data_limit_is_the_gateways_over_both_workers(peers, tmp_path):
-    """max_concurrent_data = 2 with 2 workers: each worker gets one DATA slot
-    (gateway.worker.worker_data_slots), so of 6 sessions that all send DATA at once at most 2
-    get their 354 (not 2 per worker: the memory bound of one process holds for the gateway);
-    the others wait, get theirs as slots are given back, and all 6 messages are delivered."""
+    """max_concurrent_data = 2 with 2 workers: the slots are counted over both
+    (gateway.intake.shared_limits.SharedDataSlots), so of 6 sessions that all send DATA at
+    once exactly 2 get their 354 (not 2 per worker: the memory bound of one process holds for
+    the gateway); the others wait, get theirs as slots are given back, and all 6 messages are
+    delivered."""
     sink = peers.sink(name="exchange")
     port = free_port()
     gw = peers.gateway(toml(port, tmp_path / "data", sink.port).replace(
@@ -142,7 +143,7 @@ def test_the_data_limit_is_the_gateways_over_both_workers(peers, tmp_path):
                 got = b""
             s.setblocking(True)
             (started if got.startswith(b"354") else waiting).append(s)
-        assert 1 <= len(started) <= 2, (len(started), len(waiting))
+        assert len(started) == 2, (len(started), len(waiting))
         for s in started + waiting:     # the slot holders first; the others in arrival order
             k = socks.index(s)
             if s in waiting:
@@ -154,3 +155,51 @@ def test_the_data_limit_is_the_gateways_over_both_workers(peers, tmp_path):
             s.close()
     wait_for(lambda: len(delivered(sink)) == 6, 30, what="6 messages delivered")
     assert set(delivered(sink)) == {f"m{k}-a0" for k in range(6)}
+
+
+def test_one_worker_may_use_every_data_slot_of_the_gateway(peers, tmp_path):
+    """max_concurrent_data = 2 with 2 workers, worker 2 stopped (SIGSTOP), so worker 1 accepts
+    every session: both of its sessions get their 354 at once (the slots are the gateway's,
+    not one per worker), a third waits until one of them is done; all three are delivered."""
+    sink = peers.sink(name="exchange")
+    port = free_port()
+    gw = peers.gateway(toml(port, tmp_path / "data", sink.port).replace(
+        "max_concurrent_data_per_client = 32", "max_concurrent_data_per_client = 32\n"
+        "max_concurrent_data = 2"), port)
+    w1, w2 = wait_for(lambda: len(w := workers_of(gw)) == 2 and w, 20, what="2 workers")
+    gw.wait_workers_ready()                         # both serve before one is stopped
+    os.kill(w2, signal.SIGSTOP)
+    socks = []
+    try:
+        for k in range(3):
+            s = socket.create_connection(("127.0.0.1", port), 10)
+            s.settimeout(10)
+            socks.append(s)
+            assert _line(s).startswith(b"220")     # greeted: worker 1 took it
+            for cmd in (b"HELO client.test", b"MAIL FROM:<a@client.test>",
+                        f"RCPT TO:<user{k}@example.com>".encode(), b"DATA"):
+                s.sendall(cmd + b"\r\n")
+                if cmd != b"DATA":
+                    assert _line(s).startswith(b"250"), cmd
+            if k < 2:
+                assert _line(s).startswith(b"354"), k   # both slots, in the one worker
+        socks[2].settimeout(1.0)
+        try:
+            early = socks[2].recv(512)
+        except socket.timeout:
+            early = b""
+        assert early == b"", early                  # the third waits: the gateway's 2 are taken
+        socks[2].settimeout(10)
+        socks[0].sendall(b"Subject: m\r\nX-Test-Token: m0-a0\r\n\r\nbody\r\n.\r\n")
+        assert _line(socks[0]).startswith(b"250 2.0.0")
+        assert _line(socks[2]).startswith(b"354")   # its turn came
+        for k in (1, 2):
+            socks[k].sendall(f"Subject: m\r\nX-Test-Token: m{k}-a0\r\n\r\nbody\r\n.\r\n".encode())
+            assert _line(socks[k]).startswith(b"250 2.0.0"), k
+    finally:
+        os.kill(w2, signal.SIGCONT)
+        for s in socks:
+            s.close()
+    wait_for(lambda: len(delivered(sink)) == 3, 30, what="3 messages delivered")
+    assert set(delivered(sink)) == {f"m{k}-a0" for k in range(3)}
+    assert workers_of(gw) == [w1, w2]               # nobody died or was restarted

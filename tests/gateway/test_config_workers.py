@@ -1,6 +1,5 @@
 """``[server] workers`` (gateway/config.py): "auto" or 1..64, the errors naming key and file, and
-the combinations of other keys they run with (both spool backends, the round-trip probe), and
-each worker's share of the DATA slots."""
+the combinations of other keys they run with (both spool backends, the round-trip probe)."""
 from __future__ import annotations
 
 import os
@@ -38,19 +37,6 @@ def test_postgresql_spool_is_accepted_with_workers():
     c = cfg('[server]\nworkers = 2\n[spool]\nbackend = "postgresql"\n'
             'dsn = "postgresql://gw@db/mailgate"\n[webmail]\nenabled = false\n')
     assert c.server.worker_count == 2 and c.spool.backend == "postgresql"
-
-
-@pytest.mark.parametrize("workers, total, per_client, share", [
-    (1, 32, 8, (32, 8)), (2, 32, 8, (16, 4)), (3, 32, 8, (11, 3)), (64, 32, 8, (1, 1))])
-def test_each_worker_gets_its_share_of_the_data_slots(workers, total, per_client, share):
-    """gateway.worker.worker_data_slots: ceil(limit / N), at least 1, so N workers together
-    buffer at most the configured number of DATA transfers (+ N - 1 for rounding)."""
-    from gateway.worker import worker_data_slots
-    c = cfg(f"[server]\nworkers = {workers}\n[smtp]\nmax_concurrent_data = {total}\n"
-            f"max_concurrent_data_per_client = {per_client}\n")
-    slots = worker_data_slots(c)
-    assert (slots.total, slots.per_client) == share
-    assert workers * slots.total <= total + workers - 1 or slots.total == 1
 
 
 def test_roundtrip_probe_with_workers_is_accepted():
