@@ -160,14 +160,21 @@ def test_directory_reloads_without_restart_and_a_broken_file_keeps_the_old(peers
     port = free_port()
     gw = peers.gateway(config_toml(port=port, data_dir=tmp_path / "data", directory=directory,
                                    smarthost=f"[127.0.0.13]:{sink.port}"), port)
+    n = gw.wait_workers_ready()      # a worker still starting would read the file written next
     assert rcpt(port, "newbie@example.com") == USER_UNKNOWN
     write_directory(directory, with_new_user("newbie@example.com"))
     started = time.monotonic()
     wait_for(lambda: rcpt(port, "newbie@example.com") == RCPT_OK, 10, interval=0.25,
              what="the new user to be accepted")
     print(f"reload took {time.monotonic() - started:.2f}s (reload_interval 0.5 s, settle 1 s)")
+    # each process watches the file (every intake worker, and the supervisor for continuity):
+    # all of them have the new one before it breaks
+    watchers = n + 1 if n > 1 else 1
+    wait_for(lambda: gw.log_text().count("event='directory_reloaded'") >= watchers, 10,
+             what=f"the reload in each of the {watchers} processes")
     write_directory(directory, '{"mailboxes": ["oops@example.com", ')      # truncated export
-    wait_for(lambda: "directory_reload_failed" in gw.log_text(), 10, what="the failed reload")
+    wait_for(lambda: gw.log_text().count("event='directory_reload_failed'") >= watchers, 10,
+             what="the failed reload in every process")
     assert rcpt(port, "newbie@example.com") == RCPT_OK
     assert rcpt(port, "alice@example.com") == RCPT_OK
     assert rcpt(port, "oops@example.com") == USER_UNKNOWN
