@@ -24,7 +24,7 @@ Durability, in this order (the 250 depends on the last step):
 Deleting: an ``AFTER DELETE`` trigger on ``bodies`` (migration 0016; it fires for ON DELETE
 CASCADE too) records the queue ID of every file body in ``body_unlinks`` in the deleting
 transaction. The spool's writer takes up to UNLINK_BATCH of them into each group commit, deletes
-their ``body_unlinks`` rows, and unlinks the files once that commit is durable
+their ``body_unlinks`` rows, and unlinks the files once that commit is durable, before the batch's callers get their results
 (``unlink_all``); a crash in between leaves orphans for ``sweep()``. A file is therefore never
 removed while a committed row still names it.
 

@@ -326,9 +326,9 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
             unlinks = []
         self.batches += 1
         self.batched_ops += len(batch)
+        if unlinks:          # no committed row names them any more (spool.bodyfiles); before the
+            _bodyfiles.unlink_all(self.body_dir, unlinks)     # results: a delete returns once gone
         self._loop.call_soon_threadsafe(_resolve_all, results)
-        if unlinks:          # no committed row names them any more (spool.bodyfiles)
-            _bodyfiles.unlink_all(self.body_dir, unlinks)
 
     def _lock_waited(self, waited: float) -> None:
         self.lock_wait_s += waited

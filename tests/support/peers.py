@@ -114,6 +114,23 @@ class GatewayProc(Proc):
         wait_smtp("127.0.0.1", self.port, proc=self.p)
         return self
 
+    def kill_all(self) -> None:
+        """SIGKILL the supervisor and every child of it (its intake workers) at once, as a
+        machine crash or systemd's SIGKILL of the whole control group does; ``kill()`` kills
+        the supervisor only, and its workers then stop by themselves, finishing what they do."""
+        if self.p is None or self.p.poll() is not None:
+            return
+        kids = []
+        for task in Path(f"/proc/{self.p.pid}/task").iterdir():
+            try:
+                kids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:            # a thread that ended while we looked
+                continue
+        for pid in kids:
+            os.kill(pid, signal.SIGKILL)
+        self.p.kill()
+        self.p.wait(5)
+
     def wait_workers_ready(self, timeout: float = 30.0) -> int:
         """With ``server.workers`` > 1 the 220 above comes from the first worker ready; wait
         until every worker of the newest start has said ``worker_ready`` (so each has loaded
