@@ -11,6 +11,8 @@ under a transaction advisory lock (two nodes starting together do not both migra
 """
 from __future__ import annotations
 
+import time
+import weakref
 from importlib import resources
 
 import psycopg
@@ -42,13 +44,37 @@ def where(dsn: str) -> str:
            f"{d.get('dbname') or d.get('user') or ''}"
 
 
+#: A connection given back to the pool less than this many seconds ago, in a good state, is
+#: handed out again without the check's round trip (under load that is nearly every one: the
+#: check cost a round trip per spool operation); an older one is checked.
+CHECK_AFTER_IDLE = 0.25
+_returned_at: "weakref.WeakKeyDictionary[psycopg.AsyncConnection, float]" = weakref.WeakKeyDictionary()
+
+
+async def _mark_returned(conn: psycopg.AsyncConnection) -> None:
+    """The pool's ``reset`` hook: when ``conn`` came back (monotonic seconds)."""
+    _returned_at[conn] = time.monotonic()
+
+
+async def _check(conn: psycopg.AsyncConnection) -> None:
+    """The pool's ``check``: psycopg_pool's round trip (a broken connection raises and is
+    replaced), skipped for a connection back for less than CHECK_AFTER_IDLE seconds whose
+    libpq status is still OK."""
+    back = _returned_at.get(conn)
+    if (back is not None and time.monotonic() - back < CHECK_AFTER_IDLE and not conn.broken
+            and conn.pgconn.status == psycopg.pq.ConnStatus.OK):
+        return
+    await AsyncConnectionPool.check_connection(conn)
+
+
 def make_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
               timeout: float = 5.0) -> AsyncConnectionPool:
     """A pool (not yet open) for ``dsn``; a connection is checked before it is handed out (a
-    broken one is replaced), and a caller waits at most ``timeout`` seconds for one."""
+    broken one is replaced) unless it was in use a moment ago (``_check``), and a caller waits
+    at most ``timeout`` seconds for one."""
     return AsyncConnectionPool(conninfo(dsn), min_size=min_size, max_size=max_size, open=False,
                                kwargs={"autocommit": True}, timeout=timeout,
-                               check=AsyncConnectionPool.check_connection,
+                               check=_check, reset=_mark_returned,
                                reconnect_timeout=3600.0, name="mailgate-spool")
 
 

@@ -76,6 +76,7 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
         self.id_tag = ""
         self.batches = 0
         self.batched_ops = 0
+        self.isolated_batches = 0      # batches run again with a savepoint per operation
         self.stale_claims = 0
         self.fenced_refused = 0
         #: Seconds any one operation (a transaction, a read, a group commit) may take.
@@ -331,6 +332,29 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
         return task.result()
 
     async def _commit_batch(self, batch: list, results: list) -> None:
+        """The batch in one transaction; appends (future, result, error) to ``results``.
+
+        First without savepoints (each costs two more statements and a pipeline sync, more
+        than most operations: bench/README.md): if every operation succeeds, that commit is the
+        batch's. If one raises an error of its own (not a storage failure: a stale claim, a
+        constraint), nothing of that transaction is kept (rolled back) and the batch runs again
+        with a savepoint per operation (``_commit_isolated``), so only that operation fails.
+        A storage failure raises (every caller gets the SpoolError)."""
+        done: list = []
+        try:
+            async with self.pool.connection() as conn, conn.pipeline():
+                async with conn.transaction():
+                    for fn, args, fut in batch:
+                        done.append((fut, await fn(conn, *args), None))
+        except Exception as e:
+            if _db.storage_failure(e):
+                raise
+            self.isolated_batches += 1
+            await self._commit_isolated(batch, results)
+            return
+        results.extend(done)
+
+    async def _commit_isolated(self, batch: list, results: list) -> None:
         """One transaction with a savepoint per operation; appends (future, result, error)."""
         async with self.pool.connection() as conn, conn.pipeline():
             async with conn.transaction():
