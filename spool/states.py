@@ -74,14 +74,19 @@ class Claim(str):
     IDs) carrying the claim's fencing ``token`` (an integer that only grows: a PostgreSQL
     sequence, or the SQLite spool's counter) and its ``expires_at`` (unix seconds on the
     storage's clock: PostgreSQL's, or the local one for SQLite). An outcome is written only
-    while ``token`` is the message's current claim (see StaleClaim)."""
+    while ``token`` is the message's current claim (see StaleClaim). ``size`` is the message's
+    size in bytes when the claim read it (PostgreSQL: from the same statement, so the queue
+    manager needs no read of its own before its memory budget), else None."""
 
     token: int
     expires_at: float
+    size: int | None
 
-    def __new__(cls, queue_id: str, token: int, expires_at: float) -> "Claim":
+    def __new__(cls, queue_id: str, token: int, expires_at: float,
+                size: int | None = None) -> "Claim":
         self = super().__new__(cls, queue_id)
         self.token, self.expires_at = int(token), float(expires_at)
+        self.size = None if size is None else int(size)
         return self
 
     @property

@@ -197,14 +197,15 @@ class QueueManager(OutcomeRecorder):
         renewed (self.claims) until the delivery ends."""
         queue_id, token = claim.queue_id, claim.token
         try:
-            await self._deliver_claimed(queue_id, token)
+            await self._deliver_claimed(queue_id, token, getattr(claim, "size", None))
         finally:
             self.claims.drop(queue_id)
 
-    async def _deliver_claimed(self, queue_id: str, token: int) -> None:
+    async def _deliver_claimed(self, queue_id: str, token: int, size: int | None = None) -> None:
         msg = None
         try:
-            size = await self._spool(lambda: self.spool.message_size(queue_id), queue_id)
+            if size is None:          # the claim did not read it (the SQLite spool's claims)
+                size = await self._spool(lambda: self.spool.message_size(queue_id), queue_id)
             if size is None:
                 return
             # its bytes are read only once they fit in delivery.max_inflight_bytes; meanwhile the

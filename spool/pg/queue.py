@@ -51,7 +51,8 @@ async def insert_message(conn: AsyncConnection, msg: NewMessage, node: str = "")
 async def claim(conn: AsyncConnection, limit: int, owner: str, ttl: float) -> list[Claim]:
     """Claim up to ``limit`` due messages for ``owner`` for ``ttl`` seconds: ``FOR UPDATE SKIP
     LOCKED`` (a row another session is claiming is skipped, never waited for), one token each
-    from ``claim_seq``. Returns the claims, oldest first. The caller commits at once."""
+    from ``claim_seq``. Returns the claims (with each message's size), oldest first. The caller
+    commits at once."""
     cur = await conn.execute(
         "WITH c AS (SELECT queue_id FROM messages WHERE state IN ('incoming','deferred')"
         "           AND next_attempt_at <= now() ORDER BY next_attempt_at, seq"
@@ -59,10 +60,10 @@ async def claim(conn: AsyncConnection, limit: int, owner: str, ttl: float) -> li
         " UPDATE messages m SET state='active', claim_owner=%s, claim_token=nextval('claim_seq'),"
         f"  claim_expires=clock_timestamp() + %s {SECS}, updated_at=clock_timestamp()"
         " FROM c WHERE m.queue_id = c.queue_id"
-        " RETURNING m.queue_id, m.claim_token, extract(epoch FROM m.claim_expires)::float8, m.seq",
-        (limit, owner, ttl))
+        " RETURNING m.queue_id, m.claim_token, extract(epoch FROM m.claim_expires)::float8, m.seq,"
+        " m.size", (limit, owner, ttl))
     rows = sorted(await cur.fetchall(), key=lambda r: r[3])
-    return [Claim(q, t, e) for q, t, e, _seq in rows]
+    return [Claim(q, t, e, size) for q, t, e, _seq, size in rows]
 
 
 async def renew(conn: AsyncConnection, claims: list[Claim], ttl: float) -> list[Claim]:
@@ -172,30 +173,30 @@ async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[Rc
     return dst
 
 
-_EPOCH = ("extract(epoch FROM arrived_at)::float8 AS arrived_at,"
-          " extract(epoch FROM next_attempt_at)::float8 AS next_attempt_at")
+_RCPT_COLUMNS = ("idx", "address", "state", "attempts", "reply_code", "reply_text", "remote_host")
 
 
 async def get_message(conn: AsyncConnection, queue_id: str, with_data: bool = False) -> StoredMessage | None:
-    """The message ``queue_id`` with its recipients (and bytes with ``with_data``), or None."""
-    # the three queries in one round trip (pipeline mode; each is its own snapshot, but the
-    # caller holds the claim, so nobody else changes the message meanwhile)
-    async with conn.pipeline():
-        cm = conn.cursor(row_factory=dict_row)
-        cr = conn.cursor(row_factory=dict_row)
-        cb = conn.cursor()
-        await cm.execute(f"SELECT *, {_EPOCH} FROM messages WHERE queue_id=%s", (queue_id,))
-        await cr.execute("SELECT * FROM recipients WHERE queue_id=%s ORDER BY idx", (queue_id,))
-        if with_data:
-            await cb.execute("SELECT data FROM bodies WHERE queue_id=%s", (queue_id,))
-        row = await cm.fetchone()
-        rrows = await cr.fetchall()
-        b = await cb.fetchone() if with_data else None
+    """The message ``queue_id`` with its recipients (and bytes with ``with_data``), or None.
+    One statement (one round trip, one snapshot): the row, its recipients as arrays ordered by
+    ``idx`` (a LATERAL aggregate), its bytes by a join."""
+    aggs = ", ".join(f"array_agg(r.{c} ORDER BY r.idx) AS r_{c}" for c in _RCPT_COLUMNS)
+    body = "b.data AS body_data" if with_data else "NULL::bytea AS body_data"
+    join = " LEFT JOIN bodies b ON b.queue_id = m.queue_id" if with_data else ""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT m.*, extract(epoch FROM m.arrived_at)::float8 AS arrived_at,"
+        " extract(epoch FROM m.next_attempt_at)::float8 AS next_attempt_at,"
+        f" rr.*, {body} FROM messages m{join}"
+        f" LEFT JOIN LATERAL (SELECT {aggs} FROM recipients r WHERE r.queue_id = m.queue_id) rr ON true"
+        " WHERE m.queue_id = %s", (queue_id,))
+    row = await cur.fetchone()
     if row is None:
         return None
-    rcpts = tuple(Recipient(r["idx"], r["address"], RcptState(r["state"]), r["attempts"],
-                            r["reply_code"], r["reply_text"], r["remote_host"]) for r in rrows)
-    data = bytes(b[0]) if b else None
+    cols = [row[f"r_{c}"] or [] for c in _RCPT_COLUMNS]
+    rcpts = tuple(Recipient(idx, address, RcptState(state), attempts, code, text, host)
+                  for idx, address, state, attempts, code, text, host in zip(*cols))
+    data = bytes(row["body_data"]) if row["body_data"] is not None else None
     return StoredMessage(
         queue_id=row["queue_id"], state=QueueState(row["state"]), mail_from=row["mail_from"],
         recipients=rcpts, size=row["size"], smtputf8=row["smtputf8"], body_8bit=row["body_8bit"],

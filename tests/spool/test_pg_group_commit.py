@@ -1,7 +1,8 @@
 """The PostgreSQL group commit (spool.pg.store.PgSpool._commit_batch): a batch whose operations
 all succeed commits in one transaction without a savepoint per operation; one operation that
 fails with its own error (a duplicate queue ID, a stale claim) sends the batch through the
-savepoint path once, so that operation alone fails and every other one is committed. Also the
+savepoint path once, so that operation alone fails and every other one is committed. A claim
+carries the message's size (the queue manager reads nothing before its budget). Also the
 pool's check (spool.pg.db._check): a connection back for less than CHECK_AFTER_IDLE is handed
 out without the round trip, an older one is checked (a server-closed one replaced)."""
 from __future__ import annotations
@@ -39,6 +40,7 @@ async def test_a_clean_batch_takes_no_savepoints_a_failing_operation_fails_alone
         assert (await s.counts())["incoming"] == 121
         # a stale claim's write inside a batch of good ones: refused alone, the others kept
         claims = await s.claim_due(3)
+        assert [c.size for c in claims] == [await s.message_size(c) for c in claims]  # read by the claim
         ok = RcptOutcome(0, RcptState.DELIVERED, 250, "ok", "mx.example.com")
         out = await asyncio.gather(
             s.record_delivered(claims[0].queue_id, [ok], token=claims[0].token),
