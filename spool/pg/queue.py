@@ -123,6 +123,64 @@ async def move(conn: AsyncConnection, queue_id: str, src, dst: QueueState, *,
     return actual
 
 
+def _final_state(states: list[str], hold: bool) -> QueueState:
+    """The message's state once every recipient has ``states`` (transitions.record_attempt)."""
+    if RcptState.PENDING.value in states:
+        return QueueState.HOLD if hold else QueueState.DEFERRED
+    if RcptState.BOUNCED.value in states:
+        return QueueState.BOUNCED
+    return QueueState.DELIVERED
+
+
+async def _record_claimed(conn: AsyncConnection, queue_id: str, outcomes: list[RcptOutcome],
+                          next_attempt_at: float, hold: bool, token: int,
+                          dsn: NewMessage | None, node: str, hold_reason: str) -> QueueState:
+    """record_attempt under claim ``token`` in two statements (was six, two of them waited
+    for): (1) lock the row if the claim is current, update the recipients the attempt reached
+    and return every recipient's state after it (a data-modifying CTE's RETURNING joined to the
+    statement's snapshot); (2) the message's new state, attempts, error, hold reason, and for a
+    terminal state the bytes no mailbox refers to. StaleClaim (nothing written) if the claim is
+    not current."""
+    cur = await conn.execute(
+        "WITH c AS (SELECT queue_id FROM messages WHERE queue_id=%(q)s AND state='active'"
+        "           AND claim_token=%(t)s FOR UPDATE),"
+        " u AS (UPDATE recipients r SET state=o.state, attempts=r.attempts+1, reply_code=o.code,"
+        "        reply_text=o.text, remote_host=o.host, updated_at=clock_timestamp()"
+        "       FROM c, unnest(%(idx)s::int[], %(st)s::text[], %(code)s::int[], %(txt)s::text[],"
+        "                      %(host)s::text[]) AS o(idx, state, code, text, host)"
+        "       WHERE r.queue_id = c.queue_id AND r.idx = o.idx AND r.state = 'pending'"
+        "       RETURNING r.idx, r.state)"
+        " SELECT (SELECT count(*) FROM c),"
+        "        (SELECT array_agg(coalesce(u.state, r.state)) FROM recipients r"
+        "         LEFT JOIN u ON u.idx = r.idx WHERE r.queue_id = %(q)s)",
+        {"q": queue_id, "t": token, "idx": [o.idx for o in outcomes],
+         "st": [o.state.value for o in outcomes], "code": [o.code for o in outcomes],
+         "txt": [o.text[:1000] for o in outcomes], "host": [o.remote_host for o in outcomes]})
+    current, states = await cur.fetchone()
+    if not current:
+        raise StaleClaim(queue_id, token)
+    dst = _final_state(states or [], hold)
+    errors = [f"{o.code or ''} {o.text}".strip() for o in outcomes if o.state is not RcptState.DELIVERED]
+    held = dst is QueueState.HOLD
+    await conn.execute(   # the row is locked as active under the claim: no second look
+        "WITH m AS (UPDATE messages SET state=%(dst)s, updated_at=clock_timestamp(),"
+        f"  next_attempt_at=clock_timestamp() + %(delay)s {SECS}, last_error=%(err)s,"
+        "  attempts=attempts + %(tried)s,"
+        "  hold_reason=CASE WHEN %(held)s THEN %(reason)s ELSE hold_reason END,"
+        "  held_at=CASE WHEN %(held)s THEN clock_timestamp() ELSE held_at END"
+        "  WHERE queue_id=%(q)s AND state='active')"
+        # the bytes a journal entry refers to (no held copy) stay: spool.pg.journal
+        " DELETE FROM bodies WHERE %(terminal)s AND queue_id=%(q)s AND NOT (EXISTS (SELECT 1"
+        " FROM mailbox_messages WHERE queue_id=%(q)s) AND NOT EXISTS (SELECT 1 FROM"
+        " mailbox_bodies WHERE queue_id=%(q)s))",
+        {"dst": dst.value, "delay": delay(next_attempt_at), "err": errors[0][:500] if errors else "",
+         "tried": 1 if outcomes else 0, "held": held, "reason": hold_reason, "q": queue_id,
+         "terminal": dst.terminal})
+    if dsn is not None:
+        await insert_message(conn, dsn, node)
+    return dst
+
+
 async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[RcptOutcome],
                          next_attempt_at: float, hold: bool = False, token: int | None = None,
                          dsn: NewMessage | None = None, node: str = "",
@@ -130,8 +188,9 @@ async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[Rc
     """transitions.record_attempt on PostgreSQL, with the bounce ``dsn`` in the same transaction;
     a held message gets ``hold_reason`` ('continuity', or 'drill' on main's drills). With
     ``token``, StaleClaim before anything is written unless that claim is current."""
-    if token is not None:
-        await _current(conn, queue_id, token)
+    if token is not None:            # the queue manager's case: two statements, one fetch
+        return await _record_claimed(conn, queue_id, outcomes, next_attempt_at, hold, token,
+                                     dsn, node, hold_reason)
     if outcomes:
         async with conn.cursor() as cur:
             await cur.executemany(
