@@ -222,7 +222,7 @@ class SharedDataSlots:
     back by another worker is seen within POLL_MAX seconds (a waiter polls, from POLL_FIRST
     doubling). A client the table has no entry for (it is full) is held to the total only."""
 
-    POLL_FIRST, POLL_MAX = 0.002, 0.05     # seconds
+    POLL_FIRST, POLL_MAX = 0.002, 0.005    # seconds
 
     def __init__(self, table: SharedTable, worker: int, total: int, per_client: int):
         self.total, self.per_client = total, per_client

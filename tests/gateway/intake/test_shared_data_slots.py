@@ -51,7 +51,7 @@ def test_the_total_is_the_gateways_and_a_slot_freed_by_one_worker_goes_to_the_ot
         await settle()
         assert not c.got.is_set()
         b.release()                           # freed by worker 2
-        await asyncio.wait_for(c.got.wait(), 4 * SharedDataSlots.POLL_MAX)
+        await asyncio.wait_for(c.got.wait(), 1.0)
         assert t.data_total() == 2
         a.release(), c.release()
         await asyncio.gather(a.task, b.task, c.task)
@@ -69,7 +69,7 @@ def test_the_per_client_limit_holds_over_both_workers_and_spares_other_clients()
         await settle()
         assert a.got.is_set() and b.got.is_set() and not a2.got.is_set()
         a.release()
-        await asyncio.wait_for(a2.got.wait(), 4 * SharedDataSlots.POLL_MAX)
+        await asyncio.wait_for(a2.got.wait(), 1.0)
         a2.release(), b.release()
         await asyncio.gather(a.task, a2.task, b.task)
         assert t.data_total() == 0
@@ -125,7 +125,7 @@ def test_a_dead_workers_transfers_are_cleared():
         await settle()
         assert not late.got.is_set()
         t.clear_worker(1)                     # worker 1 died with its two transfers
-        await asyncio.wait_for(late.got.wait(), 4 * SharedDataSlots.POLL_MAX)
+        await asyncio.wait_for(late.got.wait(), 1.0)
         assert t.data_total() == 1
         for h in (a, a2):
             h.task.cancel()
