@@ -32,9 +32,9 @@ from spool import db as _db
 
 #: Seconds between two passive checkpoints.
 INTERVAL = 0.2
-#: ``wal_autocheckpoint`` of the write connection while a Checkpointer runs: 4,096 pages
+#: ``wal_autocheckpoint`` of the write connection while a Checkpointer runs: 16,384 pages
 #: (64 MiB at spool.db.PAGE_SIZE) before a COMMIT checkpoints by itself (SQLite's default: 1,000).
-BACKSTOP_PAGES = 4_096
+BACKSTOP_PAGES = 16_384
 
 
 class Checkpointer:

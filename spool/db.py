@@ -13,12 +13,14 @@ from importlib import resources
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 10_000
-#: Page size in bytes of a spool created from now on (SQLite's default is 4,096). A message body
-#: is a chain of overflow pages, each written to the WAL by its own write(2) and copied again by
-#: the checkpoint: at 16 KiB a 1 MiB body is 64 pages instead of 256, and two intake workers at
-#: 1 MiB × 10 sessions relayed 15-18 % more (bench/README.md). A spool created earlier keeps its
-#: page size (in WAL mode SQLite changes it only by a VACUUM outside WAL; nothing needs that).
-PAGE_SIZE = 16_384
+#: Page size in bytes of a spool created from now on: SQLite's default, 4,096. Every page a COMMIT
+#: touches goes to the WAL whole (and is checksummed and copied again by the checkpoint), so for
+#: the many small rows of a group commit small pages cost least: 16 KiB pages (used from 8d45cf6
+#: to 2026-12-04) made 1 KiB × 10 sessions 20 % slower (wall and CPU, bench/README.md
+#: 2026-12-04) and gained nothing at 64 KiB; bodies of 256 KiB or more live in files
+#: (spool.bodyfiles), so large pages no longer help large messages. A spool created with another
+#: page size keeps it (in WAL mode SQLite changes it only by a VACUUM outside WAL).
+PAGE_SIZE = 4_096
 
 
 def connect(path: str | os.PathLike) -> sqlite3.Connection:

@@ -49,16 +49,17 @@ def test_the_checkpointer_copies_commits_into_the_database_file(tmp_path):
     assert all(len(get_message(conn, q, with_data=True).data) >= size - 80 for q in ids)
 
 
-def test_a_spool_made_with_4k_pages_keeps_them_and_takes_mail(tmp_path):
+def test_a_spool_made_with_16k_pages_keeps_them_and_takes_mail(tmp_path):
     path = tmp_path / "spool.db"
     old = sqlite3.connect(path)
-    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA page_size=16384")   # as spools made 2026-12-03/04 have
     old.execute("PRAGMA journal_mode=WAL")
     old.execute("CREATE TABLE t (x)")     # the file now has its pages: the size is fixed
     old.close()
     ids, _backstop, _db = asyncio.run(_fill(path, 5, 8 * 1024))
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert sdb.PAGE_SIZE != 16384
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == len(ids) == 5
 
 
