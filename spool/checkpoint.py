@@ -6,8 +6,9 @@ COMMIT that takes the WAL past ``wal_autocheckpoint`` pages, so the writer that 
 the mark copies (and fsyncs) the whole WAL while every other writer waits for the write lock:
 at 1 MiB messages two intake workers spent 60 % of their time waiting (bench/README.md).
 
-So the spool's write connection sets a high ``wal_autocheckpoint`` (BACKSTOP_PAGES: the
-automatic checkpoint remains only as a backstop bounding the WAL if this thread stalls), and a
+So the spool's write connection sets a high ``wal_autocheckpoint`` (backstop_pages(): BACKSTOP_BYTES
+in the spool's own pages; the automatic checkpoint remains only as a backstop bounding the WAL if
+this thread stalls), and a
 Checkpointer thread with its own connection runs ``PRAGMA wal_checkpoint(PASSIVE)`` every
 INTERVAL seconds. A passive checkpoint takes no write lock: writers keep appending to the WAL
 while it copies the frames committed before it started (https://sqlite.org/wal.html,
@@ -32,9 +33,21 @@ from spool import db as _db
 
 #: Seconds between two passive checkpoints.
 INTERVAL = 0.2
-#: ``wal_autocheckpoint`` of the write connection while a Checkpointer runs: 16,384 pages
-#: (64 MiB at spool.db.PAGE_SIZE) before a COMMIT checkpoints by itself (SQLite's default: 1,000).
-BACKSTOP_PAGES = 16_384
+#: Bytes of WAL (64 MiB) before a COMMIT checkpoints by itself while a Checkpointer runs
+#: (SQLite's default: 1,000 pages). ``wal_autocheckpoint`` counts pages, so the write connection
+#: divides this by the spool's own page size (backstop_pages): a spool made with 16 KiB pages
+#: gets the same 64 MiB as one with 4 KiB pages.
+BACKSTOP_BYTES = 64 * 1024 * 1024
+
+
+def backstop_pages(conn: sqlite3.Connection) -> int:
+    """``wal_autocheckpoint`` value (pages, >= 1) for BACKSTOP_BYTES on ``conn``'s database.
+
+    Reads ``PRAGMA page_size`` (bytes; fixed once the file has its first page, so 4,096 for a
+    spool made now and 16,384 for one made on 2026-12-03/04). Raises what sqlite3 raises.
+    """
+    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    return max(1, BACKSTOP_BYTES // page)
 
 
 class Checkpointer:
@@ -116,4 +129,4 @@ class Checkpointer:
         return copied
 
 
-__all__ = ["Checkpointer", "INTERVAL", "BACKSTOP_PAGES"]
+__all__ = ["Checkpointer", "INTERVAL", "BACKSTOP_BYTES", "backstop_pages"]

@@ -256,7 +256,7 @@ class Spool(ContinuityVerbs, AccountVerbs, MailboxVerbs, ConsoleVerbs):
         try:
             conn = _db.connect(self.path)
             # checkpoints run on the Checkpointer's thread; this is only the backstop
-            conn.execute(f"PRAGMA wal_autocheckpoint={_checkpoint.BACKSTOP_PAGES}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_checkpoint.backstop_pages(conn)}")
         except BaseException as e:  # reported by open()
             self._open_error = e
             self._ready.set()

@@ -1,6 +1,7 @@
 """WAL checkpoints on their own thread (spool.checkpoint) and the page size of a new spool
 (spool.db.PAGE_SIZE): committed pages reach spool.db without any writer crossing
-wal_autocheckpoint, a spool made with 4 KiB pages keeps them and works, and a checkpoint that
+wal_autocheckpoint, a spool made with 16 KiB pages keeps them, works and gets the same 64 MiB
+backstop, and a checkpoint that
 fails is counted without stopping the thread or touching a commit."""
 from __future__ import annotations
 
@@ -39,9 +40,9 @@ def test_the_checkpointer_copies_commits_into_the_database_file(tmp_path):
     path = tmp_path / "spool.db"
     n, size = 40, 64 * 1024
     ids, backstop, db_bytes = asyncio.run(_fill(path, n, size))
-    assert backstop == ckpt.BACKSTOP_PAGES
+    assert backstop * sdb.PAGE_SIZE == ckpt.BACKSTOP_BYTES == 64 * 1024 * 1024
     # 40 x 64 KiB = 2.5 MiB is far below the backstop (64 MiB): only the thread can have copied
-    assert backstop * sdb.PAGE_SIZE > 10 * n * size
+    assert ckpt.BACKSTOP_BYTES > 10 * n * size
     assert db_bytes > n * size
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA page_size").fetchone()[0] == sdb.PAGE_SIZE
@@ -56,9 +57,10 @@ def test_a_spool_made_with_16k_pages_keeps_them_and_takes_mail(tmp_path):
     old.execute("PRAGMA journal_mode=WAL")
     old.execute("CREATE TABLE t (x)")     # the file now has its pages: the size is fixed
     old.close()
-    ids, _backstop, _db = asyncio.run(_fill(path, 5, 8 * 1024))
+    ids, backstop, _db = asyncio.run(_fill(path, 5, 8 * 1024))
     conn = sqlite3.connect(path)
     assert sdb.PAGE_SIZE != 16384
+    assert backstop == 4096 == ckpt.BACKSTOP_BYTES // 16384    # 64 MiB in its own pages
     assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == len(ids) == 5
 
