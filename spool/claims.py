@@ -22,17 +22,20 @@ CLAIM_TTL = 60.0
 def claim(conn: sqlite3.Connection, limit: int, *, ttl: float = CLAIM_TTL, owner: str = "",
           now: float | None = None) -> list[Claim]:
     """Claim up to ``limit`` due messages, oldest first (next attempt time, then arrival); return
-    their claims in that order. ``ttl`` is in seconds."""
+    their claims in that order, each carrying the message's ``size`` in bytes (read with its
+    row, so the queue manager needs no read of its own before its memory budget). ``ttl`` is in
+    seconds."""
     now = time.time() if now is None else now
-    ids = [r[0] for r in conn.execute(
-        "SELECT queue_id FROM messages INDEXED BY messages_due_order"   # an index walk (0012)
+    rows = conn.execute(
+        "SELECT queue_id, size FROM messages INDEXED BY messages_due_order"   # an index walk (0012)
         " WHERE state IN ('incoming','deferred') AND next_attempt_at<=?"
-        " ORDER BY next_attempt_at, seq LIMIT ?", (now, limit)).fetchall()]
-    if not ids:
+        " ORDER BY next_attempt_at, seq LIMIT ?", (now, limit)).fetchall()
+    if not rows:
         return []
     last = conn.execute("UPDATE claim_seq SET last = last + ? WHERE id = 1 RETURNING last",
-                        (len(ids),)).fetchone()[0]
-    out = [Claim(q, last - len(ids) + 1 + i, now + ttl) for i, q in enumerate(ids)]
+                        (len(rows),)).fetchone()[0]
+    out = [Claim(q, last - len(rows) + 1 + i, now + ttl, size)
+           for i, (q, size) in enumerate(rows)]
     conn.executemany(
         "UPDATE messages SET state='active', claim_token=?, claim_owner=?, claim_expires=?, updated_at=?"
         " WHERE queue_id=? AND state IN ('incoming','deferred')",

@@ -75,8 +75,9 @@ class Claim(str):
     sequence, or the SQLite spool's counter) and its ``expires_at`` (unix seconds on the
     storage's clock: PostgreSQL's, or the local one for SQLite). An outcome is written only
     while ``token`` is the message's current claim (see StaleClaim). ``size`` is the message's
-    size in bytes when the claim read it (PostgreSQL: from the same statement, so the queue
-    manager needs no read of its own before its memory budget), else None."""
+    size in bytes when the claim read it (both spools' claims read it in the statement that
+    selects the message, so the queue manager needs no read of its own before its memory
+    budget), else None."""
 
     token: int
     expires_at: float

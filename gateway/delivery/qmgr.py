@@ -204,7 +204,7 @@ class QueueManager(OutcomeRecorder):
     async def _deliver_claimed(self, queue_id: str, token: int, size: int | None = None) -> None:
         msg = None
         try:
-            if size is None:          # the claim did not read it (the SQLite spool's claims)
+            if size is None:          # a claim made without it (a spool that does not read it)
                 size = await self._spool(lambda: self.spool.message_size(queue_id), queue_id)
             if size is None:
                 return

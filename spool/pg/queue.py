@@ -132,15 +132,35 @@ def _final_state(states: list[str], hold: bool) -> QueueState:
     return QueueState.DELIVERED
 
 
+class Sent:
+    """The result of an operation whose statements are sent but not yet read: PgSpool's group
+    commit sends every operation of a batch first and reads their results afterwards
+    (``await sent.result()``), so a batch of k outcomes costs one pipeline sync, not k. What
+    ``result()`` raises (StaleClaim) is the operation's error, as if raised when it ran."""
+
+    __slots__ = ("_finish",)
+
+    def __init__(self, finish):
+        self._finish = finish
+
+    async def result(self):
+        return await self._finish()
+
+
 async def _record_claimed(conn: AsyncConnection, queue_id: str, outcomes: list[RcptOutcome],
                           next_attempt_at: float, hold: bool, token: int,
-                          dsn: NewMessage | None, node: str, hold_reason: str) -> QueueState:
-    """record_attempt under claim ``token`` in two statements (was six, two of them waited
-    for): (1) lock the row if the claim is current, update the recipients the attempt reached
-    and return every recipient's state after it (a data-modifying CTE's RETURNING joined to the
-    statement's snapshot); (2) the message's new state, attempts, error, hold reason, and for a
-    terminal state the bytes no mailbox refers to. StaleClaim (nothing written) if the claim is
-    not current."""
+                          dsn: NewMessage | None, node: str, hold_reason: str) -> Sent:
+    """record_attempt under claim ``token`` in one statement (was six, then two with a fetch
+    between), sent and not waited for: a Sent whose ``result()`` is the message's new state.
+    The statement locks the row if the claim is current (``c``), updates the recipients the
+    attempt reached (``u``), computes every recipient's state after it (``s``: u's RETURNING
+    joined to the statement's snapshot) and from them the message's state (``f``, as
+    _final_state), moves the message there with its attempts, error and hold reason (``m``),
+    and for a terminal state deletes the bytes no mailbox refers to (``d``); each data-modifying
+    part is guarded by ``c``, so a stale claim writes nothing. ``result()`` raises StaleClaim if
+    the claim was not current. The bounce ``dsn``, if any, is inserted after it in the same
+    transaction (undone with it when the claim was stale: the group commit rolls back)."""
+    errors = [f"{o.code or ''} {o.text}".strip() for o in outcomes if o.state is not RcptState.DELIVERED]
     cur = await conn.execute(
         "WITH c AS (SELECT queue_id FROM messages WHERE queue_id=%(q)s AND state='active'"
         "           AND claim_token=%(t)s FOR UPDATE),"
@@ -149,48 +169,54 @@ async def _record_claimed(conn: AsyncConnection, queue_id: str, outcomes: list[R
         "       FROM c, unnest(%(idx)s::int[], %(st)s::text[], %(code)s::int[], %(txt)s::text[],"
         "                      %(host)s::text[]) AS o(idx, state, code, text, host)"
         "       WHERE r.queue_id = c.queue_id AND r.idx = o.idx AND r.state = 'pending'"
-        "       RETURNING r.idx, r.state)"
-        " SELECT (SELECT count(*) FROM c),"
-        "        (SELECT array_agg(coalesce(u.state, r.state)) FROM recipients r"
-        "         LEFT JOIN u ON u.idx = r.idx WHERE r.queue_id = %(q)s)",
+        "       RETURNING r.idx, r.state),"
+        " s AS (SELECT array_agg(coalesce(u.state, r.state)) AS states FROM recipients r"
+        "       LEFT JOIN u ON u.idx = r.idx WHERE r.queue_id = %(q)s),"
+        " f AS (SELECT CASE WHEN 'pending' = ANY(s.states)"
+        "                   THEN CASE WHEN %(hold)s THEN 'hold' ELSE 'deferred' END"
+        "              WHEN 'bounced' = ANY(s.states) THEN 'bounced' ELSE 'delivered' END AS dst"
+        "       FROM s),"
+        " m AS (UPDATE messages SET state=f.dst, updated_at=clock_timestamp(),"
+        f"        next_attempt_at=clock_timestamp() + %(delay)s {SECS}, last_error=%(err)s,"
+        "        attempts=attempts + %(tried)s,"
+        "        hold_reason=CASE WHEN f.dst = 'hold' THEN %(reason)s ELSE hold_reason END,"
+        "        held_at=CASE WHEN f.dst = 'hold' THEN clock_timestamp() ELSE held_at END"
+        "       FROM f, c WHERE messages.queue_id = c.queue_id AND messages.state='active'),"
+        # the bytes a journal entry refers to (no held copy) stay: spool.pg.journal
+        " d AS (DELETE FROM bodies WHERE queue_id=%(q)s AND EXISTS (SELECT 1 FROM c)"
+        "       AND EXISTS (SELECT 1 FROM f WHERE f.dst IN ('delivered', 'bounced'))"
+        "       AND NOT (EXISTS (SELECT 1 FROM mailbox_messages WHERE queue_id=%(q)s)"
+        "                AND NOT EXISTS (SELECT 1 FROM mailbox_bodies WHERE queue_id=%(q)s)))"
+        " SELECT (SELECT count(*) FROM c), (SELECT dst FROM f)",
         {"q": queue_id, "t": token, "idx": [o.idx for o in outcomes],
          "st": [o.state.value for o in outcomes], "code": [o.code for o in outcomes],
-         "txt": [o.text[:1000] for o in outcomes], "host": [o.remote_host for o in outcomes]})
-    current, states = await cur.fetchone()
-    if not current:
-        raise StaleClaim(queue_id, token)
-    dst = _final_state(states or [], hold)
-    errors = [f"{o.code or ''} {o.text}".strip() for o in outcomes if o.state is not RcptState.DELIVERED]
-    held = dst is QueueState.HOLD
-    await conn.execute(   # the row is locked as active under the claim: no second look
-        "WITH m AS (UPDATE messages SET state=%(dst)s, updated_at=clock_timestamp(),"
-        f"  next_attempt_at=clock_timestamp() + %(delay)s {SECS}, last_error=%(err)s,"
-        "  attempts=attempts + %(tried)s,"
-        "  hold_reason=CASE WHEN %(held)s THEN %(reason)s ELSE hold_reason END,"
-        "  held_at=CASE WHEN %(held)s THEN clock_timestamp() ELSE held_at END"
-        "  WHERE queue_id=%(q)s AND state='active')"
-        # the bytes a journal entry refers to (no held copy) stay: spool.pg.journal
-        " DELETE FROM bodies WHERE %(terminal)s AND queue_id=%(q)s AND NOT (EXISTS (SELECT 1"
-        " FROM mailbox_messages WHERE queue_id=%(q)s) AND NOT EXISTS (SELECT 1 FROM"
-        " mailbox_bodies WHERE queue_id=%(q)s))",
-        {"dst": dst.value, "delay": delay(next_attempt_at), "err": errors[0][:500] if errors else "",
-         "tried": 1 if outcomes else 0, "held": held, "reason": hold_reason, "q": queue_id,
-         "terminal": dst.terminal})
+         "txt": [o.text[:1000] for o in outcomes], "host": [o.remote_host for o in outcomes],
+         "hold": hold, "delay": delay(next_attempt_at), "err": errors[0][:500] if errors else "",
+         "tried": 1 if outcomes else 0, "reason": hold_reason})
     if dsn is not None:
         await insert_message(conn, dsn, node)
-    return dst
+
+    async def finish() -> QueueState:
+        current, dst = await cur.fetchone()
+        if not current:
+            raise StaleClaim(queue_id, token)
+        return QueueState(dst)
+    return Sent(finish)
 
 
 async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[RcptOutcome],
                          next_attempt_at: float, hold: bool = False, token: int | None = None,
                          dsn: NewMessage | None = None, node: str = "",
-                         hold_reason: str = "continuity") -> QueueState:
+                         hold_reason: str = "continuity", sent: bool = False) -> QueueState:
     """transitions.record_attempt on PostgreSQL, with the bounce ``dsn`` in the same transaction;
     a held message gets ``hold_reason`` ('continuity', or 'drill' on main's drills). With
-    ``token``, StaleClaim before anything is written unless that claim is current."""
-    if token is not None:            # the queue manager's case: two statements, one fetch
-        return await _record_claimed(conn, queue_id, outcomes, next_attempt_at, hold, token,
-                                     dsn, node, hold_reason)
+    ``token``, StaleClaim before anything is written unless that claim is current; with
+    ``token`` and ``sent``, a Sent (its ``result()`` is the state, or raises StaleClaim) for
+    PgSpool's group commit, which reads every operation's result after sending them all."""
+    if token is not None:            # the queue manager's case: one statement
+        later = await _record_claimed(conn, queue_id, outcomes, next_attempt_at, hold, token,
+                                      dsn, node, hold_reason)
+        return later if sent else await later.result()
     if outcomes:
         async with conn.cursor() as cur:
             await cur.executemany(

@@ -161,7 +161,7 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
         try:
             if filing is None and journal is None:
                 return await self.write(_q.record_attempt, queue_id, outcomes, next_attempt_at,
-                                        hold, token, dsn, self.node, hold_reason)
+                                        hold, token, dsn, self.node, hold_reason, token is not None)
             words = await _mailbox.filing_words(filing)
             state, journal_error = await self.write(
                 _mailbox.record_with_filing, queue_id, outcomes, next_attempt_at, hold, token,
@@ -335,8 +335,8 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
         """The batch in one transaction; appends (future, result, error) to ``results``.
 
         First without savepoints (each costs two more statements and a pipeline sync, more
-        than most operations: bench/README.md): if every operation succeeds, that commit is the
-        batch's. If one raises an error of its own (not a storage failure: a stale claim, a
+        than most operations: bench/README.md), every operation sent before any Sent result is
+        read: if every operation succeeds, that commit is the batch's. If one raises an error of its own (not a storage failure: a stale claim, a
         constraint), nothing of that transaction is kept (rolled back) and the batch runs again
         with a savepoint per operation (``_commit_isolated``), so only that operation fails.
         A storage failure raises (every caller gets the SpoolError)."""
@@ -346,6 +346,11 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
                 async with conn.transaction():
                     for fn, args, fut in batch:
                         done.append((fut, await fn(conn, *args), None))
+                    # the results of operations that only sent their statements (spool.pg.queue.
+                    # Sent), read now: one pipeline sync for all of them
+                    for i, (fut, r, _e) in enumerate(done):
+                        if isinstance(r, _q.Sent):
+                            done[i] = (fut, await r.result(), None)
         except Exception as e:
             if _db.storage_failure(e):
                 raise
@@ -362,6 +367,8 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
                     try:
                         async with conn.transaction():     # a savepoint per operation
                             r = await fn(conn, *args)
+                            if isinstance(r, _q.Sent):
+                                r = await r.result()
                     except Exception as e:
                         if _db.storage_failure(e):
                             raise

@@ -88,6 +88,10 @@ async def test_claim_due_takes_each_due_message_once_with_growing_tokens(qspool)
     assert len(set(tokens)) == 5 and max(c.token for c in first) < min(c.token for c in second)
     assert all(c.expires_at > time.time() + 30 for c in first)
     assert (await qspool.counts())["active"] == 5
+    # each claim carries its message's size, read by the claim (no read of its own later)
+    sizes = {c.queue_id: c.size for c in first + second}
+    for q, size in sizes.items():
+        assert size == (await qspool.get(q)).size > 0
 
 
 async def test_record_attempt_delivered_bounced_deferred(qspool):
