@@ -123,15 +123,6 @@ async def move(conn: AsyncConnection, queue_id: str, src, dst: QueueState, *,
     return actual
 
 
-def _final_state(states: list[str], hold: bool) -> QueueState:
-    """The message's state once every recipient has ``states`` (transitions.record_attempt)."""
-    if RcptState.PENDING.value in states:
-        return QueueState.HOLD if hold else QueueState.DEFERRED
-    if RcptState.BOUNCED.value in states:
-        return QueueState.BOUNCED
-    return QueueState.DELIVERED
-
-
 class Sent:
     """The result of an operation whose statements are sent but not yet read: PgSpool's group
     commit sends every operation of a batch first and reads their results afterwards
@@ -154,9 +145,10 @@ async def _record_claimed(conn: AsyncConnection, queue_id: str, outcomes: list[R
     between), sent and not waited for: a Sent whose ``result()`` is the message's new state.
     The statement locks the row if the claim is current (``c``), updates the recipients the
     attempt reached (``u``), computes every recipient's state after it (``s``: u's RETURNING
-    joined to the statement's snapshot) and from them the message's state (``f``, as
-    _final_state), moves the message there with its attempts, error and hold reason (``m``),
-    and for a terminal state deletes the bytes no mailbox refers to (``d``); each data-modifying
+    joined to the statement's snapshot) and from them the message's state (``f``: any pending →
+    hold or deferred, else any bounced → bounced, else delivered, as transitions.record_attempt),
+    moves the message there with its attempts, error and hold reason (``m``), and for a terminal
+    state deletes the bytes no mailbox refers to (``d``); each data-modifying
     part is guarded by ``c``, so a stale claim writes nothing. ``result()`` raises StaleClaim if
     the claim was not current. The bounce ``dsn``, if any, is inserted after it in the same
     transaction (undone with it when the claim was stale: the group commit rolls back)."""
