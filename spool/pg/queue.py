@@ -148,8 +148,8 @@ async def _record_claimed(conn: AsyncConnection, queue_id: str, outcomes: list[R
     joined to the statement's snapshot) and from them the message's state (``f``: any pending →
     hold or deferred, else any bounced → bounced, else delivered, as transitions.record_attempt),
     moves the message there with its attempts, error and hold reason (``m``), and for a terminal
-    state deletes the bytes no mailbox refers to (``d``); each data-modifying
-    part is guarded by ``c``, so a stale claim writes nothing. ``result()`` raises StaleClaim if
+    state deletes the bytes no mailbox refers to (``d``); each data-modifying part is guarded
+    by ``c``, so a stale claim writes nothing. ``result()`` raises StaleClaim if
     the claim was not current. The bounce ``dsn``, if any, is inserted after it in the same
     transaction (undone with it when the claim was stale: the group commit rolls back)."""
     errors = [f"{o.code or ''} {o.text}".strip() for o in outcomes if o.state is not RcptState.DELIVERED]
@@ -199,7 +199,8 @@ async def _record_claimed(conn: AsyncConnection, queue_id: str, outcomes: list[R
 async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[RcptOutcome],
                          next_attempt_at: float, hold: bool = False, token: int | None = None,
                          dsn: NewMessage | None = None, node: str = "",
-                         hold_reason: str = "continuity", sent: bool = False) -> QueueState:
+                         hold_reason: str = "continuity",
+                         sent: bool = False) -> QueueState | Sent:
     """transitions.record_attempt on PostgreSQL, with the bounce ``dsn`` in the same transaction;
     a held message gets ``hold_reason`` ('continuity', or 'drill' on main's drills). With
     ``token``, StaleClaim before anything is written unless that claim is current; with

@@ -337,9 +337,10 @@ class PgSpool(PgContinuityVerbs, PgAccountVerbs, PgMailboxVerbs, PgConsoleVerbs)
         First without savepoints (each costs two more statements and a pipeline sync, more
         than most operations: bench/README.md), every operation sent before any Sent result is
         read: if every operation succeeds, that commit is the batch's. If one raises an error of
-        its own (not a storage failure: a stale claim, a constraint), nothing of that transaction is kept (rolled back) and the batch runs again
-        with a savepoint per operation (``_commit_isolated``), so only that operation fails.
-        A storage failure raises (every caller gets the SpoolError)."""
+        its own (not a storage failure: a stale claim, a constraint), nothing of that
+        transaction is kept (rolled back) and the batch runs again with a savepoint per
+        operation (``_commit_isolated``), so only that operation fails. A storage failure
+        raises (every caller gets the SpoolError)."""
         done: list = []
         try:
             async with self.pool.connection() as conn, conn.pipeline():
