@@ -118,9 +118,12 @@ async def get_message(conn: AsyncConnection, mailbox: str, message_id: int, with
 
 
 async def message_data(conn: AsyncConnection, queue_id: str) -> bytes | None:
-    cur = await conn.execute(DATA, {"q": queue_id})
+    """The stored bytes of ``queue_id`` or None; read in the binary format (no hex)."""
+    cur = await conn.execute(DATA, {"q": queue_id}, binary=True)
     row = await cur.fetchone()
-    return None if row is None or row[0] is None else bytes(row[0])
+    if row is None or row[0] is None:
+        return None
+    return row[0] if isinstance(row[0], bytes) else bytes(row[0])
 
 
 async def folder_page(conn: AsyncConnection, mailbox: str, folder: str, page: int = 1,
