@@ -77,17 +77,22 @@ class Claim(str):
     while ``token`` is the message's current claim (see StaleClaim). ``size`` is the message's
     size in bytes when the claim read it (both spools' claims read it in the statement that
     selects the message, so the queue manager needs no read of its own before its memory
-    budget), else None."""
+    budget), else None. ``message``: the claimed message itself with its bytes (a
+    spool.query.StoredMessage), when the claim read it too (PostgreSQL, for a message of at most
+    spool.pg.queue.CLAIM_INLINE_BYTES), else None; the queue manager takes it (and sets it back
+    to None) when the delivery starts."""
 
     token: int
     expires_at: float
     size: int | None
+    message: object | None
 
     def __new__(cls, queue_id: str, token: int, expires_at: float,
-                size: int | None = None) -> "Claim":
+                size: int | None = None, message: object | None = None) -> "Claim":
         self = super().__new__(cls, queue_id)
         self.token, self.expires_at = int(token), float(expires_at)
         self.size = None if size is None else int(size)
+        self.message = message
         return self
 
     @property

@@ -196,12 +196,17 @@ class QueueManager(OutcomeRecorder):
         the outcome is refused (StaleClaim), logged and counted, never retried. The claim is
         renewed (self.claims) until the delivery ends."""
         queue_id, token = claim.queue_id, claim.token
+        read = getattr(claim, "message", None)      # read with the claim (small, on PostgreSQL)
+        if read is not None:
+            claim.message = None                    # held here only, let go with the delivery
         try:
-            await self._deliver_claimed(queue_id, token, getattr(claim, "size", None))
+            await self._deliver_claimed(queue_id, token, getattr(claim, "size", None), read)
         finally:
             self.claims.drop(queue_id)
 
-    async def _deliver_claimed(self, queue_id: str, token: int, size: int | None = None) -> None:
+    async def _deliver_claimed(self, queue_id: str, token: int, size: int | None = None,
+                               read=None) -> None:
+        """``read``: the message as the claim read it (with its bytes), or None: read here."""
         msg = None
         try:
             if size is None:          # a claim made without it (a spool that does not read it)
@@ -211,7 +216,10 @@ class QueueManager(OutcomeRecorder):
             # its bytes are read only once they fit in delivery.max_inflight_bytes; meanwhile the
             # message stays active (recovery requeues it after a crash)
             async with self.budget.hold(size):
-                msg = await self._spool(lambda: self.spool.get(queue_id, with_data=True), queue_id)
+                msg, read = read, None
+                if msg is None:
+                    msg = await self._spool(lambda: self.spool.get(queue_id, with_data=True),
+                                            queue_id)
                 if msg is None:
                     return
                 if msg.data is None:

@@ -20,6 +20,7 @@ from spool.states import TRANSITIONS, Claim, InvalidTransition, QueueState, Rcpt
 from spool.transitions import RcptOutcome
 
 SECS = "* interval '1 second'"
+_RCPT_COLUMNS = ("idx", "address", "state", "attempts", "reply_code", "reply_text", "remote_host")
 
 
 def delay(at: float | None) -> float:
@@ -48,22 +49,42 @@ async def insert_message(conn: AsyncConnection, msg: NewMessage, node: str = "")
     return msg.queue_id
 
 
-async def claim(conn: AsyncConnection, limit: int, owner: str, ttl: float) -> list[Claim]:
+#: A claimed message of at most this many stored bytes comes with its row, recipients and bytes
+#: in the claim's own statement (Claim.message), so its delivery reads nothing more; a larger one
+#: is read by the queue manager once it fits in its byte budget. Bytes read this way are outside
+#: the budget until their delivery starts: at most the claim's ``limit`` × this.
+CLAIM_INLINE_BYTES = 64 * 1024
+
+
+async def claim(conn: AsyncConnection, limit: int, owner: str, ttl: float,
+                inline_bytes: int = CLAIM_INLINE_BYTES) -> list[Claim]:
     """Claim up to ``limit`` due messages for ``owner`` for ``ttl`` seconds: ``FOR UPDATE SKIP
     LOCKED`` (a row another session is claiming is skipped, never waited for), one token each
-    from ``claim_seq``. Returns the claims (with each message's size), oldest first. The caller
-    commits at once."""
-    cur = await conn.execute(
+    from ``claim_seq``. Returns the claims (with each message's size), oldest first; a message
+    of at most ``inline_bytes`` bytes also carries itself (``Claim.message``: a StoredMessage
+    with its bytes, state ``active``), read in the same statement and snapshot, in the binary
+    format. The caller commits at once."""
+    aggs = ", ".join(f"array_agg(r.{c} ORDER BY r.idx) AS r_{c}" for c in _RCPT_COLUMNS)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
         "WITH c AS (SELECT queue_id FROM messages WHERE state IN ('incoming','deferred')"
         "           AND next_attempt_at <= now() ORDER BY next_attempt_at, seq"
-        "           LIMIT %s FOR UPDATE SKIP LOCKED)"
-        " UPDATE messages m SET state='active', claim_owner=%s, claim_token=nextval('claim_seq'),"
-        f"  claim_expires=clock_timestamp() + %s {SECS}, updated_at=clock_timestamp()"
-        " FROM c WHERE m.queue_id = c.queue_id"
-        " RETURNING m.queue_id, m.claim_token, extract(epoch FROM m.claim_expires)::float8, m.seq,"
-        " m.size", (limit, owner, ttl))
-    rows = sorted(await cur.fetchall(), key=lambda r: r[3])
-    return [Claim(q, t, e, size) for q, t, e, _seq, size in rows]
+        "           LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        " u AS (UPDATE messages m SET state='active', claim_owner=%(owner)s,"
+        "  claim_token=nextval('claim_seq'),"
+        f"  claim_expires=clock_timestamp() + %(ttl)s {SECS}, updated_at=clock_timestamp()"
+        "  FROM c WHERE m.queue_id = c.queue_id RETURNING m.*)"
+        " SELECT u.*, extract(epoch FROM u.arrived_at)::float8 AS arrived_at,"
+        " extract(epoch FROM u.next_attempt_at)::float8 AS next_attempt_at,"
+        " extract(epoch FROM u.claim_expires)::float8 AS claim_expires_at, rr.*,"
+        " b.data AS body_data FROM u"
+        " LEFT JOIN bodies b ON b.queue_id = u.queue_id AND u.size <= %(inline)s"
+        f" LEFT JOIN LATERAL (SELECT {aggs} FROM recipients r WHERE r.queue_id = u.queue_id"
+        "  AND u.size <= %(inline)s) rr ON true",
+        {"limit": limit, "owner": owner, "ttl": ttl, "inline": inline_bytes}, binary=True)
+    rows = sorted(await cur.fetchall(), key=lambda r: r["seq"])
+    return [Claim(r["queue_id"], r["claim_token"], r["claim_expires_at"], r["size"],
+                  message=_stored(r) if r["body_data"] is not None else None) for r in rows]
 
 
 async def renew(conn: AsyncConnection, claims: list[Claim], ttl: float) -> list[Claim]:
@@ -251,9 +272,6 @@ async def record_attempt(conn: AsyncConnection, queue_id: str, outcomes: list[Rc
     return dst
 
 
-_RCPT_COLUMNS = ("idx", "address", "state", "attempts", "reply_code", "reply_text", "remote_host")
-
-
 async def get_message(conn: AsyncConnection, queue_id: str, with_data: bool = False) -> StoredMessage | None:
     """The message ``queue_id`` with its recipients (and bytes with ``with_data``), or None.
     One statement (one round trip, one snapshot): the row, its recipients as arrays ordered by
@@ -271,8 +289,11 @@ async def get_message(conn: AsyncConnection, queue_id: str, with_data: bool = Fa
         f" LEFT JOIN LATERAL (SELECT {aggs} FROM recipients r WHERE r.queue_id = m.queue_id) rr ON true"
         " WHERE m.queue_id = %s", (queue_id,), binary=with_data)
     row = await cur.fetchone()
-    if row is None:
-        return None
+    return None if row is None else _stored(row)
+
+
+def _stored(row: dict) -> StoredMessage:
+    """A StoredMessage from a row of get_message's (or claim's) columns."""
     cols = [row[f"r_{c}"] or [] for c in _RCPT_COLUMNS]
     rcpts = tuple(Recipient(idx, address, RcptState(state), attempts, code, text, host)
                   for idx, address, state, attempts, code, text, host in zip(*cols))

@@ -52,3 +52,26 @@ async def test_bodies_are_lz4_and_read_back_byte_for_byte(pg_dsn):
         assert method == "lz4"
         version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
         assert version >= 9
+
+
+async def test_a_claim_carries_a_small_message_with_its_bytes_and_not_a_large_one(pg_dsn):
+    from spool.pg.queue import CLAIM_INLINE_BYTES
+    small = [p.read_bytes() for p in sorted(CORPUS.glob("*.eml"))
+             if p.stat().st_size <= CLAIM_INLINE_BYTES - 1024][:5]
+    large = b"".join(b"Line %d\r\n" % i for i in range(CLAIM_INLINE_BYTES // 8))
+    assert len(small) == 5 and len(large) > CLAIM_INLINE_BYTES
+    s = await PgSpool.open(pg_dsn, node="inline")
+    try:
+        multi = NewMessage(mail_from="s@remote.test", data=small[0],
+                           rcpt_tos=("bob@example.com", "carol@example.com", "dave@example.com"))
+        ids = [await s.commit(multi)] + [await s.commit(_message(b)) for b in small[1:] + [large]]
+        claims = await s.claim_due(10)
+        assert [c.queue_id for c in claims] == ids            # oldest first
+        for c in claims[:-1]:
+            stored = await s.get(c.queue_id, with_data=True)
+            assert c.message == stored and type(c.message.data) is bytes
+            assert c.message.state.value == "active" and c.size == stored.size
+        assert [r.address for r in claims[0].message.recipients] == list(multi.rcpt_tos)
+        assert claims[-1].message is None and claims[-1].size > CLAIM_INLINE_BYTES
+    finally:
+        await s.close()
