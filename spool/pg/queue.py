@@ -21,6 +21,8 @@ from spool.transitions import RcptOutcome
 
 SECS = "* interval '1 second'"
 _RCPT_COLUMNS = ("idx", "address", "state", "attempts", "reply_code", "reply_text", "remote_host")
+#: The recipients of one message as arrays ordered by ``idx`` (get_message's and claim's LATERAL).
+_RCPT_AGGS = ", ".join(f"array_agg(r.{c} ORDER BY r.idx) AS r_{c}" for c in _RCPT_COLUMNS)
 
 
 def delay(at: float | None) -> float:
@@ -64,7 +66,6 @@ async def claim(conn: AsyncConnection, limit: int, owner: str, ttl: float,
     of at most ``inline_bytes`` bytes also carries itself (``Claim.message``: a StoredMessage
     with its bytes, state ``active``), read in the same statement and snapshot, in the binary
     format. The caller commits at once."""
-    aggs = ", ".join(f"array_agg(r.{c} ORDER BY r.idx) AS r_{c}" for c in _RCPT_COLUMNS)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "WITH c AS (SELECT queue_id FROM messages WHERE state IN ('incoming','deferred')"
@@ -79,7 +80,7 @@ async def claim(conn: AsyncConnection, limit: int, owner: str, ttl: float,
         " extract(epoch FROM u.claim_expires)::float8 AS claim_expires_at, rr.*,"
         " b.data AS body_data FROM u"
         " LEFT JOIN bodies b ON b.queue_id = u.queue_id AND u.size <= %(inline)s"
-        f" LEFT JOIN LATERAL (SELECT {aggs} FROM recipients r WHERE r.queue_id = u.queue_id"
+        f" LEFT JOIN LATERAL (SELECT {_RCPT_AGGS} FROM recipients r WHERE r.queue_id = u.queue_id"
         "  AND u.size <= %(inline)s) rr ON true",
         {"limit": limit, "owner": owner, "ttl": ttl, "inline": inline_bytes}, binary=True)
     rows = sorted(await cur.fetchall(), key=lambda r: r["seq"])
@@ -278,7 +279,6 @@ async def get_message(conn: AsyncConnection, queue_id: str, with_data: bool = Fa
     ``idx`` (a LATERAL aggregate), its bytes by a join. With the bytes the result comes in
     PostgreSQL's binary format: a bytea in the text format is hex, twice its size on the wire,
     encoded by the server and decoded here (about 3.5 ms of CPU per MiB between the two)."""
-    aggs = ", ".join(f"array_agg(r.{c} ORDER BY r.idx) AS r_{c}" for c in _RCPT_COLUMNS)
     body = "b.data AS body_data" if with_data else "NULL::bytea AS body_data"
     join = " LEFT JOIN bodies b ON b.queue_id = m.queue_id" if with_data else ""
     cur = conn.cursor(row_factory=dict_row)
@@ -286,7 +286,7 @@ async def get_message(conn: AsyncConnection, queue_id: str, with_data: bool = Fa
         "SELECT m.*, extract(epoch FROM m.arrived_at)::float8 AS arrived_at,"
         " extract(epoch FROM m.next_attempt_at)::float8 AS next_attempt_at,"
         f" rr.*, {body} FROM messages m{join}"
-        f" LEFT JOIN LATERAL (SELECT {aggs} FROM recipients r WHERE r.queue_id = m.queue_id) rr ON true"
+        f" LEFT JOIN LATERAL (SELECT {_RCPT_AGGS} FROM recipients r WHERE r.queue_id = m.queue_id) rr ON true"
         " WHERE m.queue_id = %s", (queue_id,), binary=with_data)
     row = await cur.fetchone()
     return None if row is None else _stored(row)
